@@ -1,0 +1,1 @@
+//! lightcl-bus (under construction).

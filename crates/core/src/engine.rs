@@ -1,0 +1,1 @@
+//! Engine-driver decisions (DESIGN §6). Filled in by the planner work.

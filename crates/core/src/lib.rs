@@ -1,0 +1,28 @@
+//! # lightcl-core
+//!
+//! The domain core of lightcl: the `optimism_syncStatus` types and every decision the
+//! pipeline makes, as pure functions with no I/O, no clock and no async runtime.
+//!
+//! - [`status`]: the wire format of `optimism_syncStatus` and of `eth_getBlockByNumber` blocks.
+//! - [`poll`]: when the poller publishes a status (change detection, heartbeat slots).
+//! - [`validate`]: what the validator decides about a raw status (structural checks, which L1
+//!   blocks to fetch and how to judge them, regression/replay rules, quorum).
+//! - [`engine`]: what the engine-driver sends to its execution client (head choice, the follow
+//!   cases, forkchoice invariants, reactions to the EL's answers).
+//!
+//! Services perform the actions these functions return; they never decide on their own.
+//! Invariants upheld here: no target is produced from a status that failed a check; a planned
+//! forkchoice update always satisfies `finalized ≤ safe ≤ head`, never lowers finalized and
+//! never names a head the EL declared INVALID.
+
+pub mod engine;
+pub mod poll;
+pub mod severity;
+pub mod status;
+pub mod target;
+pub mod validate;
+
+pub use alloy_primitives::B256;
+pub use severity::Severity;
+pub use status::{BlockId, L1BlockRef, L2BlockRef, ParseError, SyncStatus};
+pub use target::Target;

@@ -1,0 +1,1 @@
+//! lightcl-jsonrpc (under construction).

@@ -1,0 +1,1 @@
+//! lightcl-runtime (under construction).

@@ -1,0 +1,1 @@
+//! lightcl-telemetry (under construction).

@@ -1,0 +1,1 @@
+//! lightcl-engine-driver (under construction).

@@ -1,0 +1,3 @@
+//! lightcl-engine-driver binary.
+
+fn main() {}

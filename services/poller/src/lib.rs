@@ -1,0 +1,1 @@
+//! lightcl-poller (under construction).

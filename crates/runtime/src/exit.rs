@@ -1,0 +1,179 @@
+//! Configuration errors and the exit-64 contract (DESIGN §8): bad configuration prints ONE line
+//! `error: <flag>: <reason>` on stderr and exits with status 64 (EX_USAGE).
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// Exit status for bad configuration (sysexits EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// A configuration problem, naming the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{flag}: {reason}")]
+pub struct ConfigError {
+    /// The flag, e.g. `--grpc.token-file`.
+    pub flag: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A config error for `flag`.
+    pub fn new(flag: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { flag: flag.into(), reason: reason.into() }
+    }
+
+    /// The one line printed on exit: `error: <flag>: <reason>`.
+    pub fn line(&self) -> String {
+        // Keep it one line whatever the reason contains.
+        format!("error: {}: {}", self.flag, self.reason).replace(['\n', '\r'], " ")
+    }
+}
+
+/// Print `error: <flag>: <reason>` to stderr and exit 64.
+pub fn exit_config_error(err: &ConfigError) -> ! {
+    eprintln!("{}", err.line());
+    std::process::exit(EXIT_CONFIG)
+}
+
+/// Parse the process arguments (and `LIGHTCL_*` env twins). `--help`/`--version` print and exit
+/// 0; any usage error prints one line naming the flag and exits 64.
+pub fn parse_args_or_exit<T: clap::Parser>() -> T {
+    parse_from_or_exit(std::env::args_os())
+}
+
+/// [`parse_args_or_exit`] over explicit arguments (the first is the program name).
+pub fn parse_from_or_exit<T, I, A>(args: I) -> T
+where
+    T: clap::Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    match T::try_parse_from(args) {
+        Ok(t) => t,
+        Err(e) => match clap_outcome(&e) {
+            ClapOutcome::Print => {
+                let _ = e.print();
+                std::process::exit(0)
+            }
+            ClapOutcome::Usage(err) => exit_config_error(&err),
+        },
+    }
+}
+
+/// What to do with a clap error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClapOutcome {
+    /// `--help` or `--version`: print clap's text, exit 0.
+    Print,
+    /// A usage error: print [`ConfigError::line`], exit 64.
+    Usage(ConfigError),
+}
+
+/// Map a clap error to help/version output or a [`ConfigError`] naming the flag.
+pub fn clap_outcome(e: &clap::Error) -> ClapOutcome {
+    let flag = || match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => arg_name(s),
+        Some(ContextValue::Strings(v)) => {
+            v.iter().map(|s| arg_name(s)).collect::<Vec<_>>().join(", ")
+        }
+        _ => "<arguments>".to_owned(),
+    };
+    let value = || match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let reason = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => return ClapOutcome::Print,
+        ErrorKind::MissingRequiredArgument => "required but not set".to_owned(),
+        ErrorKind::UnknownArgument => "unknown flag".to_owned(),
+        ErrorKind::ValueValidation => {
+            let why = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+            format!("invalid value {:?}: {why}", value())
+        }
+        ErrorKind::InvalidValue => {
+            let valid = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) => format!(" (expected one of: {})", v.join(", ")),
+                _ => String::new(),
+            };
+            if value().is_empty() {
+                format!("a value is required{valid}")
+            } else {
+                format!("invalid value {:?}{valid}", value())
+            }
+        }
+        ErrorKind::ArgumentConflict => "conflicts with another flag".to_owned(),
+        ErrorKind::TooManyValues | ErrorKind::TooFewValues | ErrorKind::WrongNumberOfValues => {
+            "wrong number of values".to_owned()
+        }
+        _ => {
+            // Fallback: clap's own first line without the "error: " prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            first.trim_start_matches("error: ").to_owned()
+        }
+    };
+    ClapOutcome::Usage(ConfigError::new(flag(), reason))
+}
+
+/// `--chain-id <CHAIN_ID>` → `--chain-id`.
+fn arg_name(s: &str) -> String {
+    s.split([' ', '=']).next().unwrap_or(s).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    #[command(name = "t", version)]
+    struct Cli {
+        #[arg(long = "chain-id")]
+        chain_id: u64,
+        #[arg(long = "poll-interval", value_parser = humantime::parse_duration, default_value = "2s")]
+        poll_interval: Duration,
+        #[arg(long = "log.format", value_parser = ["text", "json"], default_value = "text")]
+        log_format: String,
+    }
+
+    fn usage(args: &[&str]) -> ConfigError {
+        let e = Cli::try_parse_from(args).unwrap_err();
+        match clap_outcome(&e) {
+            ClapOutcome::Usage(c) => c,
+            ClapOutcome::Print => panic!("expected a usage error for {args:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_name_the_flag() {
+        let e = usage(&["t", "--chain-id", "abc"]);
+        assert_eq!(e.flag, "--chain-id");
+        assert!(e.reason.starts_with("invalid value \"abc\""), "{e}");
+        assert_eq!(usage(&["t"]).line(), "error: --chain-id: required but not set");
+        let e = usage(&["t", "--chain-id", "1", "--poll-interval", "soon"]);
+        assert_eq!(e.flag, "--poll-interval");
+        let e = usage(&["t", "--chain-id", "1", "--log.format", "xml"]);
+        assert_eq!(e.flag, "--log.format");
+        assert!(e.reason.contains("text, json"), "{e}");
+        let e = usage(&["t", "--chain-id", "1", "--bogus"]);
+        assert_eq!((e.flag.as_str(), e.reason.as_str()), ("--bogus", "unknown flag"));
+        assert!(!usage(&["t", "--chain-id", "1", "--bogus"]).line().contains('\n'));
+    }
+
+    #[test]
+    fn help_and_version_print() {
+        for args in [["t", "--help"], ["t", "--version"]] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(clap_outcome(&e), ClapOutcome::Print);
+        }
+    }
+
+    #[test]
+    fn line_is_single() {
+        let e = ConfigError::new("--grpc.token-file", "cannot read\nsecond line");
+        assert_eq!(e.line(), "error: --grpc.token-file: cannot read second line");
+    }
+}

@@ -1,0 +1,263 @@
+//! gRPC scaffolding: serve the control service with `grpc.health.v1` (SERVING only while
+//! [`Readiness`] is ready), server reflection v1, optional TLS and graceful shutdown; and bearer
+//! token [`Auth`] for control calls.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic::{Request, Status};
+use tonic_health::ServingStatus;
+
+use crate::ServeError;
+use crate::admin::Readiness;
+
+/// gRPC service names, for [`GrpcOptions::health_service`].
+pub mod names {
+    /// `lightcl.v1.PollerControl`
+    pub const POLLER_CONTROL: &str = "lightcl.v1.PollerControl";
+    /// `lightcl.v1.ValidatorControl`
+    pub const VALIDATOR_CONTROL: &str = "lightcl.v1.ValidatorControl";
+    /// `lightcl.v1.EngineDriverControl`
+    pub const ENGINE_DRIVER_CONTROL: &str = "lightcl.v1.EngineDriverControl";
+}
+
+/// Bearer-token authorization for control calls.
+///
+/// Mutating calls always need the token; when no token is configured they are refused (safe by
+/// default). Read calls need it only with `require_for_reads`. Comparison is constant-time and
+/// the token is never logged or printed (`Debug` redacts it).
+///
+/// ```
+/// use lightcl_runtime::Auth;
+/// let auth = Auth::new(Some("s3cret".into()), false);
+/// let mut req = tonic::Request::new(());
+/// assert!(auth.check_mutation(&req).is_err());
+/// req.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+/// assert!(auth.check_mutation(&req).is_ok());
+/// assert!(auth.check_read(&tonic::Request::new(())).is_ok());
+/// ```
+#[derive(Clone)]
+pub struct Auth {
+    token: Option<Arc<str>>,
+    require_for_reads: bool,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("require_for_reads", &self.require_for_reads)
+            .finish()
+    }
+}
+
+impl Auth {
+    /// Auth with an optional token.
+    pub fn new(token: Option<String>, require_for_reads: bool) -> Self {
+        Self { token: token.map(Arc::from), require_for_reads }
+    }
+
+    /// True when a token is configured.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Authorize a mutating call (Pause, Resume, Resync): `UNAUTHENTICATED` unless the request
+    /// carries `authorization: Bearer <token>` and a token is configured.
+    #[allow(clippy::result_large_err)] // tonic::Status is what handlers return
+    pub fn check_mutation<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.token else {
+            return Err(Status::unauthenticated(
+                "mutating calls are disabled: no token configured (--grpc.token-file)",
+            ));
+        };
+        check(token, req)
+    }
+
+    /// Authorize a read-only call (GetStatus, WatchStatus): open unless `require_for_reads`.
+    #[allow(clippy::result_large_err)]
+    pub fn check_read<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if !self.require_for_reads {
+            return Ok(());
+        }
+        match &self.token {
+            Some(token) => check(token, req),
+            None => Err(Status::unauthenticated("reads require a token but none is configured")),
+        }
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn check<T>(token: &str, req: &Request<T>) -> Result<(), Status> {
+    let Some(value) = req.metadata().get("authorization") else {
+        return Err(Status::unauthenticated("missing bearer token"));
+    };
+    let presented = value.as_bytes();
+    let presented = presented.strip_prefix(b"Bearer ").unwrap_or(b"");
+    if constant_time_eq(presented, token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated("invalid bearer token"))
+    }
+}
+
+/// Equality whose running time does not depend on where the inputs differ (only on length).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Where and how to serve gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcOptions {
+    /// Listen address (port 0 allowed).
+    pub addr: SocketAddr,
+    /// TLS identity, if any (see [`crate::CommonArgs::tls`]).
+    pub tls: Option<ServerTlsConfig>,
+    /// Fully-qualified name reported by `grpc.health.v1` (see [`names`]); the overall `""`
+    /// status follows it too.
+    pub health_service: &'static str,
+    /// SERVING while ready, NOT_SERVING otherwise.
+    pub readiness: Readiness,
+}
+
+/// Serve `routes` (your control service, e.g.
+/// `Routes::new(PollerControlServer::new(svc))`) plus health and reflection. Returns the bound
+/// address once listening; the task ends after `cancel` fired and open calls finished (streams
+/// made with [`crate::watch_stream`] end on the same token).
+///
+/// ```no_run
+/// # async fn demo<S: lightcl_proto::v1::poller_control_server::PollerControl>(svc: S)
+/// # -> Result<(), lightcl_runtime::ServeError> {
+/// use lightcl_proto::v1::poller_control_server::PollerControlServer;
+/// use lightcl_runtime::{GrpcOptions, Readiness, grpc::names, serve_grpc};
+/// let cancel = tokio_util::sync::CancellationToken::new();
+/// let readiness = Readiness::new(&["nats"]);
+/// let opts = GrpcOptions {
+///     addr: "127.0.0.1:0".parse().unwrap(),
+///     tls: None,
+///     health_service: names::POLLER_CONTROL,
+///     readiness,
+/// };
+/// let routes = tonic::service::Routes::new(PollerControlServer::new(svc));
+/// let (addr, task) = serve_grpc(opts, routes, cancel.clone()).await?;
+/// # let _ = (addr, task); Ok(()) }
+/// ```
+pub async fn serve_grpc(
+    opts: GrpcOptions,
+    routes: Routes,
+    cancel: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>), ServeError> {
+    let addr = opts.addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { flag: "--grpc.addr", addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind {
+        flag: "--grpc.addr",
+        addr,
+        source,
+    })?;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let status =
+        |ready: bool| if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+    let initial = status(opts.readiness.is_ready());
+    reporter.set_service_status(opts.health_service, initial).await;
+    reporter.set_service_status("", initial).await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lightcl_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let mut builder = Server::builder();
+    if let Some(tls) = opts.tls.clone() {
+        builder = builder.tls_config(tls).map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
+    let router = builder.add_routes(routes).add_service(health).add_service(reflection);
+
+    // Health follows readiness until shutdown.
+    let mut rx = opts.readiness.subscribe();
+    let health_cancel = cancel.clone();
+    let name = opts.health_service;
+    tokio::spawn(async move {
+        loop {
+            let ready = rx.borrow_and_update().values().all(|v| *v);
+            reporter.set_service_status(name, status(ready)).await;
+            reporter.set_service_status("", status(ready)).await;
+            tokio::select! {
+                () = health_cancel.cancelled() => break,
+                changed = rx.changed() => if changed.is_err() { break },
+            }
+        }
+        reporter.set_service_status(name, ServingStatus::NotServing).await;
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+    });
+
+    tracing::info!(addr = %bound, tls = opts.tls.is_some(), service = name, "gRPC listening");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task =
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, cancel.cancelled_owned()));
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(auth: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(a) = auth {
+            r.metadata_mut().insert("authorization", a.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn mutation_needs_the_right_token() {
+        let auth = Auth::new(Some("tok".into()), false);
+        assert!(auth.check_mutation(&req(Some("Bearer tok"))).is_ok());
+        for bad in [None, Some("Bearer tok2"), Some("Bearer to"), Some("tok"), Some("Basic tok")] {
+            let e = auth.check_mutation(&req(bad)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
+        }
+        assert!(auth.check_read(&req(None)).is_ok());
+    }
+
+    #[test]
+    fn no_token_configured_refuses_mutations() {
+        let auth = Auth::new(None, false);
+        let e = auth.check_mutation(&req(Some("Bearer anything"))).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("no token configured"));
+    }
+
+    #[test]
+    fn reads_can_require_the_token() {
+        let auth = Auth::new(Some("tok".into()), true);
+        assert_eq!(auth.check_read(&req(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert!(auth.check_read(&req(Some("Bearer tok"))).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let auth = Auth::new(Some("topsecret".into()), false);
+        assert!(!format!("{auth:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn ct_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

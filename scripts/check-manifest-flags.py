@@ -21,7 +21,8 @@ For every overlay (rendered with `kubectl kustomize`):
     referenced ConfigMaps exist;
   * the image (deploy/docker/Dockerfile PACKAGES) contains every binary the manifests run, and
     each is a workspace binary;
-  * every lightcl_* metric used by deploy/dashboards is listed in deploy/dashboards/metrics.txt.
+  * every query of the dashboard and the alerts parses as PromQL (PyPI promql-parser), and every
+    lightcl_* metric they use is listed in deploy/dashboards/metrics.txt.
 
 Exits 1 on any problem, printing one line per problem.
 """
@@ -560,6 +561,23 @@ def check_dashboards() -> None:
             if "for" in r and not re.fullmatch(r"\d+[smhd]", str(r["for"])):
                 problem(where, f"bad duration for: {r['for']}")
             exprs.append((where, r.get("expr", "")))
+    try:
+        import promql_parser
+    except ImportError:
+        promql_parser = None
+        notes.append("SKIP PromQL syntax: python package promql-parser is not installed")
+    for where, e in exprs:
+        if promql_parser is None:
+            break
+        # Grafana variables -> plain values, so the query is plain PromQL.
+        q = e.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+        q = re.sub(r"\$\{?(\w+)\}?", "x", q)
+        m = re.fullmatch(r"\s*label_values\((.*),\s*\w+\)\s*", q, re.S)  # Grafana helper
+        q = m.group(1) if m else q
+        try:
+            promql_parser.parse(q)
+        except ValueError as err:
+            problem(where, f"PromQL does not parse ({err}): {e.strip()}")
     used = set()
     for where, e in exprs:
         for m in re.findall(r"\blightcl_[a-z0-9_]+", e):

@@ -1,4 +1,309 @@
-//! # lightcl-telemetry (first part: shared types; `init` follows).
+//! # lightcl-telemetry
+//!
+//! Logs, traces and metrics plumbing shared by every lightcl binary.
+//!
+//! - [`init`] installs the global `tracing` subscriber: an `EnvFilter` from `RUST_LOG`
+//!   (default `info`), text or JSON logs on stderr, and — when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set — an OpenTelemetry layer exporting spans over
+//!   OTLP/gRPC in batches, with `service.name` set. Internal h2/hyper/tonic/tower spans are never
+//!   exported (that would feed the exporter's own traffic back into itself).
+//! - The W3C `traceparent`/`tracestate` propagator is always installed, so context flows
+//!   through gRPC metadata ([`inject_context`]/[`extract_context`]) and any string map such as
+//!   NATS headers ([`inject_map`]/[`extract_map`]) even when export is off.
+//! - [`metrics::registry`] builds a prometheus-client registry with the `lightcl_<service>_`
+//!   prefix.
+//!
+//! Invariants: `init` succeeds at most once per process (a second call returns
+//! [`TelemetryError::AlreadyInitialized`]); OTLP export needs a live multi-thread tokio runtime,
+//! and the blocking flush runs off the async workers ([`TelemetryGuard::shutdown`]).
+//!
+//! ```no_run
+//! use lightcl_telemetry::{LogFormat, TelemetryConfig};
+//!
+//! #[tokio::main]
+//! async fn main() -> eyre::Result<()> {
+//!     let guard = lightcl_telemetry::init(TelemetryConfig::new("poller", LogFormat::Text))?;
+//!     tracing::info!(chain_id = 10, "started");
+//!     // ... run ...
+//!     guard.shutdown().await; // flush spans before exiting
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Propagating over gRPC:
+//!
+//! ```no_run
+//! use tracing_opentelemetry::OpenTelemetrySpanExt;
+//! // client side, e.g. in an interceptor
+//! let mut req = tonic::Request::new(());
+//! lightcl_telemetry::inject_context(&tracing::Span::current().context(), req.metadata_mut());
+//! // server side
+//! let span = tracing::info_span!("control.pause");
+//! let _ = span.set_parent(lightcl_telemetry::extract_context(req.metadata()));
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Context, global};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub mod metrics;
+
+/// Filter applied to spans exported over OTLP: our spans at `info`+, transport internals off.
+pub const OTEL_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off";
+
+/// Log filter when `RUST_LOG` is unset: `info`, with the OpenTelemetry SDK's own chatter at
+/// `warn`.
+pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn";
+
+/// How long a shutdown waits for the last spans to be exported.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// What to initialise.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `service.name` of exported spans, e.g. `poller` (`OTEL_SERVICE_NAME` overrides it).
+    pub service_name: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// OTLP/gRPC endpoint; `None` reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. No endpoint → no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Config with the endpoint taken from the environment.
+    pub fn new(service_name: impl Into<String>, log_format: LogFormat) -> Self {
+        Self { service_name: service_name.into(), log_format, otlp_endpoint: None }
+    }
+}
+
+/// Why [`init`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `init` was already called in this process (or another subscriber is installed).
+    #[error("telemetry already initialised in this process")]
+    AlreadyInitialized,
+    /// `RUST_LOG` does not parse.
+    #[error("RUST_LOG: invalid filter: {0}")]
+    Filter(String),
+    /// OTLP export requested outside a tokio runtime.
+    #[error("OTLP export needs a running tokio runtime (call init inside #[tokio::main])")]
+    NoRuntime,
+    /// The OTLP exporter could not be built.
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+}
+
+/// Keeps the trace pipeline alive; flush it with [`shutdown`](Self::shutdown) before exiting
+/// (dropping it also flushes, blocking).
+#[must_use = "dropping the guard shuts the trace exporter down"]
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// True when spans are exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Export buffered spans now (blocking work runs on a blocking thread).
+    pub async fn force_flush(&self) {
+        if let Some(p) = self.provider.clone() {
+            let res = tokio::task::spawn_blocking(move || p.force_flush()).await;
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %e, "span flush failed");
+            }
+        }
+    }
+
+    /// Flush and stop the exporter.
+    pub async fn shutdown(mut self) {
+        if let Some(p) = self.provider.take() {
+            let res =
+                tokio::task::spawn_blocking(move || p.shutdown_with_timeout(FLUSH_TIMEOUT)).await;
+            if let Ok(Err(e)) = res {
+                eprintln!("telemetry: span exporter shutdown failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let Some(p) = self.provider.take() else { return };
+        let flush = move || {
+            if let Err(e) = p.shutdown_with_timeout(FLUSH_TIMEOUT) {
+                eprintln!("telemetry: span exporter shutdown failed: {e}");
+            }
+        };
+        // Never block an async worker outright: hand its core away first.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(flush);
+            }
+            _ => {
+                let _ = std::thread::spawn(flush).join();
+            }
+        }
+    }
+}
+
+/// Install logging, the W3C propagator and (if configured) OTLP trace export. Call once, inside
+/// a multi-thread tokio runtime when exporting.
+pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    if INITIALIZED.swap(true, Ordering::SeqCst) {
+        return Err(TelemetryError::AlreadyInitialized);
+    }
+    let result = try_init(config);
+    if result.is_err() {
+        INITIALIZED.store(false, Ordering::SeqCst);
+    }
+    result
+}
+
+fn try_init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| TelemetryError::Filter(format!("{v:?}: {e}")))?
+        }
+        _ => EnvFilter::new(DEFAULT_LOG_FILTER),
+    };
+    let fmt = match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+
+    let endpoint = config.otlp_endpoint.clone().or_else(endpoint_from_env);
+    let provider = match endpoint {
+        Some(ep) => Some(build_provider(&ep, &config.service_name)?),
+        None => None,
+    };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(config.service_name.clone()))
+            .with_filter(EnvFilter::new(OTEL_FILTER))
+    });
+
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel);
+    if registry.try_init().is_err() {
+        if let Some(p) = provider {
+            let _ = std::thread::spawn(move || p.shutdown()).join();
+        }
+        return Err(TelemetryError::AlreadyInitialized);
+    }
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(p) = &provider {
+        global::set_tracer_provider(p.clone());
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+fn endpoint_from_env() -> Option<String> {
+    if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    if std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.eq_ignore_ascii_case("none")) {
+        return None;
+    }
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+}
+
+fn build_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(TelemetryError::NoRuntime);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| service_name.to_owned());
+    let resource = Resource::builder().with_service_name(name).build();
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) =
+            (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(&value))
+        {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .map(|k| match k {
+                KeyRef::Ascii(k) => k.as_str(),
+                KeyRef::Binary(k) => k.as_str(),
+            })
+            .collect()
+    }
+}
+
+/// Write `cx` as W3C `traceparent`/`tracestate` into gRPC metadata.
+pub fn inject_context(cx: &Context, metadata: &mut MetadataMap) {
+    global::get_text_map_propagator(|p| p.inject_context(cx, &mut MetadataInjector(metadata)));
+}
+
+/// Read the W3C context from gRPC metadata (an empty context if absent or malformed).
+pub fn extract_context(metadata: &MetadataMap) -> Context {
+    global::get_text_map_propagator(|p| p.extract(&MetadataExtractor(metadata)))
+}
+
+/// `cx` as W3C header pairs (`traceparent`, `tracestate`), e.g. for NATS message headers.
+pub fn inject_map(cx: &Context) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(cx, &mut map));
+    map
+}
+
+/// Read the W3C context from header pairs (an empty context if absent or malformed).
+pub fn extract_map(map: &HashMap<String, String>) -> Context {
+    global::get_text_map_propagator(|p| p.extract(map))
+}
+
+/// Install only the W3C propagator (for tests and tools that do not call [`init`]).
+pub fn install_propagator() {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,5 +333,65 @@ impl std::fmt::Display for LogFormat {
             Self::Text => "text",
             Self::Json => "json",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+
+    use super::*;
+
+    fn remote_cx() -> Context {
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        Context::new().with_remote_span_context(sc)
+    }
+
+    #[test]
+    fn metadata_round_trip() {
+        install_propagator();
+        let mut md = MetadataMap::new();
+        inject_context(&remote_cx(), &mut md);
+        assert_eq!(
+            md.get("traceparent").unwrap().to_str().unwrap(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let cx = extract_context(&md);
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(sc.trace_id(), TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap());
+        assert!(sc.is_remote());
+    }
+
+    #[test]
+    fn map_round_trip_and_garbage() {
+        install_propagator();
+        let map = inject_map(&remote_cx());
+        assert!(map.contains_key("traceparent"));
+        let cx = extract_map(&map);
+        assert_eq!(
+            cx.span().span_context().span_id(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
+
+        let mut bad = HashMap::new();
+        bad.insert("traceparent".to_owned(), "garbage".to_owned());
+        assert!(!extract_map(&bad).span().span_context().is_valid());
+        assert!(!extract_context(&MetadataMap::new()).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn log_format_parses() {
+        assert_eq!("JSON".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        assert_eq!("text".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        assert!("xml".parse::<LogFormat>().is_err());
     }
 }

@@ -57,6 +57,7 @@ use lightcl_core::Severity;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use url::Url;
 
 /// Default limit on a response body: 4 MiB.
@@ -392,7 +393,23 @@ impl Client {
 
     /// Call `method` with `params` (normally a JSON array; `Value::Null` sends `[]`) and return
     /// its `result`.
+    ///
+    /// Runs in an info span `jsonrpc.call` (fields `rpc.method`, `server.address`, and
+    /// `error.kind` on failure), so the request shows up in traces as a child of the caller.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let span = tracing::info_span!(
+            "jsonrpc.call",
+            otel.kind = "client",
+            rpc.method = method,
+            server.address = self.host(),
+            error.kind = tracing::field::Empty,
+        );
+        let res = self.call_inner(method, params).instrument(span.clone()).await;
+        record_error(&span, &res);
+        res
+    }
+
+    async fn call_inner(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": norm(params)});
         let bytes = self.send(method, body).await?;
@@ -432,7 +449,27 @@ impl Client {
     /// Send `calls` as ONE HTTP request (a JSON-RPC batch). The answers are matched by id and
     /// returned in request order; each is the result or the server's error object for that call.
     /// A missing or duplicated answer fails the whole batch ([`RpcError::BadResponse`]).
+    ///
+    /// Runs in an info span `jsonrpc.batch` (fields `rpc.batch_size`, `rpc.method` of the first
+    /// call, `server.address`, and `error.kind` on failure).
     pub async fn batch(
+        &self,
+        calls: &[(&str, Value)],
+    ) -> Result<Vec<Result<Value, JsonRpcErrorObject>>, RpcError> {
+        let span = tracing::info_span!(
+            "jsonrpc.batch",
+            otel.kind = "client",
+            rpc.batch_size = calls.len(),
+            rpc.method = calls.first().map(|c| c.0).unwrap_or(""),
+            server.address = self.host(),
+            error.kind = tracing::field::Empty,
+        );
+        let res = self.batch_inner(calls).instrument(span.clone()).await;
+        record_error(&span, &res);
+        res
+    }
+
+    async fn batch_inner(
         &self,
         calls: &[(&str, Value)],
     ) -> Result<Vec<Result<Value, JsonRpcErrorObject>>, RpcError> {
@@ -509,6 +546,15 @@ impl Client {
             .collect()
     }
 
+    fn host(&self) -> String {
+        let u = &self.inner.config.url;
+        match (u.host_str(), u.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => String::new(),
+        }
+    }
+
     /// POST one JSON body and read the response body within the timeout and size limit.
     async fn send(&self, method: &str, body: Value) -> Result<Bytes, RpcError> {
         let cfg = &self.inner.config;
@@ -574,6 +620,12 @@ impl Client {
 /// JSON-RPC params: `null` becomes `[]` (some servers reject a missing/null params).
 fn norm(params: Value) -> Value {
     if params.is_null() { Value::Array(Vec::new()) } else { params }
+}
+
+fn record_error<T>(span: &tracing::Span, res: &Result<T, RpcError>) {
+    if let Err(e) = res {
+        span.record("error.kind", e.kind());
+    }
 }
 
 fn bad(method: &str, reason: &str) -> RpcError {

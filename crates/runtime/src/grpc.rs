@@ -195,7 +195,11 @@ pub async fn serve_grpc(
             reporter.set_service_status("", status(ready)).await;
             tokio::select! {
                 () = health_cancel.cancelled() => break,
-                changed = rx.changed() => if changed.is_err() { break },
+                changed = rx.changed() => if changed.is_err() {
+                    // Every Readiness handle is gone: the state can no longer change.
+                    health_cancel.cancelled().await;
+                    break;
+                },
             }
         }
         reporter.set_service_status(name, ServingStatus::NotServing).await;

@@ -64,7 +64,7 @@ pub use exit::{
     ConfigError, EXIT_CONFIG, exit_config_error, parse_args_or_exit, parse_from_or_exit,
 };
 pub use grpc::{Auth, GrpcOptions, serve_grpc};
-pub use shutdown::shutdown_on_signal;
+pub use shutdown::{drain, shutdown_on_signal};
 pub use watch::{WatchStream, watch_stream, watch_stream_map};
 
 use std::net::SocketAddr;

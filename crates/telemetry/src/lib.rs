@@ -47,13 +47,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{Context, global};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -298,6 +299,28 @@ pub fn inject_map(cx: &Context) -> HashMap<String, String> {
 /// Read the W3C context from header pairs (an empty context if absent or malformed).
 pub fn extract_map(map: &HashMap<String, String>) -> Context {
     global::get_text_map_propagator(|p| p.extract(map))
+}
+
+/// The current `tracing` span's context as W3C header pairs (for a NATS publish).
+pub fn current_context_map() -> HashMap<String, String> {
+    inject_map(&tracing::Span::current().context())
+}
+
+/// Make `span` a child of the context carried in `metadata` (no-op without a valid context or
+/// without the OpenTelemetry layer).
+pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &MetadataMap) {
+    let cx = extract_context(metadata);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// A tonic client interceptor that injects the current span's context into every request:
+/// `PollerControlClient::with_interceptor(channel, lightcl_telemetry::trace_interceptor)`.
+#[allow(clippy::result_large_err)] // the signature tonic requires
+pub fn trace_interceptor(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    inject_context(&tracing::Span::current().context(), req.metadata_mut());
+    Ok(req)
 }
 
 /// Install only the W3C propagator (for tests and tools that do not call [`init`]).

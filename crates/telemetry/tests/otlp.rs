@@ -4,9 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lightcl_telemetry::{
-    LogFormat, TelemetryConfig, TelemetryError, extract_context, inject_context,
-};
+use lightcl_telemetry::{LogFormat, TelemetryConfig, TelemetryError};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -15,7 +13,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use tonic::{Request, Response, Status};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
@@ -90,12 +87,17 @@ async fn spans_reach_the_collector_under_one_trace() {
         let poll = tracing::info_span!("poll", chain_id = 10);
         let _g = poll.enter();
         tracing::info_span!("publish").in_scope(|| {
-            inject_context(&tracing::Span::current().context(), &mut md);
+            let req = lightcl_telemetry::trace_interceptor(tonic::Request::new(())).unwrap();
+            md = req.metadata().clone();
+            assert_eq!(
+                lightcl_telemetry::current_context_map().get("traceparent").map(String::as_str),
+                md.get("traceparent").and_then(|v| v.to_str().ok())
+            );
         });
     }
     {
         let handler = tracing::info_span!("control.pause");
-        handler.set_parent(extract_context(&md)).unwrap();
+        lightcl_telemetry::set_parent_from_metadata(&handler, &md);
         let _g = handler.enter();
         tracing::info!("handled");
     }

@@ -71,6 +71,8 @@ pub enum Failure {
 struct State {
     chain_id: u64,
     status: SyncStatus,
+    /// Raw `optimism_syncStatus` result overriding `status` (for malformed/odd payloads).
+    raw_status: Option<Value>,
     failure: Failure,
     counts: HashMap<String, u64>,
 }
@@ -109,6 +111,7 @@ impl MockSource {
         let state = Arc::new(Mutex::new(State {
             chain_id,
             status,
+            raw_status: None,
             failure: Failure::None,
             counts: HashMap::new(),
         }));
@@ -127,9 +130,17 @@ impl MockSource {
         format!("http://{}", self.inner.addr)
     }
 
-    /// Replace the status served by `optimism_syncStatus`.
+    /// Replace the status served by `optimism_syncStatus` (clears any raw override).
     pub fn set_status(&self, status: SyncStatus) {
-        self.state().status = status;
+        let mut s = self.state();
+        s.status = status;
+        s.raw_status = None;
+    }
+
+    /// Serve this exact JSON as the `optimism_syncStatus` result (e.g. a status with a bad
+    /// hash or a missing field), until the next [`set_status`](Self::set_status).
+    pub fn set_status_json(&self, result: Value) {
+        self.state().raw_status = Some(result);
     }
 
     /// The status currently served.
@@ -284,14 +295,18 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
     }
     let (chain_id, status) = {
         let s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        (s.chain_id, s.status.clone())
+        let status = match &s.raw_status {
+            Some(raw) => Ok(raw.clone()),
+            None => serde_json::to_value(&s.status),
+        };
+        (s.chain_id, status)
     };
     let answers: Vec<Value> = calls
         .iter()
         .map(|c| {
             let id = c.get("id").cloned().unwrap_or(Value::Null);
             match c.get("method").and_then(Value::as_str) {
-                Some("optimism_syncStatus") => match serde_json::to_value(&status) {
+                Some("optimism_syncStatus") => match &status {
                     Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
                     Err(e) => rpc_error(id, -32603, &format!("cannot encode status: {e}")),
                 },

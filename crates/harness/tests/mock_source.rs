@@ -53,6 +53,22 @@ async fn serves_status_config_and_chain_id() {
 }
 
 #[tokio::test]
+async fn raw_status_override() {
+    let src = MockSource::start(10, synthetic_status(heads(0))).await.unwrap();
+    let c = client(&src, Duration::from_secs(2));
+    let mut raw = serde_json::to_value(synthetic_status(heads(0))).unwrap();
+    raw["safe_l2"]["hash"] = json!("0x1234");
+    src.set_status_json(raw.clone());
+    let v = c.call("optimism_syncStatus", json!([])).await.unwrap();
+    assert_eq!(v, raw);
+    let err = SyncStatus::from_value(&v).unwrap_err();
+    assert_eq!(err.field, "safe_l2.hash");
+    src.set_status(synthetic_status(heads(1)));
+    let v = c.call("optimism_syncStatus", json!([])).await.unwrap();
+    assert_eq!(SyncStatus::from_value(&v).unwrap(), synthetic_status(heads(1)));
+}
+
+#[tokio::test]
 async fn failure_modes() {
     let src = MockSource::start(10, synthetic_status(heads(0))).await.unwrap();
     let c = client(&src, Duration::from_millis(300));

@@ -53,12 +53,14 @@ pub struct CommonArgs {
 
     /// gRPC control API listen address (`host:port`). Default: `0.0.0.0:<service port>`
     /// (poller 7101, validator 7201, engine-driver 7301).
-    #[arg(long = "grpc.addr", env = "LIGHTCL_GRPC_ADDR", value_name = "HOST:PORT")]
+    #[arg(long = "grpc.addr", env = "LIGHTCL_GRPC_ADDR", value_name = "HOST:PORT",
+          value_parser = parse_listen_addr)]
     pub grpc_addr: Option<SocketAddr>,
 
     /// Admin HTTP listen address for /live, /ready, /metrics. Default: `0.0.0.0:<service
     /// port>` (poller 7102, validator 7202, engine-driver 7302).
-    #[arg(long = "admin.addr", env = "LIGHTCL_ADMIN_ADDR", value_name = "HOST:PORT")]
+    #[arg(long = "admin.addr", env = "LIGHTCL_ADMIN_ADDR", value_name = "HOST:PORT",
+          value_parser = parse_listen_addr)]
     pub admin_addr: Option<SocketAddr>,
 
     /// File holding the bearer token required for mutating control calls (Pause, Resume,
@@ -166,6 +168,21 @@ fn read_token(path: &PathBuf) -> Result<String, ConfigError> {
     Ok(token.to_owned())
 }
 
+/// clap value parser for a listen address: `ip:port`, `[v6]:port` or `hostname:port` (resolved
+/// once, first address wins).
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err("expected host:port".to_owned());
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_owned())
+}
+
 /// clap value parser for humantime durations (`2s`, `500ms`, `1m 30s`).
 pub fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
@@ -225,6 +242,11 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.shutdown_grace, Duration::from_millis(500));
         assert!(c.grpc_require_token_for_reads);
+        let c = Cli::try_parse_from(["t", "--chain-id", "1", "--admin.addr", "localhost:9000"])
+            .unwrap()
+            .common;
+        assert_eq!(c.admin_addr_or(1).port(), 9000);
+        assert!(c.admin_addr_or(1).ip().is_loopback());
     }
 
     #[test]
@@ -232,6 +254,7 @@ mod tests {
         for (args, flag) in [
             (vec!["t", "--chain-id", "x"], "--chain-id"),
             (vec!["t", "--chain-id", "1", "--grpc.addr", "nohost"], "--grpc.addr"),
+            (vec!["t", "--chain-id", "1", "--admin.addr", "127.0.0.1:99999"], "--admin.addr"),
             (vec!["t", "--chain-id", "1", "--shutdown-grace", "10"], "--shutdown-grace"),
             (vec!["t", "--chain-id", "1", "--log.format", "xml"], "--log.format"),
         ] {

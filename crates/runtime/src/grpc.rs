@@ -178,7 +178,17 @@ pub async fn serve_grpc(
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let mut builder = Server::builder();
+    // Every call runs in an info span `grpc.request` continuing the caller's W3C trace.
+    let mut builder = Server::builder().trace_fn(|req: &http::Request<()>| {
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %req.uri().path(),
+        );
+        lightcl_telemetry::set_parent_from_http(&span, req.headers());
+        span
+    });
     if let Some(tls) = opts.tls.clone() {
         builder = builder.tls_config(tls).map_err(|e| ServeError::Tls(e.to_string()))?;
     }

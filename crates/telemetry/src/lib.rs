@@ -315,6 +315,31 @@ pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &MetadataMap) {
     }
 }
 
+struct HttpExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HttpExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Read the W3C context from HTTP headers (an empty context if absent or malformed).
+pub fn extract_http(headers: &http::HeaderMap) -> Context {
+    global::get_text_map_propagator(|p| p.extract(&HttpExtractor(headers)))
+}
+
+/// Make `span` a child of the context carried in HTTP headers (e.g. in a tonic `trace_fn`).
+pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
+    let cx = extract_http(headers);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
 /// A tonic client interceptor that injects the current span's context into every request:
 /// `PollerControlClient::with_interceptor(channel, lightcl_telemetry::trace_interceptor)`.
 #[allow(clippy::result_large_err)] // the signature tonic requires

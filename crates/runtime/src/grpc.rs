@@ -114,6 +114,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Install aws-lc-rs as the process-wide rustls crypto provider (idempotent). Needed before
+/// any rustls use because the workspace enables both `ring` and `aws-lc-rs` in rustls, and
+/// rustls then refuses to pick one itself. [`serve_grpc`] calls it when TLS is on.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// Where and how to serve gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcOptions {
@@ -190,6 +198,7 @@ pub async fn serve_grpc(
         span
     });
     if let Some(tls) = opts.tls.clone() {
+        install_crypto_provider();
         builder = builder.tls_config(tls).map_err(|e| ServeError::Tls(e.to_string()))?;
     }
     let router = builder.add_routes(routes).add_service(health).add_service(reflection);

@@ -74,6 +74,8 @@ async fn serves_over_tls() {
     );
     let (addr, task) = serve_grpc(opts, routes, cancel.clone()).await.unwrap();
 
+    // The client side needs the provider too (the server installed it already; idempotent).
+    lightcl_runtime::grpc::install_crypto_provider();
     let ca = Certificate::from_pem(std::fs::read(&cert).unwrap());
     let tls = ClientTlsConfig::new().ca_certificate(ca).domain_name("localhost");
     let ch = Channel::from_shared(format!("https://localhost:{}", addr.port()))

@@ -60,6 +60,34 @@ where
     }
 }
 
+/// Initialise telemetry ([`lightcl_telemetry::init`]) or exit: a bad `RUST_LOG` or OTLP
+/// endpoint exits 64 naming the variable; an internal misuse (called twice, no runtime) exits 70.
+pub fn init_telemetry_or_exit(
+    service_name: &str,
+    log_format: lightcl_telemetry::LogFormat,
+) -> lightcl_telemetry::TelemetryGuard {
+    use lightcl_telemetry::{TelemetryConfig, TelemetryError};
+    match lightcl_telemetry::init(TelemetryConfig::new(service_name, log_format)) {
+        Ok(g) => g,
+        Err(e @ TelemetryError::Filter(_)) => exit_config_error(&ConfigError::new(
+            "RUST_LOG",
+            strip_prefix(&e.to_string(), "RUST_LOG: "),
+        )),
+        Err(e @ TelemetryError::Exporter(_)) => exit_config_error(&ConfigError::new(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            strip_prefix(&e.to_string(), "OTEL_EXPORTER_OTLP_ENDPOINT: "),
+        )),
+        Err(e) => {
+            eprintln!("error: telemetry: {e}");
+            std::process::exit(70) // EX_SOFTWARE
+        }
+    }
+}
+
+fn strip_prefix(s: &str, p: &str) -> String {
+    s.strip_prefix(p).unwrap_or(s).to_owned()
+}
+
 /// What to do with a clap error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClapOutcome {

@@ -12,7 +12,9 @@
 //! - the gRPC control port ([`serve_grpc`]): health SERVING only while ready, reflection, TLS,
 //!   bearer-token [`Auth`] (mutations refused when no token is configured);
 //! - [`watch_stream`] for `WatchStatus` (latest-wins, ends on shutdown);
-//! - [`shutdown_on_signal`], [`Backoff`] and [`now_ms`].
+//! - [`shutdown_on_signal`] and [`drain`] (bounded by `--shutdown-grace`);
+//! - [`init_telemetry_or_exit`] (bad `RUST_LOG` exits 64 too);
+//! - [`Backoff`] (exponential, full jitter) and [`now_ms`].
 //!
 //! A service's `main` typically looks like this:
 //!
@@ -30,6 +32,7 @@
 //! #[tokio::main]
 //! async fn main() -> eyre::Result<()> {
 //!     let cli: Cli = parse_args_or_exit();
+//!     let telemetry = init_telemetry_or_exit("poller", cli.common.log_format);
 //!     let auth = cli.common.auth().unwrap_or_else(|e| exit_config_error(&e));
 //!     let tls = cli.common.tls().unwrap_or_else(|e| exit_config_error(&e));
 //!     let cancel = tokio_util::sync::CancellationToken::new();
@@ -44,7 +47,8 @@
 //!     // ... build the control service with `auth`, then serve_grpc(..) ...
 //!     # let _ = (auth, tls, admin_addr);
 //!     cancel.cancelled().await;
-//!     admin_task.await?;
+//!     drain(vec![admin_task], cli.common.shutdown_grace).await;
+//!     telemetry.shutdown().await;
 //!     Ok(())
 //! }
 //! ```
@@ -61,7 +65,8 @@ pub use admin::{AdminState, Liveness, LoopGuard, Readiness, serve_admin};
 pub use args::{CommonArgs, ports};
 pub use backoff::{Backoff, now_ms};
 pub use exit::{
-    ConfigError, EXIT_CONFIG, exit_config_error, parse_args_or_exit, parse_from_or_exit,
+    ConfigError, EXIT_CONFIG, exit_config_error, init_telemetry_or_exit, parse_args_or_exit,
+    parse_from_or_exit,
 };
 pub use grpc::{Auth, GrpcOptions, serve_grpc};
 pub use shutdown::{drain, shutdown_on_signal};

@@ -19,6 +19,14 @@ const CHILD: &str = "LIGHTCL_RUNTIME_EXIT_CHILD";
 #[test]
 fn child_entry() {
     let Ok(mode) = std::env::var(CHILD) else { return };
+    if mode == "telemetry" {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let _g =
+                lightcl_runtime::init_telemetry_or_exit("t", lightcl_telemetry::LogFormat::Text);
+        });
+        std::process::exit(0);
+    }
     if mode == "validation" {
         exit_config_error(&ConfigError::new("--grpc.token-file", "cannot read /x: No such file"));
     }
@@ -30,12 +38,19 @@ fn child_entry() {
 }
 
 fn run(mode: &str) -> (i32, String, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+    run_env(mode, &[])
+}
+
+fn run_env(mode: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD, mode)
         .env_remove("LIGHTCL_CHAIN_ID")
-        .output()
-        .unwrap();
+        .env_remove("LIGHTCL_GRPC_ADDR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -85,5 +100,31 @@ fn validation_error_exits_64() {
 #[test]
 fn valid_args_exit_0() {
     let (code, _, stderr) = run("--chain-id 10");
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn env_twins_are_read_and_named_by_flag() {
+    let (code, _, stderr) = run_env("", &[("LIGHTCL_CHAIN_ID", "10")]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_env("", &[("LIGHTCL_CHAIN_ID", "ten")]);
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert!(
+        error_lines(&stderr)[0].starts_with("error: --chain-id: invalid value \"ten\""),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_env("--chain-id 1", &[("LIGHTCL_GRPC_ADDR", "not-an-addr")]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(error_lines(&stderr)[0].starts_with("error: --grpc.addr: "), "{stderr}");
+}
+
+#[test]
+fn bad_rust_log_exits_64() {
+    let (code, _, stderr) = run_env("telemetry", &[("RUST_LOG", "info,foo=bogus-level")]);
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert!(error_lines(&stderr)[0].starts_with("error: RUST_LOG: "), "{stderr}");
+    let (code, _, stderr) = run_env("telemetry", &[("RUST_LOG", "debug")]);
     assert_eq!(code, 0, "{stderr}");
 }

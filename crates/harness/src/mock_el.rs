@@ -204,6 +204,7 @@ struct ElState {
     download_delay: Duration,
     log: Vec<CallRecord>,
     unauthorized: u64,
+    fcu_started: u64,
 }
 
 impl ElState {
@@ -222,6 +223,7 @@ impl ElState {
             download_delay,
             log: Vec::new(),
             unauthorized: 0,
+            fcu_started: 0,
         };
         s.recompute_canonical();
         s
@@ -660,6 +662,11 @@ impl MockEl {
         lock(&self.state).log.iter().filter_map(|c| c.fcu.clone()).collect()
     }
 
+    /// Forkchoice updates received so far, including ones still being answered.
+    pub fn fcu_started_count(&self) -> u64 {
+        lock(&self.state).fcu_started
+    }
+
     /// Requests refused with HTTP 401.
     pub fn unauthorized_count(&self) -> u64 {
         lock(&self.state).unauthorized
@@ -760,7 +767,11 @@ fn module(
 
     m.register_async_method("engine_forkchoiceUpdatedV3", |params, st, _| async move {
         let raw = raw_params(&params);
-        let latency = lock(&st).fcu_latency;
+        let latency = {
+            let mut s = lock(&st);
+            s.fcu_started += 1;
+            s.fcu_latency
+        };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }

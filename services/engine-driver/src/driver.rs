@@ -1,0 +1,435 @@
+//! The driver loop: runs the planner against the EL, one I/O action at a time.
+//!
+//! Targets arrive on a watch channel (only the newest is kept while an FCU is in flight);
+//! control commands on an mpsc channel. Every planner action is executed here and its result
+//! fed back; nothing else talks forkchoice to the EL.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::B256;
+use lightcl_core::Target;
+use lightcl_core::engine::{Action, Alert, EngineSnapshot, FcuAnswer, FcuOutcome, Phase, Planner};
+use lightcl_core::status::{L1BlockRef, L2BlockRef};
+use lightcl_proto::v1;
+use lightcl_runtime::Readiness;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::el::EngineClient;
+use crate::metrics::{AnswerLabel, KindLabel, Metrics, gauge_value};
+
+/// An operator command for the driver loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop sending forkchoice updates; replies with the paused flag.
+    Pause(oneshot::Sender<bool>),
+    /// Resume; replies with the paused flag.
+    Resume(oneshot::Sender<bool>),
+    /// Re-read the EL's heads and re-plan; replies once the command is queued.
+    Resync(oneshot::Sender<()>),
+}
+
+/// Full L2 refs of blocks named by recent targets, by hash (to report l1origin and sequence
+/// numbers of applied heads). Bounded.
+#[derive(Debug, Default)]
+pub struct RefCache {
+    map: HashMap<B256, L2BlockRef>,
+    order: VecDeque<B256>,
+}
+
+impl RefCache {
+    const CAP: usize = 4096;
+
+    /// Remembers a ref.
+    pub fn insert(&mut self, r: L2BlockRef) {
+        if r.is_unset() || self.map.insert(r.hash, r).is_some() {
+            return;
+        }
+        self.order.push_back(r.hash);
+        while self.order.len() > Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    /// The ref with this hash, if seen.
+    pub fn get(&self, hash: &B256) -> Option<L2BlockRef> {
+        self.map.get(hash).copied()
+    }
+}
+
+/// Shared view of the driver for the control API, the KV publisher and the RPC endpoint.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Newest status (the `state` field is the published EngineState).
+    pub status: watch::Receiver<v1::EngineDriverStatus>,
+    /// Refs of recent target blocks.
+    pub refs: Arc<Mutex<RefCache>>,
+    /// The mirrored `current_l1`.
+    pub current_l1: watch::Receiver<Option<L1BlockRef>>,
+}
+
+/// Identity of this driver.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `--chain-id`.
+    pub chain_id: u64,
+    /// `--node-id`.
+    pub node_id: String,
+}
+
+/// The driver loop and its channels.
+pub struct Driver {
+    planner: Planner,
+    el: EngineClient,
+    id: Identity,
+    targets: watch::Receiver<Option<Target>>,
+    commands: mpsc::Receiver<Command>,
+    status_tx: watch::Sender<v1::EngineDriverStatus>,
+    current_l1_tx: watch::Sender<Option<L1BlockRef>>,
+    refs: Arc<Mutex<RefCache>>,
+    nats_connected: watch::Receiver<bool>,
+    metrics: Metrics,
+    readiness: Readiness,
+    epoch: Instant,
+    retry_deadline_ms: Option<u64>,
+    el_reachable: bool,
+    state: v1::EngineState,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Inputs the driver is built from.
+#[derive(Debug)]
+pub struct DriverParts {
+    /// The planner (with its config).
+    pub planner: Planner,
+    /// The EL client.
+    pub el: EngineClient,
+    /// Identity.
+    pub id: Identity,
+    /// Newest target.
+    pub targets: watch::Receiver<Option<Target>>,
+    /// Operator commands.
+    pub commands: mpsc::Receiver<Command>,
+    /// Whether the bus is connected (for the status).
+    pub nats_connected: watch::Receiver<bool>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Readiness (`el` condition is maintained here).
+    pub readiness: Readiness,
+}
+
+impl Driver {
+    /// Builds the driver and the shared view of it.
+    pub fn new(p: DriverParts) -> (Self, Shared) {
+        let state = v1::EngineState {
+            chain_id: p.id.chain_id,
+            node_id: p.id.node_id.clone(),
+            ..Default::default()
+        };
+        let (status_tx, status) = watch::channel(v1::EngineDriverStatus {
+            state: Some(state.clone()),
+            ..Default::default()
+        });
+        let (current_l1_tx, current_l1) = watch::channel(None);
+        let refs = Arc::new(Mutex::new(RefCache::default()));
+        let shared = Shared { status, refs: refs.clone(), current_l1 };
+        let d = Self {
+            planner: p.planner,
+            el: p.el,
+            id: p.id,
+            targets: p.targets,
+            commands: p.commands,
+            status_tx,
+            current_l1_tx,
+            refs,
+            nats_connected: p.nats_connected,
+            metrics: p.metrics,
+            readiness: p.readiness,
+            epoch: Instant::now(),
+            retry_deadline_ms: None,
+            el_reachable: false,
+            state,
+        };
+        (d, shared)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs until `cancel` fires.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut queue: VecDeque<Action> = self.planner.start(self.now_ms()).into();
+        loop {
+            while let Some(action) = queue.pop_front() {
+                let Some(more) = self.execute(action, &cancel).await else {
+                    return;
+                };
+                queue.extend(more);
+            }
+            self.refresh_status();
+            let deadline = self.retry_deadline_ms;
+            let sleep_to = self.epoch + Duration::from_millis(deadline.unwrap_or(0));
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                cmd = self.commands.recv() => {
+                    if let Some(cmd) = cmd {
+                        queue.extend(self.command(cmd));
+                    }
+                }
+                changed = self.targets.changed() => {
+                    if changed.is_err() {
+                        // The bus side is gone (shutting down): wait for cancellation.
+                        cancel.cancelled().await;
+                        return;
+                    }
+                    let t = *self.targets.borrow_and_update();
+                    if let Some(t) = t {
+                        queue.extend(self.on_target(t));
+                    }
+                }
+                _ = self.nats_connected.changed() => {}
+                () = tokio::time::sleep_until(sleep_to.into()), if deadline.is_some() => {
+                    self.retry_deadline_ms = None;
+                    let now = self.now_ms().max(deadline.unwrap_or(0));
+                    queue.extend(self.planner.on_timer(now));
+                }
+            }
+        }
+    }
+
+    fn on_target(&mut self, t: Target) -> Vec<Action> {
+        self.metrics.targets_total.inc();
+        if t.chain_id != self.id.chain_id {
+            tracing::warn!(
+                chain_id = t.chain_id,
+                revision = t.revision,
+                "ignoring a target of another chain"
+            );
+            return Vec::new();
+        }
+        {
+            let mut refs = self.refs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for r in [t.unsafe_l2, t.safe_l2, t.local_safe_l2, t.finalized_l2] {
+                refs.insert(r);
+            }
+        }
+        tracing::debug!(revision = t.revision, unsafe_l2 = %t.unsafe_l2.id(), safe_l2 = %t.safe_l2.id(), "target");
+        let now = self.now_ms();
+        self.planner.on_target(t, now)
+    }
+
+    fn command(&mut self, cmd: Command) -> Vec<Action> {
+        let now = self.now_ms();
+        match cmd {
+            Command::Pause(reply) => {
+                tracing::warn!("paused by the operator: no forkchoice updates until resumed");
+                let out = self.planner.pause();
+                let _ = reply.send(true);
+                out
+            }
+            Command::Resume(reply) => {
+                tracing::info!("resumed by the operator");
+                let out = self.planner.resume(now);
+                let _ = reply.send(false);
+                out
+            }
+            Command::Resync(reply) => {
+                tracing::info!("resync requested: re-reading the EL's heads");
+                let out = self.planner.resync(now);
+                let _ = reply.send(());
+                out
+            }
+        }
+    }
+
+    /// Executes one action; `None` when cancelled meanwhile.
+    async fn execute(&mut self, action: Action, cancel: &CancellationToken) -> Option<Vec<Action>> {
+        match action {
+            Action::SendFcu(fc) => {
+                let started = Instant::now();
+                let (outcome, reached) = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return None,
+                    r = self.el.forkchoice_updated(&fc) => r,
+                };
+                self.metrics.fcu_duration.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .fcu_total
+                    .get_or_create(&AnswerLabel { answer: answer_label(outcome.kind()).to_owned() })
+                    .inc();
+                self.set_el_reachable(reached);
+                match &outcome {
+                    FcuOutcome::Valid | FcuOutcome::Syncing => tracing::debug!(
+                        head = %fc.head, safe = %fc.safe, finalized = %fc.finalized,
+                        answer = answer_label(outcome.kind()), "forkchoice updated"
+                    ),
+                    other => tracing::warn!(
+                        head = %fc.head, safe = %fc.safe, finalized = %fc.finalized,
+                        answer = ?other, "forkchoice update not applied"
+                    ),
+                }
+                Some(self.planner.on_fcu_answer(outcome, self.now_ms()))
+            }
+            Action::ReadElHeads => {
+                let heads = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return None,
+                    r = self.el.heads() => r,
+                };
+                match &heads {
+                    Ok(h) => {
+                        self.set_el_reachable(true);
+                        tracing::info!(latest = %h.latest, safe = ?h.safe, finalized = ?h.finalized, "EL heads");
+                    }
+                    Err(e) => {
+                        self.set_el_reachable(false);
+                        self.metrics.el_read_errors_total.inc();
+                        tracing::warn!(error = %e, el = %self.el.url(), "cannot read the EL's heads");
+                    }
+                }
+                Some(self.planner.on_el_heads(heads, self.now_ms()))
+            }
+            Action::ReadElBlock { number } => {
+                let block = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return None,
+                    r = self.el.block_at(number) => r,
+                };
+                if let lightcl_core::engine::ElBlock::Error(e) = &block {
+                    self.set_el_reachable(false);
+                    self.metrics.el_read_errors_total.inc();
+                    tracing::warn!(number, error = %e, "cannot read the EL's block");
+                } else {
+                    self.set_el_reachable(true);
+                }
+                Some(self.planner.on_el_block(number, block, self.now_ms()))
+            }
+            Action::ScheduleRetry { after_ms } => {
+                self.retry_deadline_ms = Some(self.now_ms().saturating_add(after_ms));
+                Some(Vec::new())
+            }
+            Action::PublishEngineState => {
+                self.publish_state();
+                Some(Vec::new())
+            }
+            Action::Alert(alert) => {
+                let kind = alert_kind(&alert);
+                self.metrics.alerts_total.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+                tracing::error!(kind, alert = ?alert, "ALERT: engine-driver refused or the EL rejected a forkchoice");
+                Some(Vec::new())
+            }
+        }
+    }
+
+    fn set_el_reachable(&mut self, reachable: bool) {
+        if self.el_reachable != reachable {
+            self.el_reachable = reachable;
+            self.readiness.set("el", reachable);
+        }
+    }
+
+    /// Rebuilds the EngineState from the planner snapshot (on PublishEngineState only).
+    fn publish_state(&mut self) {
+        let snap = self.planner.snapshot();
+        self.state = engine_state(&self.id, &snap, lightcl_runtime::now_ms());
+        self.metrics.applied_head.set(gauge_value(snap.applied.head.number));
+        self.metrics.applied_safe.set(gauge_value(snap.applied.safe.number));
+        self.metrics.applied_finalized.set(gauge_value(snap.applied.finalized.number));
+        self.metrics.target_head.set(gauge_value(snap.target_head.number));
+        self.metrics.lag_blocks.set(gauge_value(lag(&snap)));
+        self.metrics.sync_phase.set(match snap.phase {
+            Phase::Starting => 0,
+            Phase::InitialSync => 1,
+            Phase::Following => 2,
+        });
+        self.metrics.paused.set(i64::from(snap.paused));
+        self.current_l1_tx.send_if_modified(|c| {
+            let changed = *c != snap.current_l1;
+            *c = snap.current_l1;
+            changed
+        });
+        self.refresh_status();
+    }
+
+    fn refresh_status(&mut self) {
+        let snap = self.planner.snapshot();
+        let status = v1::EngineDriverStatus {
+            state: Some(self.state.clone()),
+            paused: snap.paused,
+            ready: self.readiness.is_ready(),
+            nats_connected: *self.nats_connected.borrow(),
+            el_reachable: self.el_reachable,
+            last_target: self.planner.target().map(v1::Target::from_core),
+            lag_blocks: lag(&snap),
+        };
+        self.status_tx.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+}
+
+fn lag(s: &EngineSnapshot) -> u64 {
+    s.target_head.number.saturating_sub(s.applied.head.number)
+}
+
+/// The `EngineState` message for a planner snapshot.
+pub fn engine_state(id: &Identity, s: &EngineSnapshot, now_ms: u64) -> v1::EngineState {
+    v1::EngineState {
+        chain_id: id.chain_id,
+        node_id: id.node_id.clone(),
+        phase: match s.phase {
+            Phase::Starting => v1::SyncPhase::Unspecified,
+            Phase::InitialSync => v1::SyncPhase::InitialSync,
+            Phase::Following => v1::SyncPhase::Following,
+        } as i32,
+        head: Some(s.applied.head.into()),
+        safe: Some(s.applied.safe.into()),
+        finalized: Some(s.applied.finalized.into()),
+        target_revision: s.target_revision,
+        applied_revision: s.applied_revision,
+        last_answer: s.last_answer.map_or(v1::FcuAnswer::Unspecified, |a| match a {
+            FcuAnswer::Valid => v1::FcuAnswer::Valid,
+            FcuAnswer::Syncing => v1::FcuAnswer::Syncing,
+            FcuAnswer::Invalid => v1::FcuAnswer::Invalid,
+            FcuAnswer::InvalidForkchoiceState => v1::FcuAnswer::InvalidForkchoiceState,
+            FcuAnswer::Error => v1::FcuAnswer::Error,
+        }) as i32,
+        last_error: s.last_error.clone().unwrap_or_default(),
+        current_l1: s.current_l1.map(Into::into),
+        updated_at_ms: now_ms,
+        target_head: Some(s.target_head.into()),
+    }
+}
+
+/// Metric label of an answer.
+pub fn answer_label(a: FcuAnswer) -> &'static str {
+    match a {
+        FcuAnswer::Valid => "valid",
+        FcuAnswer::Syncing => "syncing",
+        FcuAnswer::Invalid => "invalid",
+        FcuAnswer::InvalidForkchoiceState => "invalid_forkchoice_state",
+        FcuAnswer::Error => "error",
+    }
+}
+
+fn alert_kind(a: &Alert) -> &'static str {
+    match a {
+        Alert::Refused { .. } => "refused",
+        Alert::InvalidHead { .. } => "invalid_head",
+        Alert::TargetHeadInvalid { .. } => "target_head_invalid",
+        Alert::ForkchoiceStateRejected { .. } => "forkchoice_state_rejected",
+    }
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics, registered under the `lightcl_engine_driver` prefix.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label set `{answer="valid|syncing|invalid|invalid_forkchoice_state|error"}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabel {
+    /// The EL's answer.
+    pub answer: String,
+}
+
+/// Label set `{kind="..."}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// What happened.
+    pub kind: String,
+}
+
+/// Every metric the engine-driver exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `fcu_total{answer}`: forkchoice updates by answer.
+    pub fcu_total: Family<AnswerLabel, Counter>,
+    /// `fcu_duration_seconds`: forkchoice update latency.
+    pub fcu_duration: Histogram,
+    /// `targets_total`: targets received from the bus (before coalescing in the planner).
+    pub targets_total: Counter,
+    /// `target_head`: number of the head being pushed.
+    pub target_head: Gauge,
+    /// `applied_head`, `applied_safe`, `applied_finalized`: numbers the EL accepted.
+    pub applied_head: Gauge,
+    /// See `applied_head`.
+    pub applied_safe: Gauge,
+    /// See `applied_head`.
+    pub applied_finalized: Gauge,
+    /// `lag_blocks`: target head minus applied head.
+    pub lag_blocks: Gauge,
+    /// `sync_phase`: 0 starting, 1 initial sync, 2 following.
+    pub sync_phase: Gauge,
+    /// `paused`: 1 while paused.
+    pub paused: Gauge,
+    /// `alerts_total{kind}`: refused updates, INVALID heads, rejected forkchoice states.
+    pub alerts_total: Family<KindLabel, Counter>,
+    /// `el_read_errors_total`: failed EL block reads.
+    pub el_read_errors_total: Counter,
+    /// `bad_messages_total`: undecodable target messages.
+    pub bad_messages_total: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new(reg: &mut Registry) -> Self {
+        let m = Self {
+            fcu_total: Family::default(),
+            fcu_duration: Histogram::new([
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0,
+            ]),
+            targets_total: Counter::default(),
+            target_head: Gauge::default(),
+            applied_head: Gauge::default(),
+            applied_safe: Gauge::default(),
+            applied_finalized: Gauge::default(),
+            lag_blocks: Gauge::default(),
+            sync_phase: Gauge::default(),
+            paused: Gauge::default(),
+            alerts_total: Family::default(),
+            el_read_errors_total: Counter::default(),
+            bad_messages_total: Counter::default(),
+        };
+        reg.register("fcu", "Forkchoice updates sent, by EL answer", m.fcu_total.clone());
+        reg.register(
+            "fcu_duration_seconds",
+            "Forkchoice update round-trip latency",
+            m.fcu_duration.clone(),
+        );
+        reg.register("targets", "Targets received from the bus", m.targets_total.clone());
+        reg.register("target_head", "Number of the head being pushed", m.target_head.clone());
+        reg.register("applied_head", "Head number the EL accepted", m.applied_head.clone());
+        reg.register("applied_safe", "Safe number the EL accepted", m.applied_safe.clone());
+        reg.register(
+            "applied_finalized",
+            "Finalized number the EL accepted",
+            m.applied_finalized.clone(),
+        );
+        reg.register("lag_blocks", "Target head minus applied head", m.lag_blocks.clone());
+        reg.register(
+            "sync_phase",
+            "EL sync phase: 0 starting, 1 initial sync, 2 following",
+            m.sync_phase.clone(),
+        );
+        reg.register("paused", "1 while paused by the operator", m.paused.clone());
+        reg.register("alerts", "Alerts raised, by kind", m.alerts_total.clone());
+        reg.register("el_read_errors", "Failed EL block reads", m.el_read_errors_total.clone());
+        reg.register("bad_messages", "Undecodable target messages", m.bad_messages_total.clone());
+        m
+    }
+}
+
+/// Clamps a block number into a gauge value.
+pub fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,272 @@
+//! Shared test fixtures: a private nats-server, the mock EL, an in-process driver, targets.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy_rpc_types_engine::JwtSecret;
+use async_nats::jetstream;
+use clap::Parser;
+use lightcl_core::status::L1BlockRef;
+use lightcl_core::{L2BlockRef, Target};
+use lightcl_engine_driver::{Bound, Cli, RunError, bus, run};
+use lightcl_harness::mock_el::{L2Chain, MockEl, MockElConfig, l1_origin};
+use lightcl_proto::v1;
+use prost::Message;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const CHAIN: u64 = 10;
+pub const SECRET_HEX: &str = "8f5a0b37e1c2d4f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e";
+
+pub fn secret() -> JwtSecret {
+    JwtSecret::from_hex(SECRET_HEX).expect("secret")
+}
+
+/// A private nats-server with JetStream on random loopback ports, killed on drop.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
+            .arg("-sd")
+            .arg(dir.path().join("js"))
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(u) = v["nats"][0].as_str()
+            {
+                break u.to_owned();
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, url, _dir: dir }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes targets like the validator does.
+pub struct Publisher {
+    js: jetstream::Context,
+}
+
+impl Publisher {
+    pub async fn connect(url: &str) -> Self {
+        let client = async_nats::connect(url).await.expect("nats connect");
+        let js = jetstream::new(client);
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: bus::TARGETS_STREAM.to_owned(),
+            subjects: vec!["lightcl.target.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        Self { js }
+    }
+
+    pub async fn publish(&self, t: &Target) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", "application/x-protobuf");
+        headers.insert("Lightcl-Message", lightcl_proto::names::TARGET);
+        let body = v1::Target::from_core(t).encode_to_vec();
+        self.js
+            .publish_with_headers(bus::target_subject(t.chain_id), headers, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("puback");
+    }
+
+    pub async fn publish_raw(&self, payload: Vec<u8>) {
+        self.js
+            .publish(bus::target_subject(CHAIN), payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("puback");
+    }
+
+    /// The engine state the driver put to KV, if any.
+    pub async fn engine_state(&self, node: &str) -> Option<v1::EngineState> {
+        let kv = self.js.get_key_value(bus::ENGINE_BUCKET).await.ok()?;
+        let bytes = kv.get(bus::engine_key(CHAIN, node)).await.ok()??;
+        v1::EngineState::decode(bytes).ok()
+    }
+}
+
+pub fn l1(n: u64) -> L1BlockRef {
+    let o = l1_origin(n);
+    L1BlockRef {
+        hash: o.hash,
+        number: n,
+        parent_hash: l1_origin(n.saturating_sub(1)).hash,
+        timestamp: 1_700_000_000 + 12 * n,
+    }
+}
+
+/// A target over `chain`: unsafe `u`, safe and local-safe `s`, finalized `f`.
+pub fn target(rev: u64, chain: &L2Chain, u: u64, s: u64, f: u64) -> Target {
+    let at = |n| chain.at(n);
+    let safe: L2BlockRef = at(s);
+    Target {
+        chain_id: CHAIN,
+        revision: rev,
+        unsafe_l2: at(u),
+        safe_l2: safe,
+        local_safe_l2: safe,
+        finalized_l2: at(f),
+        current_l1: l1(safe.l1origin.number + 1),
+    }
+}
+
+pub async fn mock_el(download_ms: u64) -> MockEl {
+    let mut cfg = MockElConfig::new(secret());
+    cfg.chain_id = CHAIN;
+    cfg.download_delay = Duration::from_millis(download_ms);
+    MockEl::start(cfg).await.expect("mock EL")
+}
+
+pub fn write_secret(dir: &tempfile::TempDir, hex: &str) -> PathBuf {
+    let p = dir.path().join("jwt.hex");
+    std::fs::write(&p, format!("0x{hex}\n")).expect("write secret");
+    p
+}
+
+/// One in-process driver.
+pub struct Running {
+    pub cancel: CancellationToken,
+    pub task: JoinHandle<Result<(), RunError>>,
+    pub bound: Bound,
+    pub node: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<(), RunError> {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("driver stops in time")
+            .expect("driver task")
+    }
+}
+
+pub fn base_args(nats: &str, el: &str, secret_file: &std::path::Path, node: &str) -> Vec<String> {
+    vec![
+        "lightcl-engine-driver".into(),
+        "--chain-id".into(),
+        CHAIN.to_string(),
+        "--nats.url".into(),
+        nats.into(),
+        "--l2.engine-rpc".into(),
+        el.into(),
+        "--l2.jwt-secret".into(),
+        secret_file.display().to_string(),
+        "--node-id".into(),
+        node.into(),
+        "--grpc.addr".into(),
+        "127.0.0.1:0".into(),
+        "--admin.addr".into(),
+        "127.0.0.1:0".into(),
+        "--shutdown-grace".into(),
+        "3s".into(),
+    ]
+}
+
+/// Starts a driver in-process with extra flags.
+pub async fn start_driver(nats: &str, el: &MockEl, node: &str, extra: &[&str]) -> Running {
+    start_driver_with_secret(nats, &el.url(), SECRET_HEX, node, extra).await
+}
+
+pub async fn start_driver_with_secret(
+    nats: &str,
+    el_url: &str,
+    secret_hex: &str,
+    node: &str,
+    extra: &[&str],
+) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = write_secret(&dir, secret_hex);
+    let mut args = base_args(nats, el_url, &secret_file, node);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let cfg = Cli::try_parse_from(args).expect("flags").into_config().expect("config");
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(cfg, cancel.clone(), move |b| {
+        let _ = tx.send(b);
+    }));
+    let bound = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("driver binds in time")
+        .expect("bound");
+    Running { cancel, task, bound, node: node.to_owned(), _dir: dir }
+}
+
+/// Polls `cond` every 10 ms until it holds or `secs` pass.
+pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Async variant of [`eventually`].
+pub async fn eventually_async<F, Fut>(secs: u64, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GET an admin path; returns (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}

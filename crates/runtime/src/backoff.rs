@@ -28,6 +28,9 @@ impl Backoff {
 
     /// The upper bound of the next delay (without jitter).
     pub fn current_cap(&self) -> Duration {
+        if self.attempt == 0 {
+            return self.initial;
+        }
         let exp = self.factor.powi(self.attempt.min(64) as i32);
         let cap = self.initial.as_secs_f64() * exp;
         if !cap.is_finite() || cap >= self.max.as_secs_f64() {
@@ -102,6 +105,28 @@ mod tests {
             b.next_delay();
         }
         assert_eq!(b.current_cap(), Duration::from_millis(50));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        /// Delays never exceed the cap, caps never decrease and never exceed max, and a reset
+        /// starts over from `initial`.
+        #[test]
+        fn bounds_hold(initial_ms in 1u64..10_000, max_ms in 1u64..100_000, factor in 1.0f64..10.0, n in 1usize..200) {
+            let (initial, max) = (Duration::from_millis(initial_ms), Duration::from_millis(max_ms));
+            let mut b = Backoff::new(initial, max).with_factor(factor);
+            let ceiling = max.max(initial);
+            let mut prev_cap = Duration::ZERO;
+            for _ in 0..n {
+                let cap = b.current_cap();
+                proptest::prop_assert!(cap >= prev_cap && cap <= ceiling);
+                let d = b.next_delay();
+                proptest::prop_assert!(d <= cap);
+                prev_cap = cap;
+            }
+            b.reset();
+            proptest::prop_assert_eq!(b.current_cap(), initial.min(ceiling));
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! NATS may be down at start-up or go away later: everything here waits and retries, marks
 //! the `nats` readiness condition, and never ends the process.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
@@ -31,6 +32,15 @@ pub fn target_subject(chain_id: u64) -> String {
 /// KV key of one driver's state.
 pub fn engine_key(chain_id: u64, node_id: &str) -> String {
     format!("{chain_id}.{node_id}")
+}
+
+/// A target as received, with the W3C trace headers it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetMsg {
+    /// The target.
+    pub target: Target,
+    /// `traceparent`/`tracestate`, when present.
+    pub trace: HashMap<String, String>,
 }
 
 /// NATS connection settings.
@@ -109,7 +119,7 @@ pub struct BusParts {
     /// `--node-id`.
     pub node_id: String,
     /// Where the newest target goes.
-    pub targets: watch::Sender<Option<Target>>,
+    pub targets: watch::Sender<Option<TargetMsg>>,
     /// Connection flag for the status.
     pub connected: watch::Sender<bool>,
     /// The driver's status (its `state` is put to KV on change).
@@ -244,8 +254,9 @@ async fn consume_targets(js: &jetstream::Context, p: &BusParts, cancel: &Cancell
                 Some(Ok(msg)) => {
                     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
                     match decode_target(&msg.payload) {
-                        Ok(t) => {
-                            p.targets.send_replace(Some(t));
+                        Ok(target) => {
+                            let trace = trace_headers(msg.headers.as_ref());
+                            p.targets.send_replace(Some(TargetMsg { target, trace }));
                         }
                         Err(e) => {
                             p.metrics.bad_messages_total.inc();
@@ -256,6 +267,18 @@ async fn consume_targets(js: &jetstream::Context, p: &BusParts, cancel: &Cancell
             }
         }
     }
+}
+
+fn trace_headers(h: Option<&async_nats::HeaderMap>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(h) = h {
+        for key in ["traceparent", "tracestate"] {
+            if let Some(v) = h.get(key) {
+                out.insert(key.to_owned(), v.as_str().to_owned());
+            }
+        }
+    }
+    out
 }
 
 /// Decodes a `Target` message into the core type (hashes must be 32 bytes, refs present).

@@ -9,14 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
-use lightcl_core::Target;
 use lightcl_core::engine::{Action, Alert, EngineSnapshot, FcuAnswer, FcuOutcome, Phase, Planner};
 use lightcl_core::status::{L1BlockRef, L2BlockRef};
 use lightcl_proto::v1;
 use lightcl_runtime::Readiness;
+use opentelemetry::trace::TraceContextExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::bus::TargetMsg;
 use crate::el::EngineClient;
 use crate::metrics::{AnswerLabel, KindLabel, Metrics, gauge_value};
 
@@ -86,7 +89,7 @@ pub struct Driver {
     planner: Planner,
     el: EngineClient,
     id: Identity,
-    targets: watch::Receiver<Option<Target>>,
+    targets: watch::Receiver<Option<TargetMsg>>,
     commands: mpsc::Receiver<Command>,
     status_tx: watch::Sender<v1::EngineDriverStatus>,
     current_l1_tx: watch::Sender<Option<L1BlockRef>>,
@@ -98,6 +101,8 @@ pub struct Driver {
     retry_deadline_ms: Option<u64>,
     el_reachable: bool,
     state: v1::EngineState,
+    /// Span of the newest target; forkchoice updates are its children.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Driver {
@@ -116,7 +121,7 @@ pub struct DriverParts {
     /// Identity.
     pub id: Identity,
     /// Newest target.
-    pub targets: watch::Receiver<Option<Target>>,
+    pub targets: watch::Receiver<Option<TargetMsg>>,
     /// Operator commands.
     pub commands: mpsc::Receiver<Command>,
     /// Whether the bus is connected (for the status).
@@ -158,6 +163,7 @@ impl Driver {
             retry_deadline_ms: None,
             el_reachable: false,
             state,
+            span: tracing::Span::none(),
         };
         (d, shared)
     }
@@ -193,9 +199,9 @@ impl Driver {
                         cancel.cancelled().await;
                         return;
                     }
-                    let t = *self.targets.borrow_and_update();
-                    if let Some(t) = t {
-                        queue.extend(self.on_target(t));
+                    let msg = self.targets.borrow_and_update().clone();
+                    if let Some(msg) = msg {
+                        queue.extend(self.on_target(msg));
                     }
                 }
                 _ = self.nats_connected.changed() => {}
@@ -208,7 +214,8 @@ impl Driver {
         }
     }
 
-    fn on_target(&mut self, t: Target) -> Vec<Action> {
+    fn on_target(&mut self, msg: TargetMsg) -> Vec<Action> {
+        let t = msg.target;
         self.metrics.targets_total.inc();
         if t.chain_id != self.id.chain_id {
             tracing::warn!(
@@ -224,7 +231,20 @@ impl Driver {
                 refs.insert(r);
             }
         }
-        tracing::debug!(revision = t.revision, unsafe_l2 = %t.unsafe_l2.id(), safe_l2 = %t.safe_l2.id(), "target");
+        // One trace from the poll to the forkchoice update: continue the publisher's trace.
+        let span = tracing::info_span!(
+            "engine_driver.target",
+            chain_id = t.chain_id,
+            revision = t.revision,
+            unsafe_l2 = %t.unsafe_l2.id(),
+            safe_l2 = %t.safe_l2.id(),
+        );
+        let cx = lightcl_telemetry::extract_map(&msg.trace);
+        if cx.span().span_context().is_valid() {
+            let _ = span.set_parent(cx);
+        }
+        self.span = span;
+        tracing::debug!(parent: &self.span, "target received");
         let now = self.now_ms();
         self.planner.on_target(t, now)
     }
@@ -258,11 +278,20 @@ impl Driver {
         match action {
             Action::SendFcu(fc) => {
                 let started = Instant::now();
+                let span = tracing::info_span!(
+                    parent: &self.span,
+                    "engine_driver.fcu",
+                    head = %fc.head,
+                    safe = %fc.safe,
+                    finalized = %fc.finalized,
+                    answer = tracing::field::Empty,
+                );
                 let (outcome, reached) = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return None,
-                    r = self.el.forkchoice_updated(&fc) => r,
+                    r = self.el.forkchoice_updated(&fc).instrument(span.clone()) => r,
                 };
+                span.record("answer", answer_label(outcome.kind()));
                 self.metrics.fcu_duration.observe(started.elapsed().as_secs_f64());
                 self.metrics
                     .fcu_total

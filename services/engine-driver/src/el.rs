@@ -211,3 +211,48 @@ pub fn parse_fcu_result(v: &Value) -> FcuOutcome {
         _ => FcuOutcome::Error { message: format!("unexpected forkchoice result {v}") },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fcu_results_map_onto_outcomes() {
+        let r = |status: &str| json!({"payloadStatus": {"status": status, "latestValidHash": null}, "payloadId": null});
+        assert_eq!(parse_fcu_result(&r("VALID")), FcuOutcome::Valid);
+        assert_eq!(parse_fcu_result(&r("SYNCING")), FcuOutcome::Syncing);
+        assert_eq!(parse_fcu_result(&r("ACCEPTED")), FcuOutcome::Syncing);
+        let lvh = B256::repeat_byte(3);
+        let v = json!({"payloadStatus": {"status": "INVALID", "latestValidHash": lvh, "validationError": "bad block"}});
+        assert_eq!(
+            parse_fcu_result(&v),
+            FcuOutcome::Invalid {
+                latest_valid_hash: Some(lvh),
+                validation_error: Some("bad block".into())
+            }
+        );
+        assert!(matches!(parse_fcu_result(&json!({"weird": 1})), FcuOutcome::Error { .. }));
+        assert!(matches!(parse_fcu_result(&r("MAYBE")), FcuOutcome::Error { .. }));
+    }
+
+    #[test]
+    fn el_errors_know_their_severity() {
+        let http = |status| RpcError::HttpStatus {
+            method: "m".into(),
+            status,
+            body: String::new(),
+            hint: "",
+        };
+        assert!(matches!(ElError::from_rpc(http(401)), ElError::Unauthorized(_)));
+        assert_eq!(ElError::from_rpc(http(401)).severity(), Severity::Fatal);
+        assert_eq!(ElError::from_rpc(http(503)).severity(), Severity::Temporary);
+        let refused = RpcError::Connect { method: "m".into(), reason: "refused".into() };
+        assert_eq!(ElError::from_rpc(refused).severity(), Severity::Temporary);
+        assert_eq!(ElError::WrongChain { expected: 10, actual: 8453 }.severity(), Severity::Fatal);
+        assert!(
+            ElError::WrongChain { expected: 10, actual: 8453 }
+                .to_string()
+                .contains("--chain-id 10")
+        );
+    }
+}

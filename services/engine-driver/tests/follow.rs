@@ -441,3 +441,40 @@ async fn sync_status_endpoint_parses_and_matches_the_el() {
     );
     d.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_follow_unsafe_the_head_is_the_local_safe_head() {
+    let nats = Nats::start();
+    let el = mock_el(0).await;
+    let chain = L2Chain::new(40);
+    el.set_network_chain(&chain);
+    let pubr = Publisher::connect(&nats.url).await;
+    let d = start_driver(&nats.url, &el, "n1", &["--follow-unsafe", "false"]).await;
+    let mut t = target(1, &chain, 38, 30, 24);
+    t.local_safe_l2 = chain.at(33);
+    pubr.publish(&t).await;
+    assert!(
+        el.wait_until(Duration::from_secs(5), |e| e.head().number == 33 && e.safe().number == 30)
+            .await,
+        "head {}",
+        el.head().number
+    );
+    assert!(el.fcus().iter().all(|f| f.state.head_block_hash != chain.at(38).hash));
+    d.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_chain_on_the_el_is_refused() {
+    let nats = Nats::start();
+    let mut cfg = lightcl_harness::mock_el::MockElConfig::new(secret());
+    cfg.chain_id = 8453;
+    let el = lightcl_harness::mock_el::MockEl::start(cfg).await.expect("mock EL");
+    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let res =
+        tokio::time::timeout(Duration::from_secs(10), d.task).await.expect("stops").expect("task");
+    match res {
+        Err(lightcl_engine_driver::RunError::Config(e)) => assert_eq!(e.flag, "--chain-id"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    assert!(el.fcus().is_empty());
+}

@@ -399,8 +399,8 @@ def check_container(where, c, spec, configmaps, bin_dir, strict, image_bins, lea
 
 
 def check_exported_metrics(where: str, binary: str, url: str, strict: bool) -> None:
-    """Every metrics.txt name of this service (lightcl-poller -> lightcl_poller_*) is declared on
-    /metrics (a `# TYPE` line, which prometheus-client writes even before the first sample).
+    """Every unlabelled metrics.txt name of this service (lightcl-poller -> lightcl_poller_*) is
+    declared on /metrics right after start-up.
     A missing one is an error with --strict, a warning otherwise (the dashboards would be
     empty for it)."""
     prefix = binary.replace("-", "_") + "_"
@@ -415,7 +415,7 @@ def check_exported_metrics(where: str, binary: str, url: str, strict: bool) -> N
         declared.add(m.group(1))
     for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", body, re.M):
         declared.add(m.group(1))
-    for name in sorted(n for n in load_metrics_txt() if n.startswith(prefix)):
+    for name in sorted(n for n in load_metrics_txt(labelled=False) if n.startswith(prefix)):
         if name not in declared and re.sub(r"_total$", "", name) not in declared:
             msg = f"{binary} does not export {name} (deploy/dashboards/metrics.txt)"
             if strict:
@@ -472,8 +472,8 @@ def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, sp
                     v = str(f)
             v = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/]+", lambda m: f"{m.group(1)}127.0.0.1:{free_port()}", v)
             env[k] = v
-        for e in c.get("env") or []:
-            if "valueFrom" in e and e["name"] not in env:
+        for e in c.get("env") or []:  # fieldRef (pod name) or secretKeyRef: dummy values
+            if "valueFrom" in e:
                 env[e["name"]] = "probe-0"
         admin = f"127.0.0.1:{free_port()}"
         env["LIGHTCL_ADMIN_ADDR"] = admin
@@ -515,13 +515,15 @@ def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, sp
                 proc.wait()
 
 
-def load_metrics_txt() -> dict[str, str]:
-    """deploy/dashboards/metrics.txt as {name: type}."""
+def load_metrics_txt(labelled: bool = True) -> dict[str, str]:
+    """deploy/dashboards/metrics.txt as {name: type}; without the labelled families if not
+    `labelled` (prometheus-client writes a family only after its first sample)."""
     listed = {}
     for line in (ROOT / "deploy/dashboards/metrics.txt").read_text().splitlines():
         parts = line.split()
         if parts and not parts[0].startswith("#"):
-            listed[parts[0]] = parts[1] if len(parts) > 1 else "?"
+            if labelled or len(parts) < 3 or parts[2] == "-":
+                listed[parts[0]] = parts[1] if len(parts) > 1 else "?"
     return listed
 
 

@@ -85,7 +85,17 @@ fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> BusError {
     move |e| BusError::JetStream { what, reason: e.to_string() }
 }
 
-async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, BusError> {
+/// Connection state from the client's events: up or down, and how many times it (re)connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ConnState {
+    connected: bool,
+    generation: u64,
+}
+
+async fn connect(
+    cfg: &NatsConfig,
+    state: watch::Sender<ConnState>,
+) -> Result<async_nats::Client, BusError> {
     let err = |e: &dyn std::fmt::Display| BusError::Connect {
         url: cfg.url.clone(),
         reason: e.to_string(),
@@ -93,7 +103,22 @@ async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, BusError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name("lightcl-engine-driver")
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(3));
+        .connection_timeout(Duration::from_secs(3))
+        .event_callback(move |event| {
+            let state = state.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => state.send_modify(|s| {
+                        s.connected = true;
+                        s.generation += 1;
+                    }),
+                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                        state.send_modify(|s| s.connected = false);
+                    }
+                    _ => {}
+                }
+            }
+        });
     if let Some((u, p)) = &cfg.user_password {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
@@ -134,10 +159,11 @@ pub struct BusParts {
 /// engine states; on shutdown, puts the final state once more.
 pub async fn run(p: BusParts, cancel: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let (conn_tx, conn_rx) = watch::channel(ConnState::default());
     let client = loop {
         let attempt = tokio::select! {
             () = cancel.cancelled() => return,
-            r = connect(&p.nats) => r,
+            r = connect(&p.nats, conn_tx.clone()) => r,
         };
         match attempt {
             Ok(c) => break c,
@@ -152,7 +178,7 @@ pub async fn run(p: BusParts, cancel: CancellationToken) {
     };
     let js = jetstream::new(client.clone());
     let watch_conn = tokio::spawn(watch_connection(
-        client.clone(),
+        conn_rx.clone(),
         p.connected.clone(),
         p.readiness.clone(),
         cancel.clone(),
@@ -165,7 +191,7 @@ pub async fn run(p: BusParts, cancel: CancellationToken) {
         p.status.clone(),
         cancel.clone(),
     ));
-    consume_targets(&js, &p, &cancel).await;
+    consume_targets(&js, &p, conn_rx, &cancel).await;
     let _ = watch_conn.await;
     let _ = kv_task.await;
     if client.connection_state() == async_nats::connection::State::Connected {
@@ -174,18 +200,18 @@ pub async fn run(p: BusParts, cancel: CancellationToken) {
 }
 
 async fn watch_connection(
-    client: async_nats::Client,
+    mut state: watch::Receiver<ConnState>,
     connected: watch::Sender<bool>,
     readiness: Readiness,
     cancel: CancellationToken,
 ) {
     loop {
-        let up = client.connection_state() == async_nats::connection::State::Connected;
+        let up = state.borrow_and_update().connected;
         readiness.set("nats", up);
         connected.send_if_modified(|c| std::mem::replace(c, up) != up);
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            changed = state.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -208,10 +234,16 @@ async fn ensure_stream(
     .map_err(|e| js_err("create stream LIGHTCL_TARGETS")(&e))
 }
 
-async fn consume_targets(js: &jetstream::Context, p: &BusParts, cancel: &CancellationToken) {
+async fn consume_targets(
+    js: &jetstream::Context,
+    p: &BusParts,
+    mut conn: watch::Receiver<ConnState>,
+    cancel: &CancellationToken,
+) {
     let subject = target_subject(p.chain_id);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
+        let generation = conn.borrow_and_update().generation;
         let attempt = async {
             let stream = ensure_stream(js, p.nats.replicas).await?;
             let consumer = stream
@@ -244,6 +276,16 @@ async fn consume_targets(js: &jetstream::Context, p: &BusParts, cancel: &Cancell
             let next = tokio::select! {
                 () = cancel.cancelled() => return,
                 n = messages.next() => n,
+                changed = conn.changed() => {
+                    // After a reconnect (e.g. a server restart) pending pulls and the consumer
+                    // itself may be gone and heartbeat detection takes ~30 s: start over from
+                    // the newest target now (the planner ignores revisions already seen).
+                    if changed.is_ok() && conn.borrow_and_update().generation != generation {
+                        tracing::info!("NATS reconnected; re-creating the target consumer");
+                        break;
+                    }
+                    continue;
+                }
             };
             match next {
                 None => break,
@@ -334,7 +376,7 @@ async fn publish_states(
                 Ok::<_, BusError>(())
             };
             // While running, a put is abandoned on shutdown; the final one gets one short try.
-            let limit = if stopping { Duration::from_secs(1) } else { Duration::from_secs(5) };
+            let limit = if stopping { Duration::from_secs(1) } else { Duration::from_secs(2) };
             let r = tokio::select! {
                 r = tokio::time::timeout(limit, put) => r,
                 () = cancel.cancelled(), if !stopping => {

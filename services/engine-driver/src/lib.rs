@@ -330,6 +330,7 @@ pub async fn run(
         tracing::info!(el = %el.url(), chain_id = id.chain_id, node_id = %id.node_id, "execution client checked; driving");
         let _guard = liveness.register("driver");
         driver.run(cancel.clone()).await;
+        liveness.shutting_down();
         Ok(())
     }
     .await;

@@ -478,3 +478,45 @@ async fn wrong_chain_on_the_el_is_refused() {
     }
     assert!(el.fcus().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_down_at_start_and_restarted_the_driver_waits_and_recovers() {
+    let mut nats = Nats::start();
+    nats.stop();
+    let el = mock_el(0).await;
+    let chain = L2Chain::new(60);
+    el.set_network_chain(&chain);
+    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    assert!(
+        eventually_async(5, || async { http_get(d.bound.admin, "/ready").await.0 == 503 }).await,
+        "not ready without NATS"
+    );
+    assert!(!d.task.is_finished());
+
+    nats.restart();
+    let pubr = Publisher::connect(&nats.url).await;
+    pubr.publish(&target(1, &chain, 30, 25, 20)).await;
+    assert!(
+        el.wait_until(Duration::from_secs(10), |e| e.safe().number == 25).await,
+        "follows once NATS is up"
+    );
+    assert!(
+        eventually_async(5, || async { http_get(d.bound.admin, "/ready").await.0 == 200 }).await
+    );
+
+    // A NATS restart mid-run: the consumer recovers and the state lands in KV again.
+    nats.restart();
+    let pubr = Publisher::connect(&nats.url).await;
+    pubr.publish(&target(2, &chain, 40, 35, 30)).await;
+    assert!(
+        el.wait_until(Duration::from_secs(10), |e| e.safe().number == 35).await,
+        "follows after a NATS restart"
+    );
+    assert!(
+        eventually_async(10, || async {
+            pubr.engine_state("n1").await.is_some_and(|s| s.safe.is_some_and(|b| b.number == 35))
+        })
+        .await
+    );
+    d.stop().await.expect("clean stop");
+}

@@ -25,47 +25,88 @@ pub fn secret() -> JwtSecret {
     JwtSecret::from_hex(SECRET_HEX).expect("secret")
 }
 
-/// A private nats-server with JetStream on random loopback ports, killed on drop.
+/// A private nats-server with JetStream on random loopback ports, killed on drop; can be
+/// stopped and restarted on the same port with its store.
 pub struct Nats {
-    child: Child,
+    child: Option<Child>,
     pub url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn spawn_nats(dir: &std::path::Path, port: Option<u16>) -> Child {
+    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+    let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+    Command::new(&bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port, "-m", "-1"])
+        .arg("-sd")
+        .arg(dir.join("js"))
+        .arg("--ports_file_dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"))
+}
+
+fn wait_ports(dir: &std::path::Path, pid: u32) -> String {
+    let ports = dir.join(format!("nats-server_{pid}.ports"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ports)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(u) = v["nats"][0].as_str()
+        {
+            return u.to_owned();
+        }
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Nats {
     pub fn start() -> Self {
-        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
-            .arg("-sd")
-            .arg(dir.path().join("js"))
-            .arg("--ports_file_dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let child = spawn_nats(dir.path(), None);
+        let url = wait_ports(dir.path(), child.id());
+        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        Self { child: Some(child), url, port, dir }
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(&ports)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(u) = v["nats"][0].as_str()
-            {
-                break u.to_owned();
+        loop {
+            let child = spawn_nats(self.dir.path(), Some(self.port));
+            let pid = child.id();
+            self.child = Some(child);
+            let ports = self.dir.path().join(format!("nats-server_{pid}.ports"));
+            let up = (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                ports.exists()
+            });
+            if up {
+                wait_ports(self.dir.path(), pid);
+                return;
             }
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Self { child, url, _dir: dir }
+            self.stop();
+            assert!(Instant::now() < deadline, "nats-server did not restart on port {}", self.port);
+        }
     }
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -78,13 +119,18 @@ impl Publisher {
     pub async fn connect(url: &str) -> Self {
         let client = async_nats::connect(url).await.expect("nats connect");
         let js = jetstream::new(client);
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: bus::TARGETS_STREAM.to_owned(),
-            subjects: vec!["lightcl.target.>".to_owned()],
-            ..Default::default()
-        })
-        .await
-        .expect("stream");
+        // The driver may be creating the stream at the same moment (another config): then
+        // the second create fails and the stream exists.
+        let created = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: bus::TARGETS_STREAM.to_owned(),
+                subjects: vec!["lightcl.target.>".to_owned()],
+                ..Default::default()
+            })
+            .await;
+        if created.is_err() {
+            js.get_stream(bus::TARGETS_STREAM).await.expect("stream");
+        }
         Self { js }
     }
 

@@ -175,6 +175,7 @@ impl Driver {
     /// Runs until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut queue: VecDeque<Action> = self.planner.start(self.now_ms()).into();
+        let (mut commands_open, mut targets_open, mut nats_open) = (true, true, true);
         loop {
             while let Some(action) = queue.pop_front() {
                 let Some(more) = self.execute(action, &cancel).await else {
@@ -188,23 +189,24 @@ impl Driver {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
-                cmd = self.commands.recv() => {
-                    if let Some(cmd) = cmd {
-                        queue.extend(self.command(cmd));
-                    }
-                }
-                changed = self.targets.changed() => {
+                cmd = self.commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => queue.extend(self.command(cmd)),
+                    None => commands_open = false,
+                },
+                changed = self.targets.changed(), if targets_open => {
                     if changed.is_err() {
-                        // The bus side is gone (shutting down): wait for cancellation.
-                        cancel.cancelled().await;
-                        return;
+                        // The bus side is gone (only at shutdown): keep retrying what we have.
+                        targets_open = false;
+                        continue;
                     }
                     let msg = self.targets.borrow_and_update().clone();
                     if let Some(msg) = msg {
                         queue.extend(self.on_target(msg));
                     }
                 }
-                _ = self.nats_connected.changed() => {}
+                changed = self.nats_connected.changed(), if nats_open => {
+                    nats_open = changed.is_ok();
+                }
                 () = tokio::time::sleep_until(sleep_to.into()), if deadline.is_some() => {
                     self.retry_deadline_ms = None;
                     let now = self.now_ms().max(deadline.unwrap_or(0));

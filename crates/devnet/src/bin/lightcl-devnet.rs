@@ -1,0 +1,249 @@
+//! `lightcl-devnet`: run the whole pipeline locally and watch the heads move.
+//!
+//! Prints one compact line per second (source heads, last target, each EL's applied heads and
+//! lag, rejections). Injections: on a schedule (`--inject l1-reorg@30s,lying@45s,...`) or typed
+//! on stdin while it runs (`r` L1 reorg, `l` toggle lying source, `o` EL 0 outage toggle,
+//! `2` L2 reorg, `k` kill -9 + restart the validator, `p` pause/resume, `q` quit).
+//! Ctrl-C (or `q`) stops every child process (SIGTERM, then SIGKILL after a grace period).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use lightcl_devnet::{Devnet, DevnetConfig, Service};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lightcl-devnet",
+    about = "Run lightcl locally: NATS, anvil L1, a simulated source, mock ELs and the three services"
+)]
+struct Cli {
+    /// Number of mock ELs (one engine-driver each).
+    #[arg(long = "els", env = "LIGHTCL_DEVNET_ELS", default_value_t = 2)]
+    els: usize,
+    /// Simulated L2 block time.
+    #[arg(long = "block-time", env = "LIGHTCL_DEVNET_BLOCK_TIME", default_value = "1s", value_parser = humantime::parse_duration)]
+    block_time: Duration,
+    /// An L1 block is mined every this many L2 blocks.
+    #[arg(long = "l2-per-l1", default_value_t = 3)]
+    l2_per_l1: u32,
+    /// The poller's poll interval.
+    #[arg(long = "poll-interval", env = "LIGHTCL_DEVNET_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// Mock EL download delay for unknown heads.
+    #[arg(long = "download-delay", default_value = "100ms", value_parser = humantime::parse_duration)]
+    download_delay: Duration,
+    /// L2 chain id.
+    #[arg(long = "chain-id", default_value_t = 901)]
+    chain_id: u64,
+    /// Where the service binaries are (default: next to this binary; env LIGHTCL_BIN_DIR).
+    #[arg(long = "bin-dir")]
+    bin_dir: Option<PathBuf>,
+    /// Keep logs, JWT files and the NATS store here (default: a temp dir removed at exit).
+    #[arg(long = "work-dir")]
+    work_dir: Option<PathBuf>,
+    /// Scheduled injections, e.g. `l1-reorg@30s,lying@45s,honest@55s,el-down@60s,el-up@70s`.
+    /// Kinds: l1-reorg, l2-reorg, lying, honest, el-down, el-up, kill-validator, kill-poller,
+    /// kill-driver.
+    #[arg(long = "inject", value_delimiter = ',')]
+    inject: Vec<String>,
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long = "duration", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// RUST_LOG for the services (their logs go to files in the work dir).
+    #[arg(long = "service-log", default_value = "info")]
+    service_log: String,
+}
+
+fn parse_inject(s: &str) -> Result<(String, Duration), String> {
+    let (kind, at) =
+        s.split_once('@').ok_or_else(|| format!("--inject: {s:?} is not KIND@TIME"))?;
+    let known = [
+        "l1-reorg",
+        "l2-reorg",
+        "lying",
+        "honest",
+        "el-down",
+        "el-up",
+        "kill-validator",
+        "kill-poller",
+        "kill-driver",
+    ];
+    if !known.contains(&kind) {
+        return Err(format!("--inject: unknown kind {kind:?} (known: {})", known.join(", ")));
+    }
+    let at = humantime::parse_duration(at).map_err(|e| format!("--inject: {s:?}: {e}"))?;
+    Ok((kind.to_owned(), at))
+}
+
+async fn apply(net: &mut Devnet, kind: &str, state: &mut Toggles) {
+    let r: Result<String, String> = match kind {
+        "l1-reorg" => net
+            .inject_l1_reorg()
+            .await
+            .map(|d| format!("L1 reorg of depth {d}"))
+            .map_err(|e| e.to_string()),
+        "l2-reorg" => Ok(format!("L2 reorg of {} blocks", net.inject_l2_reorg(2).len())),
+        "lying" => {
+            state.lying = true;
+            net.set_lying(true);
+            Ok("source is lying".into())
+        }
+        "honest" => {
+            state.lying = false;
+            net.set_lying(false);
+            Ok("source is honest again".into())
+        }
+        "el-down" => {
+            state.el_down = true;
+            net.stop_el(0).await;
+            Ok("EL 0 down".into())
+        }
+        "el-up" => {
+            state.el_down = false;
+            net.start_el(0).await.map(|()| "EL 0 up".into()).map_err(|e| e.to_string())
+        }
+        "kill-validator" | "kill-poller" | "kill-driver" => {
+            let s = match kind {
+                "kill-validator" => Service::Validator,
+                "kill-poller" => Service::Poller,
+                _ => Service::Driver(0),
+            };
+            net.kill9(s).await;
+            println!(">>> kill -9 {s}; restarting");
+            net.restart(s)
+                .await
+                .map(|()| format!("{s} restarted and ready"))
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!("unknown injection {other}")),
+    };
+    match r {
+        Ok(m) => println!(">>> {m}"),
+        Err(e) => println!(">>> injection {kind} failed: {e}"),
+    }
+}
+
+#[derive(Default)]
+struct Toggles {
+    lying: bool,
+    el_down: bool,
+    paused: bool,
+}
+
+#[tokio::main]
+async fn main() -> eyre::Result<()> {
+    let cli = Cli::parse();
+    let mut schedule = Vec::new();
+    for s in &cli.inject {
+        match parse_inject(s) {
+            Ok(x) => schedule.push(x),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(64);
+            }
+        }
+    }
+    if cli.els == 0 {
+        eprintln!("error: --els: must be at least 1");
+        std::process::exit(64);
+    }
+    schedule.sort_by_key(|(_, at)| *at);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+
+    let cfg = DevnetConfig {
+        chain_id: cli.chain_id,
+        els: cli.els,
+        block_time: cli.block_time,
+        l2_per_l1: cli.l2_per_l1,
+        poll_interval: cli.poll_interval,
+        download_delay: cli.download_delay,
+        bin_dir: cli.bin_dir.clone(),
+        work_dir: cli.work_dir.clone(),
+        rust_log: cli.service_log.clone(),
+        ..DevnetConfig::default()
+    };
+    println!(
+        "starting devnet: {} EL(s), block time {:?}, poll interval {:?} ...",
+        cli.els, cli.block_time, cli.poll_interval
+    );
+    let mut net = Devnet::start(cfg).await?;
+    println!(
+        "nats {} | anvil {} | source {} | logs in {}",
+        net.nats_url(),
+        net.l1_url(),
+        net.source_url(),
+        net.dir().display()
+    );
+    println!(
+        "keys: r=L1 reorg  2=L2 reorg  l=lying on/off  o=EL0 outage on/off  k=kill -9 validator  p=pause  q=quit  (then Enter)"
+    );
+
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Stdin lines from a plain thread (tokio's io-std feature is not enabled in the workspace).
+    let (line_tx, mut stdin) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(l) = line else { break };
+            if line_tx.blocking_send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin_open = true;
+    let mut toggles = Toggles::default();
+    let mut next = 0;
+    let sigint = tokio::signal::ctrl_c();
+    tokio::pin!(sigint);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = &mut sigint => { println!("\nCtrl-C: stopping"); break; }
+            _ = term.recv() => { println!("SIGTERM: stopping"); break; }
+            _ = tick.tick() => {
+                let elapsed = started.elapsed();
+                while next < schedule.len() && schedule[next].1 <= elapsed {
+                    let kind = schedule[next].0.clone();
+                    apply(&mut net, &kind, &mut toggles).await;
+                    next += 1;
+                }
+                println!("{:>5.0}s {}", elapsed.as_secs_f64(), net.view());
+                if cli.duration.is_some_and(|d| elapsed >= d) { break; }
+            }
+            line = stdin.recv(), if stdin_open => match line {
+                Some(l) => match l.trim() {
+                    "r" => apply(&mut net, "l1-reorg", &mut toggles).await,
+                    "2" => apply(&mut net, "l2-reorg", &mut toggles).await,
+                    "l" => { let k = if toggles.lying { "honest" } else { "lying" }; apply(&mut net, k, &mut toggles).await }
+                    "o" => { let k = if toggles.el_down { "el-up" } else { "el-down" }; apply(&mut net, k, &mut toggles).await }
+                    "k" => apply(&mut net, "kill-validator", &mut toggles).await,
+                    "p" => { toggles.paused = !toggles.paused; net.set_paused(toggles.paused); println!(">>> paused: {}", toggles.paused); }
+                    "q" => break,
+                    "" => {}
+                    other => println!(">>> unknown key {other:?}"),
+                },
+                None => stdin_open = false,
+            },
+        }
+    }
+    let check = net.check_invariants();
+    for (name, status) in net.shutdown().await {
+        println!("stopped {name}: {status}");
+    }
+    match check {
+        Ok(()) => println!("invariants over every EL's forkchoice log: OK"),
+        Err(v) => {
+            println!("invariant violations:");
+            for x in v.iter().take(20) {
+                println!("  {x}");
+            }
+            std::process::exit(1);
+        }
+    }
+    Ok(())
+}

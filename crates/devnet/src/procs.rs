@@ -1,0 +1,322 @@
+//! Child processes: nats-server, anvil and the three lightcl services.
+//!
+//! Every child gets free loopback ports, writes its stdout/stderr to a log file in the devnet
+//! directory, runs in its own process group (a terminal's Ctrl-C reaches only the devnet,
+//! which then stops the children in order) and is SIGKILLed when its handle drops.
+//! [`Proc::terminate`] sends SIGTERM and waits, [`Proc::kill9`] simulates a crash, and
+//! [`Proc::restart`] starts the same command again (same ports, same store).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// Errors starting or talking to a child process.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The binary could not be started.
+    #[error("cannot start {name} ({bin}): {source}")]
+    Spawn {
+        /// Process name.
+        name: String,
+        /// Binary path.
+        bin: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Creating a log file or a port failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The process exited before it became ready.
+    #[error("{name} exited with {status} before it was ready; see {log}")]
+    Exited {
+        /// Process name.
+        name: String,
+        /// Exit status.
+        status: String,
+        /// Its log file.
+        log: String,
+    },
+    /// The process did not become ready in time.
+    #[error("{name} not ready after {waited:?}; see {log}")]
+    NotReady {
+        /// Process name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+        /// Its log file.
+        log: String,
+    },
+}
+
+/// A free loopback port (bound and released; a tiny race with other programs is accepted).
+pub fn free_port() -> Result<u16, ProcError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|source| ProcError::Io { what: "allocating a port".into(), source })?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| ProcError::Io { what: "allocating a port".into(), source })
+}
+
+/// `127.0.0.1:<free port>`.
+pub fn free_addr() -> Result<SocketAddr, ProcError> {
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+}
+
+/// A child process that can be stopped, killed and started again with the same command.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Proc {
+    /// Spawns `bin args` with extra `envs`, logging to `log` (appended).
+    pub fn spawn(
+        name: &str,
+        bin: &Path,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Result<Self, ProcError> {
+        let mut p = Self {
+            name: name.to_owned(),
+            bin: bin.to_owned(),
+            args,
+            envs,
+            log,
+            child: None,
+            starts: 0,
+        };
+        p.start()?;
+        Ok(p)
+    }
+
+    fn start(&mut self) -> Result<(), ProcError> {
+        let io = |what: &str| {
+            let what = format!("{what} {}", self.log.display());
+            move |source| ProcError::Io { what, source }
+        };
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io("opening log"))?;
+        let err = out.try_clone().map_err(io("opening log"))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| ProcError::Spawn {
+            name: self.name.clone(),
+            bin: self.bin.display().to_string(),
+            source,
+        })?;
+        self.child = Some(child);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// The process name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The OS process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// How many times it was started.
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    /// `Some(status)` once the process has exited, `None` while it runs (or was stopped).
+    pub fn exit_status(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(st)) => Some(st.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exit_status().is_none()
+    }
+
+    /// SIGKILL (a crash); waits until it is gone.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns the exit status text.
+    pub async fn terminate(&mut self, grace: Duration) -> Option<String> {
+        let mut c = self.child.take()?;
+        if let Some(pid) = c.id() {
+            // No libc (unsafe is forbidden): kill(1) does the SIGTERM.
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+        match tokio::time::timeout(grace, c.wait()).await {
+            Ok(Ok(st)) => Some(st.to_string()),
+            _ => {
+                let _ = c.start_kill();
+                c.wait().await.ok().map(|s| format!("{s} (killed after {grace:?})"))
+            }
+        }
+    }
+
+    /// Starts the same command again (after a kill or terminate); no-op while running.
+    pub fn restart(&mut self) -> Result<(), ProcError> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.start()
+    }
+
+    /// The error to report when the process exited while we waited for it.
+    fn exited_error(&mut self) -> Option<ProcError> {
+        self.exit_status().map(|status| ProcError::Exited {
+            name: self.name.clone(),
+            status,
+            log: self.log.display().to_string(),
+        })
+    }
+
+    /// Waits until `probe` answers true, failing early if the process exits.
+    pub async fn wait_until<F, Fut>(
+        &mut self,
+        timeout: Duration,
+        mut probe: F,
+    ) -> Result<(), ProcError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.exited_error() {
+                return Err(e);
+            }
+            if probe().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ProcError::NotReady {
+                    name: self.name.clone(),
+                    waited: timeout,
+                    log: self.log.display().to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last `n` lines of its log (for error reports).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// HTTP GET `http://addr{path}`; returns the status code (None when unreachable).
+pub async fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 64];
+        let mut got = 0;
+        while got < 12 {
+            let n = s.read(&mut buf[got..]).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let line = std::str::from_utf8(&buf[..got]).ok()?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+}
+
+/// True when `addr` accepts TCP connections.
+pub async fn port_open(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr))
+            .await,
+        Ok(Ok(_))
+    )
+}
+
+/// Finds a tool: `$ENV_VAR` if set, else `name` on the PATH, else `.tools` of the workspace
+/// (as installed by `scripts/install-tools.sh`), else `name` (spawn then fails with a clear error).
+pub fn tool(env_var: &str, name: &str, tools_rel: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let c = dir.join(name);
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(".tools").join(tools_rel);
+    if ws.is_file() {
+        return ws;
+    }
+    PathBuf::from(name)
+}
+
+/// The directory holding the lightcl service binaries: `$LIGHTCL_BIN_DIR`, else the directory
+/// of the running executable (or its parent, for test executables in `target/<profile>/deps`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("LIGHTCL_BIN_DIR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.join("lightcl-poller").is_file() {
+        return dir;
+    }
+    match dir.parent() {
+        Some(p) if dir.file_name().is_some_and(|n| n == "deps") => p.to_path_buf(),
+        _ => dir,
+    }
+}

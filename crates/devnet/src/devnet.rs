@@ -91,6 +91,10 @@ pub struct DevnetConfig {
     pub rust_log: String,
     /// Readiness deadline for each process.
     pub ready_timeout: Duration,
+    /// L2 blocks the source has before the services start (the ELs start at genesis).
+    pub prefill: u64,
+    /// Start with the simulation paused (no L1 mining, no L2 production).
+    pub start_paused: bool,
 }
 
 impl Default for DevnetConfig {
@@ -109,6 +113,8 @@ impl Default for DevnetConfig {
             extra_args: HashMap::new(),
             rust_log: "info".into(),
             ready_timeout: Duration::from_secs(30),
+            prefill: 30,
+            start_paused: false,
         }
     }
 }
@@ -293,12 +299,15 @@ impl Devnet {
         // The simulated chain starts over a few real L1 blocks.
         let genesis = l1.block(0).await?.ok_or_else(|| io("anvil")("no genesis block".into()))?;
         let mut sim = Simulator::new(cfg.sim, genesis);
-        for _ in 0..2 {
-            l1.mine().await?;
+        for i in 0..cfg.prefill.max(1) {
+            if i % u64::from(cfg.l2_per_l1.max(1)) == 0 {
+                l1.mine().await?;
+                let known = sim.l1_head().number;
+                let head = l1.head().await?.number;
+                sim.observe_l1(&l1.range(known + 1, head).await?)?;
+            }
+            sim.produce();
         }
-        let head = l1.head().await?.number;
-        sim.observe_l1(&l1.range(1, head).await?)?;
-        sim.produce();
 
         let source = MockSource::start(cfg.chain_id, sim.status())
             .await
@@ -323,7 +332,7 @@ impl Devnet {
         let shared = Arc::new(Shared {
             world: Mutex::new(World {
                 sim,
-                control: Control::default(),
+                control: Control { paused: cfg.start_paused, ..Control::default() },
                 orphaned_l1: HashMap::new(),
                 forged: HashMap::new(),
                 targets: Vec::new(),
@@ -465,6 +474,19 @@ impl Devnet {
     /// The source's canonical L2 block at `number`.
     pub fn canonical(&self, number: u64) -> Option<L2BlockRef> {
         self.shared.world().sim.canonical(number)
+    }
+
+    /// `optimism_syncStatus` requests the source has answered.
+    pub fn source_requests(&self) -> u64 {
+        self.shared.source.requests("optimism_syncStatus")
+    }
+
+    /// The number of a source block (None for the zero hash or an unknown block).
+    pub fn block_number(&self, hash: B256) -> Option<u64> {
+        if hash == B256::ZERO {
+            return None;
+        }
+        self.shared.world().sim.block(&hash).map(|b| b.number)
     }
 
     /// Targets seen on the bus, oldest first.

@@ -72,7 +72,7 @@ impl L1Client {
         for a in answers {
             let v = a.map_err(|e| L1Error::Parse {
                 method: "eth_getBlockByNumber".into(),
-                reason: e.message.clone(),
+                reason: e.message,
             })?;
             match parse_rpc_block(&v) {
                 Ok(Some(b)) => out.push(b),

@@ -259,7 +259,7 @@ pub async fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = vec![0u8; 64];
+        let mut buf = [0u8; 64];
         let mut got = 0;
         while got < 12 {
             let n = s.read(&mut buf[got..]).await.ok()?;

@@ -37,6 +37,10 @@ pub struct PlannerConfig {
     pub syncing_first_retry_ms: u64,
     /// Cap of the SYNCING re-send backoff: the periodic refresh while the EL syncs.
     pub syncing_max_retry_ms: u64,
+    /// While waiting to re-send after SYNCING, read the EL's heads this often and re-send at
+    /// once when the EL reports the head as its latest block (op-reth makes a downloaded sync
+    /// target canonical by itself, without the labels). 0 disables the probe.
+    pub syncing_probe_ms: u64,
     /// Delay before the first retry after an error or timeout.
     pub error_first_retry_ms: u64,
     /// Cap of the error backoff.
@@ -49,6 +53,7 @@ impl Default for PlannerConfig {
             follow_unsafe: true,
             syncing_first_retry_ms: 50,
             syncing_max_retry_ms: 1_000,
+            syncing_probe_ms: 100,
             error_first_retry_ms: 200,
             error_max_retry_ms: 5_000,
         }
@@ -291,8 +296,16 @@ pub struct EngineSnapshot {
 enum Awaiting {
     Nothing,
     ElHeads,
-    ElBlock { number: u64 },
-    Fcu { fc: Forkchoice, revision: u64, fallback: bool },
+    /// Heads read while a SYNCING re-send is scheduled.
+    Probe,
+    ElBlock {
+        number: u64,
+    },
+    Fcu {
+        fc: Forkchoice,
+        revision: u64,
+        fallback: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,12 +336,17 @@ pub struct Planner {
     paused: bool,
     target: Option<Target>,
     el_head: BlockId,
+    /// Our view of the EL's head may be outdated: after SYNCING (op-reth adopts a downloaded
+    /// sync target by itself), an error or INVALID. Case 2 then re-reads the heads first.
+    el_view_stale: bool,
     applied: Forkchoice,
     applied_revision: u64,
     invalid: HashSet<B256>,
     awaiting: Awaiting,
     last_sent: Option<Sent>,
     retry: Option<Retry>,
+    /// When to probe the EL's head while a SYNCING re-send is scheduled.
+    probe_at: Option<u64>,
     syncing_attempts: u32,
     error_attempts: u32,
     /// Revision whose target is dropped (refused, INVALID head, rejected fallback).
@@ -351,12 +369,14 @@ impl Planner {
             paused: false,
             target: None,
             el_head: BlockId::default(),
+            el_view_stale: false,
             applied: Forkchoice::default(),
             applied_revision: 0,
             invalid: HashSet::new(),
             awaiting: Awaiting::Nothing,
             last_sent: None,
             retry: None,
+            probe_at: None,
             syncing_attempts: 0,
             error_attempts: 0,
             blocked: None,
@@ -439,6 +459,11 @@ impl Planner {
     /// The result of [`Action::ReadElHeads`].
     pub fn on_el_heads(&mut self, heads: Result<ElHeads, String>, now_ms: u64) -> Vec<Action> {
         let mut out = Vec::new();
+        if self.awaiting == Awaiting::Probe {
+            self.awaiting = Awaiting::Nothing;
+            self.on_probe(heads, now_ms, &mut out);
+            return self.finish(out);
+        }
         if self.awaiting != Awaiting::ElHeads {
             return out;
         }
@@ -451,14 +476,7 @@ impl Planner {
             }
             Ok(h) => {
                 self.error_attempts = 0;
-                self.el_head = h.latest;
-                self.applied.head = h.latest;
-                self.applied.safe = h.safe.unwrap_or_default();
-                if let Some(f) = h.finalized
-                    && f.number > self.applied.finalized.number
-                {
-                    self.applied.finalized = f;
-                }
+                self.absorb_heads(&h);
                 if self.phase == Phase::Starting {
                     self.phase = if self.applied.finalized.number > 0 {
                         Phase::Following
@@ -469,10 +487,53 @@ impl Planner {
                 // Fresh view of the EL: re-plan now (this also re-sends at once when the EL
                 // reports the head it was syncing to).
                 self.retry = None;
+                self.probe_at = None;
                 self.plan(&mut out);
             }
         }
         self.finish(out)
+    }
+
+    /// The EL's own view replaces ours; finalized only moves up.
+    fn absorb_heads(&mut self, h: &ElHeads) {
+        self.el_view_stale = false;
+        self.el_head = h.latest;
+        self.applied.head = h.latest;
+        self.applied.safe = h.safe.unwrap_or_default();
+        if let Some(f) = h.finalized
+            && f.number > self.applied.finalized.number
+        {
+            self.applied.finalized = f;
+        }
+    }
+
+    /// A probe while SYNCING: re-send at once when the EL reports the head, else keep the
+    /// scheduled re-send and probe again.
+    fn on_probe(&mut self, heads: Result<ElHeads, String>, now_ms: u64, out: &mut Vec<Action>) {
+        if let Ok(h) = &heads {
+            self.absorb_heads(h);
+            let pushing = self.last_sent.filter(|s| s.answer == Some(FcuAnswer::Syncing));
+            if pushing.is_some_and(|s| s.fc.head.hash == h.latest.hash) {
+                self.retry = None;
+                self.probe_at = None;
+                self.last_sent = None;
+            }
+        }
+        self.plan(out);
+        if self.awaiting == Awaiting::Nothing && self.retry.is_some() {
+            self.probe_at = Some(now_ms.saturating_add(self.cfg.syncing_probe_ms));
+            self.arm(now_ms, out);
+        }
+    }
+
+    /// Schedules the next timer call for the earliest of the re-send and the probe.
+    fn arm(&self, now_ms: u64, out: &mut Vec<Action>) {
+        let next = match (self.retry.map(|r| r.at_ms), self.probe_at) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
+        };
+        out.push(Action::ScheduleRetry { after_ms: next.saturating_sub(now_ms) });
     }
 
     /// The result of [`Action::ReadElBlock`].
@@ -534,6 +595,7 @@ impl Planner {
                     self.phase = Phase::Following;
                 }
                 self.el_head = fc.head;
+                self.el_view_stale = false;
                 self.applied.head = fc.head;
                 if !fc.safe.is_unset() {
                     self.applied.safe = fc.safe;
@@ -548,18 +610,24 @@ impl Planner {
                 self.plan(&mut out);
             }
             FcuOutcome::Syncing => {
+                self.el_view_stale = true;
                 let after = backoff(
                     self.cfg.syncing_first_retry_ms,
                     self.cfg.syncing_max_retry_ms,
                     self.syncing_attempts,
                 );
                 self.syncing_attempts = self.syncing_attempts.saturating_add(1);
-                self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
+                self.retry =
+                    Some(Retry { at_ms: now_ms.saturating_add(after), what: RetryWhat::Replan });
+                let probe = self.cfg.syncing_probe_ms;
+                self.probe_at = (probe > 0 && probe < after).then(|| now_ms.saturating_add(probe));
+                self.arm(now_ms, &mut out);
                 if newer_target {
                     self.plan(&mut out);
                 }
             }
             FcuOutcome::Invalid { latest_valid_hash, validation_error } => {
+                self.el_view_stale = true;
                 self.invalid.insert(fc.head.hash);
                 self.blocked = Some(revision);
                 self.last_error = Some(format!(
@@ -592,6 +660,7 @@ impl Planner {
                 }
             }
             FcuOutcome::Error { message } => {
+                self.el_view_stale = true;
                 self.last_error = Some(format!("forkchoice update failed: {message}"));
                 let after = self.error_backoff();
                 self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
@@ -606,11 +675,23 @@ impl Planner {
     /// A scheduled retry is due (see [`Action::ScheduleRetry`]). Early calls do nothing.
     pub fn on_timer(&mut self, now_ms: u64) -> Vec<Action> {
         let mut out = Vec::new();
-        let Some(r) = self.retry else { return out };
-        if now_ms < r.at_ms || self.awaiting != Awaiting::Nothing {
+        if self.awaiting != Awaiting::Nothing {
+            // The outstanding answer re-arms the timer.
             return out;
         }
+        let Some(r) = self.retry.filter(|r| now_ms >= r.at_ms) else {
+            if self.probe_at.is_some_and(|p| now_ms >= p) {
+                // Probe the EL's head; the scheduled re-send stays.
+                self.probe_at = None;
+                self.awaiting = Awaiting::Probe;
+                out.push(Action::ReadElHeads);
+            } else {
+                self.arm(now_ms, &mut out);
+            }
+            return self.finish(out);
+        };
         self.retry = None;
+        self.probe_at = None;
         match r.what {
             RetryWhat::ReadHeads => self.begin(Awaiting::ElHeads, Action::ReadElHeads, &mut out),
             RetryWhat::Replan => {
@@ -698,6 +779,9 @@ impl Planner {
         } else if self.el_head.number < h.number {
             // Case 1: catch up / EL sync.
             self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, false, out);
+        } else if self.el_view_stale {
+            // Case 2 needs the EL's real head (labels only must not name a stale one).
+            self.begin(Awaiting::ElHeads, Action::ReadElHeads, out);
         } else {
             // Case 2: what does the EL have at the target head's number?
             self.begin(
@@ -711,6 +795,7 @@ impl Planner {
     /// Start one I/O action; a scheduled retry is superseded by it.
     fn begin(&mut self, awaiting: Awaiting, action: Action, out: &mut Vec<Action>) {
         self.retry = None;
+        self.probe_at = None;
         self.awaiting = awaiting;
         out.push(action);
     }
@@ -767,6 +852,7 @@ impl Planner {
     }
 
     fn schedule(&mut self, now_ms: u64, after_ms: u64, what: RetryWhat, out: &mut Vec<Action>) {
+        self.probe_at = None;
         self.retry = Some(Retry { at_ms: now_ms.saturating_add(after_ms), what });
         out.push(Action::ScheduleRetry { after_ms });
     }

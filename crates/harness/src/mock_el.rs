@@ -11,6 +11,8 @@
 //!   becomes canonical (a canonical ancestor of the current head does not rewind it), then
 //!   safe/finalized must be known and on the head's chain (−38002 otherwise, with the head
 //!   already moved, as op-reth does) and are applied; answer `VALID`;
+//!   a downloaded sync target (the head of the last SYNCING answer) becomes the canonical head
+//!   by itself, labels untouched, as op-reth does (knob: [`MockEl::set_auto_canonical`]);
 //! - `eth_getBlockByNumber` with a hex number or `latest`/`safe`/`finalized`/`earliest`,
 //!   returning block JSON with hex quantities (null when absent), `eth_blockNumber`,
 //!   `eth_chainId`, `engine_exchangeCapabilities`;
@@ -205,6 +207,10 @@ struct ElState {
     log: Vec<CallRecord>,
     unauthorized: u64,
     fcu_started: u64,
+    /// Head of the last FCU answered SYNCING for an unknown block (op-reth's sync target).
+    sync_target: Option<B256>,
+    /// Make a downloaded sync target canonical by itself (op-reth), labels untouched.
+    auto_canonical: bool,
 }
 
 impl ElState {
@@ -224,6 +230,8 @@ impl ElState {
             log: Vec::new(),
             unauthorized: 0,
             fcu_started: 0,
+            sync_target: None,
+            auto_canonical: true,
         };
         s.recompute_canonical();
         s
@@ -274,6 +282,12 @@ impl ElState {
                     self.blocks.insert(b.hash, b);
                 }
                 self.downloads.remove(&hash);
+                if self.auto_canonical && self.sync_target == Some(hash) {
+                    // op-reth: a downloaded sync target head becomes canonical at once; the
+                    // safe/finalized labels wait for the next VALID forkchoice update.
+                    self.head = hash;
+                    self.recompute_canonical();
+                }
             }
         }
     }
@@ -318,6 +332,7 @@ impl ElState {
         }
         let Some(head) = self.blocks.get(&fcs.head_block_hash).copied() else {
             self.downloads.entry(fcs.head_block_hash).or_insert(now);
+            self.sync_target = Some(fcs.head_block_hash);
             return FcuReply::Syncing;
         };
         let current = self.blocks.get(&self.head).map_or(0, |b| b.number);
@@ -620,6 +635,11 @@ impl MockEl {
     /// Declares a block invalid: FCUs to it or its descendants answer INVALID.
     pub fn force_invalid(&self, hash: B256) {
         lock(&self.state).invalid.insert(hash);
+    }
+
+    /// Whether a downloaded sync target becomes the head by itself (op-reth; default true).
+    pub fn set_auto_canonical(&self, on: bool) {
+        lock(&self.state).auto_canonical = on;
     }
 
     /// While true, every FCU answers SYNCING.

@@ -279,3 +279,35 @@ fn synthetic_chains_are_consistent() {
     assert_eq!(new.len(), 2);
     assert_eq!(c.at(31).parent_hash, a.at(30).hash);
 }
+
+#[tokio::test]
+async fn downloaded_sync_target_becomes_head_without_labels() {
+    let el = el(30).await;
+    let c = client(&el);
+    let chain = L2Chain::new(12);
+    el.set_network_chain(&chain);
+    let (h, s, f) = (chain.at(12).hash, chain.at(10).hash, chain.at(8).hash);
+    assert_eq!(status(&fcu(&c, h, s, f).await.expect("fcu")), "SYNCING");
+    let reached = async {
+        for _ in 0..300 {
+            if block(&c, "latest").await.is_some_and(|b| b.hash == h) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    assert!(reached.await, "the EL reports the downloaded head as latest");
+    assert_eq!(el.safe().number, 0, "labels wait for a VALID forkchoice");
+    assert_eq!(status(&fcu(&c, h, s, f).await.expect("fcu")), "VALID");
+    assert_eq!((el.safe().number, el.finalized().number), (10, 8));
+
+    // Without the knob the head stays until the next forkchoice update.
+    el.set_auto_canonical(false);
+    let mut longer = chain.clone();
+    longer.extend(3);
+    el.set_network_chain(&longer);
+    assert_eq!(status(&fcu(&c, longer.at(15).hash, s, f).await.expect("fcu")), "SYNCING");
+    assert!(el.wait_until(Duration::from_secs(3), |e| e.has_block(&longer.at(15).hash)).await);
+    assert_eq!(el.head().number, 12);
+}

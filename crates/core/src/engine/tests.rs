@@ -105,7 +105,11 @@ fn el_heads_error_retries_with_backoff() {
     p.start(0);
     let out = without_publish(p.on_el_heads(Err("connection refused".into()), 0));
     assert_eq!(out, vec![Action::ScheduleRetry { after_ms: 200 }]);
-    assert!(p.on_timer(100).is_empty(), "early timer does nothing");
+    assert_eq!(
+        without_publish(p.on_timer(100)),
+        vec![Action::ScheduleRetry { after_ms: 100 }],
+        "an early timer call only re-arms"
+    );
     assert_eq!(without_publish(p.on_timer(200)), vec![Action::ReadElHeads]);
     let out = without_publish(p.on_el_heads(Err("connection refused".into()), 200));
     assert_eq!(out, vec![Action::ScheduleRetry { after_ms: 400 }]);
@@ -226,9 +230,20 @@ fn follow_unsafe_off_uses_local_safe_as_head() {
     assert_eq!(sends(&out), vec![fc(id(14, 0), id(12, 0), id(4, 0))]);
 }
 
+/// A following planner without the SYNCING head probe.
+fn following_no_probe(n: u64, s: u64, f: u64) -> Planner {
+    let mut p = Planner::new(PlannerConfig { syncing_probe_ms: 0, ..PlannerConfig::default() });
+    p.start(0);
+    p.on_el_heads(
+        Ok(ElHeads { latest: id(n, 0), safe: Some(id(s, 0)), finalized: Some(id(f, 0)) }),
+        0,
+    );
+    p
+}
+
 #[test]
 fn syncing_does_not_apply_labels_and_resends_promptly_then_backs_off() {
-    let mut p = following(10, 5, 2);
+    let mut p = following_no_probe(10, 5, 2);
     p.on_target(target(1, 20, 12, 4, 0), 0);
     let out = without_publish(p.on_fcu_answer(FcuOutcome::Syncing, 10));
     assert_eq!(out, vec![Action::ScheduleRetry { after_ms: 50 }]);
@@ -520,4 +535,93 @@ fn backoff_doubles_and_caps() {
     assert_eq!(backoff(100, 1_000, 3), 800);
     assert_eq!(backoff(100, 1_000, 4), 1_000);
     assert_eq!(backoff(100, 1_000, u32::MAX), 1_000);
+}
+
+#[test]
+fn syncing_probe_resends_as_soon_as_the_el_reports_the_head() {
+    let mut p = following(10, 5, 2);
+    let want = fc(id(20, 0), id(12, 0), id(4, 0));
+    p.on_target(target(1, 20, 12, 4, 0), 0);
+    assert_eq!(
+        without_publish(p.on_fcu_answer(FcuOutcome::Syncing, 0)),
+        vec![Action::ScheduleRetry { after_ms: 50 }]
+    );
+    p.on_timer(50);
+    assert_eq!(
+        without_publish(p.on_fcu_answer(FcuOutcome::Syncing, 50)),
+        vec![Action::ScheduleRetry { after_ms: 100 }]
+    );
+    p.on_timer(150);
+    // Backoff 200 ms now: the probe (100 ms) comes first.
+    assert_eq!(
+        without_publish(p.on_fcu_answer(FcuOutcome::Syncing, 150)),
+        vec![Action::ScheduleRetry { after_ms: 100 }]
+    );
+    assert_eq!(without_publish(p.on_timer(250)), vec![Action::ReadElHeads]);
+    // The EL made the downloaded head canonical by itself (labels not applied): re-send now.
+    let heads = ElHeads { latest: id(20, 0), safe: Some(id(5, 0)), finalized: Some(id(2, 0)) };
+    let out = p.on_el_heads(Ok(heads), 251);
+    assert_eq!(sends(&out), vec![want]);
+    p.on_fcu_answer(FcuOutcome::Valid, 260);
+    assert_eq!(p.snapshot().applied, want);
+}
+
+#[test]
+fn syncing_probe_keeps_the_scheduled_resend_otherwise() {
+    let mut p = following(10, 5, 2);
+    p.on_target(target(1, 20, 12, 4, 0), 0);
+    for t in [0, 50] {
+        p.on_fcu_answer(FcuOutcome::Syncing, t);
+        p.on_timer(t + 1_000);
+    }
+    p.on_fcu_answer(FcuOutcome::Syncing, 150);
+    assert_eq!(without_publish(p.on_timer(250)), vec![Action::ReadElHeads]);
+    // Still the old head: no FCU, the next probe is armed (re-send due at 350).
+    let out = without_publish(
+        p.on_el_heads(Ok(ElHeads { latest: id(10, 0), safe: None, finalized: None }), 250),
+    );
+    assert_eq!(out, vec![Action::ScheduleRetry { after_ms: 100 }]);
+    // An early timer call re-arms instead of doing nothing.
+    assert_eq!(without_publish(p.on_timer(300)), vec![Action::ScheduleRetry { after_ms: 50 }]);
+    // A failed probe changes nothing either.
+    let out = without_publish(p.on_el_heads(Err("boom".into()), 300));
+    assert!(out.is_empty(), "not awaiting a probe: {out:?}");
+    assert_eq!(
+        sends(&p.on_timer(350)),
+        vec![fc(id(20, 0), id(12, 0), id(4, 0))],
+        "the scheduled re-send"
+    );
+}
+
+#[test]
+fn a_new_target_during_a_probe_is_planned_after_it() {
+    let mut p = following(10, 5, 2);
+    p.on_target(target(1, 20, 12, 4, 0), 0);
+    for t in [0, 50] {
+        p.on_fcu_answer(FcuOutcome::Syncing, t);
+        p.on_timer(t + 1_000);
+    }
+    p.on_fcu_answer(FcuOutcome::Syncing, 150);
+    assert_eq!(without_publish(p.on_timer(250)), vec![Action::ReadElHeads]);
+    assert!(sends(&p.on_target(target(2, 21, 12, 4, 0), 251)).is_empty(), "probe outstanding");
+    let out = p.on_el_heads(Ok(ElHeads { latest: id(10, 0), safe: None, finalized: None }), 252);
+    assert_eq!(sends(&out), vec![fc(id(21, 0), id(12, 0), id(4, 0))]);
+}
+
+#[test]
+fn case2_after_syncing_rereads_the_el_head_before_labels_only() {
+    // EL at A30; the target reorgs to B30 (same height).
+    let mut p = following(30, 24, 20);
+    let t = target(1, 30, 26, 20, 1);
+    let mut t = t;
+    t.finalized_l2 = l2(20, 0);
+    assert_eq!(without_publish(p.on_target(t, 0)), vec![Action::ReadElBlock { number: 30 }]);
+    let out = p.on_el_block(30, ElBlock::Found(id(30, 0)), 1);
+    assert_eq!(sends(&out), vec![fc(id(30, 1), id(26, 1), id(20, 0))]);
+    p.on_fcu_answer(FcuOutcome::Syncing, 2);
+    // op-reth adopted B30 by itself; our view (A30) is stale: read the heads, not block 30.
+    assert_eq!(without_publish(p.on_timer(1_000)), vec![Action::ReadElHeads]);
+    let heads = ElHeads { latest: id(30, 1), safe: Some(id(24, 0)), finalized: Some(id(20, 0)) };
+    let out = p.on_el_heads(Ok(heads), 1_001);
+    assert_eq!(sends(&out), vec![fc(id(30, 1), id(26, 1), id(20, 0))], "labels at B30, never A30");
 }

@@ -1,0 +1,179 @@
+//! NATS flags and the connection.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::watch;
+
+use crate::BusError;
+
+/// NATS flags shared by every service (flatten with `#[command(flatten)]`).
+///
+/// Secrets are read from files, never taken on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long = "nats.url", env = "LIGHTCL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub url: String,
+    /// User name (with --nats.password-file).
+    #[arg(long = "nats.user", env = "LIGHTCL_NATS_USER", requires = "password_file")]
+    pub user: Option<String>,
+    /// File holding the password of --nats.user.
+    #[arg(long = "nats.password-file", env = "LIGHTCL_NATS_PASSWORD_FILE", requires = "user")]
+    pub password_file: Option<PathBuf>,
+    /// File holding an authentication token.
+    #[arg(long = "nats.token-file", env = "LIGHTCL_NATS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long = "nats.creds", env = "LIGHTCL_NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// PEM file with the CA that signed the server's certificate (enables TLS).
+    #[arg(long = "nats.tls-ca", env = "LIGHTCL_NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Replicas of the streams and the KV bucket when this service creates them.
+    #[arg(long = "nats.replicas", env = "LIGHTCL_NATS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+    /// How long to wait for a PubAck before retrying with the same message id.
+    #[arg(long = "nats.publish-timeout", env = "LIGHTCL_NATS_PUBLISH_TIMEOUT",
+          default_value = "2s", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+}
+
+impl NatsArgs {
+    /// Flags for a local, unauthenticated server at `url` (tests, devnet).
+    pub fn local(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            user: None,
+            password_file: None,
+            token_file: None,
+            creds: None,
+            tls_ca: None,
+            replicas: 1,
+            publish_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn read_secret(flag: &'static str, path: &PathBuf) -> Result<String, BusError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BusError::Config {
+            flag,
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let text = text.trim().to_owned();
+        if text.is_empty() {
+            return Err(BusError::Config { flag, reason: format!("{} is empty", path.display()) });
+        }
+        Ok(text)
+    }
+
+    /// Builds the connect options, reading every secret file (errors name the flag).
+    pub async fn connect_options(
+        &self,
+        name: &str,
+    ) -> Result<async_nats::ConnectOptions, BusError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(3))
+            .max_reconnects(None);
+        if let (Some(user), Some(pw)) = (&self.user, &self.password_file) {
+            opts = opts
+                .user_and_password(user.clone(), Self::read_secret("--nats.password-file", pw)?);
+        }
+        if let Some(t) = &self.token_file {
+            opts = opts.token(Self::read_secret("--nats.token-file", t)?);
+        }
+        if let Some(c) = &self.creds {
+            opts = opts.credentials_file(c).await.map_err(|e| BusError::Config {
+                flag: "--nats.creds",
+                reason: format!("{}: {e}", c.display()),
+            })?;
+        }
+        if let Some(ca) = &self.tls_ca {
+            if !ca.is_file() {
+                return Err(BusError::Config {
+                    flag: "--nats.tls-ca",
+                    reason: format!("{} is not a readable file", ca.display()),
+                });
+            }
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        Ok(opts)
+    }
+}
+
+/// A NATS connection with its JetStream context and a live "connected" flag.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    connected: watch::Receiver<bool>,
+    replicas: usize,
+}
+
+impl Bus {
+    /// Connects. Returns at once even when the server is down: the client keeps reconnecting
+    /// in the background and [`Bus::connected`] tells the state. Only bad configuration errs.
+    pub async fn connect(args: &NatsArgs, name: &str) -> Result<Self, BusError> {
+        let (tx, rx) = watch::channel(false);
+        let opts = args.connect_options(name).await?.event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tx.send_replace(true);
+                    }
+                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                        tx.send_replace(false);
+                    }
+                    other => tracing::debug!(event = %other, "nats event"),
+                }
+            }
+        });
+        let client = opts.connect(args.url.as_str()).await.map_err(|e| BusError::Config {
+            flag: "--nats.url",
+            reason: format!("{}: {e}", args.url),
+        })?;
+        let js = jetstream::new(client.clone());
+        Ok(Self { client, js, connected: rx, replicas: usize::from(args.replicas) })
+    }
+
+    /// The core client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> jetstream::Context {
+        self.js.clone()
+    }
+
+    /// A receiver of the connection state (true = connected).
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Replicas to create streams and buckets with.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// Creates every stream and the KV bucket if missing (see [`crate::ensure_topology`]).
+    pub async fn ensure_topology(&self) -> Result<(), BusError> {
+        crate::ensure_topology(&self.js, self.replicas).await
+    }
+
+    /// Flushes pending publishes (bounded by `timeout`), e.g. on shutdown.
+    pub async fn flush(&self, timeout: Duration) {
+        if self.is_connected() {
+            let _ = tokio::time::timeout(timeout, self.client.flush()).await;
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Typed consumers: decoded messages, poisoned ones acked and counted.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use prost::Message;
+
+use crate::BusError;
+use crate::publish::{decode_message, trace_headers};
+
+/// Where a new consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Every stored message.
+    All,
+    /// Only messages published from now on.
+    New,
+    /// The last message of each subject, then everything new (the "latest target" pattern).
+    LastPerSubject,
+}
+
+impl StartAt {
+    fn policy(self) -> consumer::DeliverPolicy {
+        match self {
+            Self::All => consumer::DeliverPolicy::All,
+            Self::New => consumer::DeliverPolicy::New,
+            Self::LastPerSubject => consumer::DeliverPolicy::LastPerSubject,
+        }
+    }
+}
+
+/// What to consume.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Stream name.
+    pub stream: String,
+    /// Filter subject (wildcards allowed).
+    pub filter_subject: String,
+    /// Durable name: a durable pull consumer with explicit acks, shared by replicas. `None`: an
+    /// ordered (ephemeral, ack-less) consumer private to this process.
+    pub durable: Option<String>,
+    /// Where a newly created consumer starts.
+    pub start: StartAt,
+    /// Redelivery delay of an unacked message (durable only).
+    pub ack_wait: Duration,
+}
+
+/// One consumed message.
+#[derive(Debug)]
+pub struct Delivery<M> {
+    /// The decoded message.
+    pub message: M,
+    /// Its subject.
+    pub subject: String,
+    /// Its stream sequence (idempotency key: redelivery repeats it).
+    pub sequence: u64,
+    /// How many times it was delivered (1 the first time).
+    pub delivered: i64,
+    /// W3C trace headers it carried.
+    pub trace: HashMap<String, String>,
+    raw: Option<jetstream::Message>,
+}
+
+impl<M> Delivery<M> {
+    /// Acknowledges the message, waiting for the server's confirmation (durable consumers).
+    pub async fn ack(&self) -> Result<(), BusError> {
+        match &self.raw {
+            Some(m) => m
+                .double_ack()
+                .await
+                .map_err(|e| BusError::Unavailable { what: "ack", reason: e.to_string() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks for redelivery after `delay` (durable consumers).
+    pub async fn nak(&self, delay: Duration) -> Result<(), BusError> {
+        match &self.raw {
+            Some(m) => m
+                .ack_with(jetstream::AckKind::Nak(Some(delay)))
+                .await
+                .map_err(|e| BusError::Unavailable { what: "nak", reason: e.to_string() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the server the message is still being worked on (resets its ack timer).
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        match &self.raw {
+            Some(m) => m
+                .ack_with(jetstream::AckKind::Progress)
+                .await
+                .map_err(|e| BusError::Unavailable { what: "progress", reason: e.to_string() }),
+            None => Ok(()),
+        }
+    }
+}
+
+type Messages =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<jetstream::Message, String>> + Send>>;
+
+/// A consumer of one protobuf message type. Re-creates itself after errors (NATS restart),
+/// so [`TypedConsumer::next`] only ever returns a message; call it inside a `select!` with a
+/// cancellation branch.
+pub struct TypedConsumer<M> {
+    js: jetstream::Context,
+    spec: ConsumerSpec,
+    name: &'static str,
+    messages: Option<Messages>,
+    undecodable: Arc<AtomicU64>,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> std::fmt::Debug for TypedConsumer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedConsumer").field("spec", &self.spec).field("name", &self.name).finish()
+    }
+}
+
+impl<M: Message + Default> TypedConsumer<M> {
+    /// A consumer of messages named `name` (e.g. `lightcl_proto::names::TARGET`). Nothing is
+    /// created on the server until the first [`TypedConsumer::next`].
+    pub fn new(js: jetstream::Context, spec: ConsumerSpec, name: &'static str) -> Self {
+        Self { js, spec, name, messages: None, undecodable: Arc::default(), _m: PhantomData }
+    }
+
+    /// Count of undecodable messages acked and skipped so far (shared handle for metrics).
+    pub fn undecodable(&self) -> Arc<AtomicU64> {
+        self.undecodable.clone()
+    }
+
+    async fn open(&self) -> Result<Messages, BusError> {
+        let stream = self
+            .js
+            .get_stream(&self.spec.stream)
+            .await
+            .map_err(|e| BusError::js("get stream", e))?;
+        let deliver_policy = self.spec.start.policy();
+        let filter_subject = self.spec.filter_subject.clone();
+        let messages = match &self.spec.durable {
+            Some(durable) => {
+                let c: consumer::PullConsumer = stream
+                    .get_or_create_consumer(
+                        durable,
+                        consumer::pull::Config {
+                            durable_name: Some(durable.clone()),
+                            filter_subject,
+                            deliver_policy,
+                            ack_policy: consumer::AckPolicy::Explicit,
+                            ack_wait: self.spec.ack_wait,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| BusError::js("create consumer", e))?;
+                let m = c.messages().await.map_err(|e| BusError::js("consume", e))?;
+                m.map(|r| r.map_err(|e| e.to_string())).boxed()
+            }
+            None => {
+                let c = stream
+                    .create_consumer(consumer::pull::OrderedConfig {
+                        filter_subject,
+                        deliver_policy,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| BusError::js("create consumer", e))?;
+                let m = c.messages().await.map_err(|e| BusError::js("consume", e))?;
+                m.map(|r| r.map_err(|e| e.to_string())).boxed()
+            }
+        };
+        Ok(messages)
+    }
+
+    /// The next decodable message. Undecodable ones are acked, counted, logged and skipped;
+    /// consumer errors (server gone, consumer lost) re-create it with backoff.
+    pub async fn next(&mut self) -> Delivery<M> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let Some(messages) = self.messages.as_mut() else {
+                match self.open().await {
+                    Ok(m) => {
+                        self.messages = Some(m);
+                        delay = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %self.spec.stream, error = %e, "cannot open consumer; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+                continue;
+            };
+            let msg = match messages.next().await {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::warn!(stream = %self.spec.stream, error = %e, "consumer error; re-creating");
+                    self.messages = None;
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                None => {
+                    self.messages = None;
+                    continue;
+                }
+            };
+            let (sequence, delivered) =
+                msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or_default();
+            let subject = msg.subject.to_string();
+            match decode_message::<M>(self.name, msg.headers.as_ref(), &msg.payload) {
+                Ok(message) => {
+                    let trace = trace_headers(msg.headers.as_ref());
+                    let raw = self.spec.durable.is_some().then_some(msg);
+                    return Delivery { message, subject, sequence, delivered, trace, raw };
+                }
+                Err(reason) => {
+                    self.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%subject, sequence, expected = self.name, %reason, "undecodable bus message acked and skipped");
+                    if self.spec.durable.is_some()
+                        && let Err(e) = msg.ack().await
+                    {
+                        tracing::warn!(%subject, sequence, error = %e, "ack of undecodable message failed");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Publishing with PubAck, same-id retries and CAS; reading the last message of a subject.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind, stream::LastRawMessageErrorKind};
+use prost::Message;
+
+use crate::BusError;
+
+/// `Content-Type` of every payload.
+pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
+/// Header naming the protobuf message type.
+pub const MESSAGE_HEADER: &str = "Lightcl-Message";
+
+/// A stored publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Stream sequence of the stored message.
+    pub sequence: u64,
+    /// True when JetStream recognised the message id as a duplicate (nothing new stored).
+    pub duplicate: bool,
+}
+
+/// Publishes protobuf messages and waits for their PubAck.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+    ack_timeout: Duration,
+    attempts: u32,
+}
+
+impl Publisher {
+    /// A publisher waiting `ack_timeout` per attempt, 3 attempts.
+    pub fn new(js: jetstream::Context, ack_timeout: Duration) -> Self {
+        Self { js, ack_timeout, attempts: 3 }
+    }
+
+    /// Sets how many times a publish is tried before giving up (at least 1).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Publishes `msg` on `subject`, with `msg_id` as `Nats-Msg-Id` when given. Retries a timed
+    /// out or failed attempt with the same id, so JetStream stores it at most once.
+    pub async fn publish<M: Message>(
+        &self,
+        subject: &str,
+        name: &'static str,
+        msg: &M,
+        msg_id: Option<&str>,
+    ) -> Result<Published, BusError> {
+        self.send(subject, name, msg, msg_id, None).await
+    }
+
+    /// Like [`Publisher::publish`] but only if the last message on `subject` has stream
+    /// sequence `expected_last` (0: the subject must be empty). Fails with
+    /// [`BusError::WrongLastSequence`] when another writer got there first.
+    pub async fn publish_expecting<M: Message>(
+        &self,
+        subject: &str,
+        name: &'static str,
+        msg: &M,
+        msg_id: Option<&str>,
+        expected_last: u64,
+    ) -> Result<Published, BusError> {
+        self.send(subject, name, msg, msg_id, Some(expected_last)).await
+    }
+
+    async fn send<M: Message>(
+        &self,
+        subject: &str,
+        name: &'static str,
+        msg: &M,
+        msg_id: Option<&str>,
+        expected_last: Option<u64>,
+    ) -> Result<Published, BusError> {
+        let payload = bytes::Bytes::from(msg.encode_to_vec());
+        let headers =
+            headers(name, msg_id, expected_last, &lightcl_telemetry::current_context_map());
+        let mut last_err = None;
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            let sent = async {
+                let fut = self
+                    .js
+                    .publish_with_headers(subject.to_owned(), headers.clone(), payload.clone())
+                    .await?;
+                fut.await
+            };
+            match tokio::time::timeout(self.ack_timeout, sent).await {
+                Ok(Ok(ack)) => {
+                    return Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate });
+                }
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(BusError::WrongLastSequence {
+                        subject: subject.to_owned(),
+                        expected: expected_last.unwrap_or_default(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%subject, attempt, error = %e, "publish failed; retrying");
+                    last_err = Some(e.to_string());
+                }
+                Err(_) => {
+                    tracing::debug!(%subject, attempt, "PubAck timed out; retrying with the same id");
+                    last_err = Some(format!("no PubAck within {:?}", self.ack_timeout));
+                }
+            }
+        }
+        Err(BusError::Unavailable {
+            what: "publish",
+            reason: format!("{subject}: {}", last_err.unwrap_or_default()),
+        })
+    }
+}
+
+fn headers(
+    name: &str,
+    msg_id: Option<&str>,
+    expected_last: Option<u64>,
+    trace: &HashMap<String, String>,
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Content-Type", CONTENT_TYPE_PROTOBUF);
+    h.insert(MESSAGE_HEADER, name);
+    if let Some(id) = msg_id {
+        h.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    }
+    if let Some(seq) = expected_last {
+        h.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, seq.to_string().as_str());
+    }
+    for (k, v) in trace {
+        h.insert(k.as_str(), v.as_str());
+    }
+    h
+}
+
+/// Decodes a bus payload, checking the `Lightcl-Message` header when present.
+pub fn decode_message<M: Message + Default>(
+    name: &'static str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<M, String> {
+    if let Some(found) = headers.and_then(|h| h.get(MESSAGE_HEADER))
+        && found.as_str() != name
+    {
+        return Err(format!("carries {}, expected {name}", found.as_str()));
+    }
+    M::decode(payload).map_err(|e| format!("protobuf: {e}"))
+}
+
+/// Extracts the W3C trace headers of a message.
+pub(crate) fn trace_headers(h: Option<&HeaderMap>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(h) = h {
+        for key in ["traceparent", "tracestate"] {
+            if let Some(v) = h.get(key) {
+                out.insert(key.to_owned(), v.as_str().to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The last message stored on a subject.
+#[derive(Debug, Clone)]
+pub struct LastMessage<M> {
+    /// The decoded message.
+    pub message: M,
+    /// Its stream sequence (use it as the CAS expectation of the next publish).
+    pub sequence: u64,
+    /// Its W3C trace headers.
+    pub trace: HashMap<String, String>,
+}
+
+/// Reads the last message on `subject` of `stream`: `Ok(None)` when the subject is empty.
+/// A stored message that does not decode is an error ([`BusError::Decode`]) that names it.
+pub async fn last_message<M: Message + Default>(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+    name: &'static str,
+) -> Result<Option<LastMessage<M>>, BusError> {
+    let s = js.get_stream(stream).await.map_err(|e| BusError::js("get stream", e))?;
+    match s.get_last_raw_message_by_subject(subject).await {
+        Ok(raw) => {
+            let message =
+                decode_message::<M>(name, Some(&raw.headers), &raw.payload).map_err(|reason| {
+                    BusError::Decode {
+                        expected: name,
+                        subject: subject.to_owned(),
+                        sequence: raw.sequence,
+                        reason,
+                    }
+                })?;
+            Ok(Some(LastMessage {
+                message,
+                sequence: raw.sequence,
+                trace: trace_headers(Some(&raw.headers)),
+            }))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(BusError::js("get last message", e)),
+    }
+}

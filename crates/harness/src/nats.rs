@@ -55,8 +55,10 @@ impl NatsServer {
         let bin = binary();
         let ports_dir = self.dir.path().join("ports");
         std::fs::create_dir_all(&ports_dir)?;
-        let (p, m) = ports
-            .map_or(("-1".to_owned(), "-1".to_owned()), |(p, m)| (p.to_string(), m.to_string()));
+        let (p, m) = ports.map_or_else(
+            || ("-1".to_owned(), "-1".to_owned()),
+            |(p, m)| (p.to_string(), m.to_string()),
+        );
         let child = Command::new(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &p, "-m", &m])
             .arg("-sd")

@@ -60,13 +60,12 @@ async fn topology_is_idempotent_even_concurrently() {
     let (r1, r2) = tokio::join!(a.ensure_topology(), b.ensure_topology());
     r1.unwrap();
     r2.unwrap();
-    let mut js = a.jetstream();
+    let js = a.jetstream();
     for spec in lightcl_bus::stream_specs() {
         let info = js.get_stream(spec.name).await.unwrap().info().await.unwrap().clone();
         assert_eq!(info.config.subjects, vec![spec.subjects.to_string()]);
     }
     assert!(js.get_key_value(subjects::ENGINE_BUCKET).await.is_ok());
-    let _ = &mut js;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,8 +161,7 @@ async fn a_poisoned_message_is_acked_counted_and_skipped() {
         .unwrap()
         .consumer_info("poison-test")
         .await
-        .unwrap()
-        .clone();
+        .unwrap();
     assert_eq!(info.num_ack_pending, 0);
 }
 

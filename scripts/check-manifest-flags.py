@@ -17,6 +17,9 @@ For every overlay (rendered with `kubectl kustomize`):
   * no Secret value, JWT-like 64-hex string or URL password appears in a ConfigMap, an env
     literal or a command line; secret-like variables and flags only carry file paths; no
     placeholder Secret is left in an overlay;
+  * every container runs non-root with no privilege escalation, all capabilities dropped, a
+    read-only root filesystem and a RuntimeDefault seccomp profile; in a namespace enforcing
+    the `restricted` Pod Security Standard also its volume and host rules;
   * Services, PodDisruptionBudgets and ServiceMonitors select something and name real ports;
     referenced ConfigMaps exist;
   * the image (deploy/docker/Dockerfile PACKAGES) contains every binary the manifests run, and
@@ -246,9 +249,12 @@ def check_overlay(overlay: Path, bin_dir: Path, strict: bool, image_bins: set[st
     check_nats_replicas(name, docs, configmaps)
 
     workloads = [d for d in docs if d.get("kind") in WORKLOADS]
+    restricted = any(d.get("kind") == "Namespace" and ((d.get("metadata") or {}).get("labels") or {})
+                     .get("pod-security.kubernetes.io/enforce") == "restricted" for d in docs)
     for w in workloads:
         spec = pod_spec(w) or {}
         wname = f"{name} {w['kind']}/{w['metadata']['name']}"
+        check_pod_security(wname, spec, restricted)
         for ref in [v.get("configMap", {}).get("name") for v in spec.get("volumes") or []]:
             if ref and ref not in configmaps:
                 problem(wname, f"volume uses ConfigMap {ref}, which the overlay does not define")
@@ -285,6 +291,47 @@ def check_overlay(overlay: Path, bin_dir: Path, strict: bool, image_bins: set[st
         for ep in sm["spec"].get("endpoints") or []:
             if ep.get("port") not in ports:
                 problem(where, f"endpoint port {ep.get('port')} is not a port of the selected Services")
+
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}
+
+
+def check_pod_security(where: str, spec: dict, restricted: bool) -> None:
+    """Every container: non-root, no privilege escalation, all capabilities dropped, read-only
+    root filesystem, a RuntimeDefault/Localhost seccomp profile (pod or container level).
+    In a namespace enforcing the `restricted` Pod Security Standard also its volume and host
+    rules, so the pods are admitted."""
+    pod_sc = spec.get("securityContext") or {}
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        sc = c.get("securityContext") or {}
+        cw = f"{where} container {c.get('name')}"
+        if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))):
+            problem(cw, "runAsNonRoot is not set")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            problem(cw, "runs as uid 0")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problem(cw, "allowPrivilegeEscalation must be false")
+        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            problem(cw, "capabilities must drop ALL")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problem(cw, "readOnlyRootFilesystem must be true")
+        if sc.get("privileged"):
+            problem(cw, "privileged")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problem(cw, "seccompProfile must be RuntimeDefault (pod or container)")
+        if restricted and any(p.get("hostPort") for p in c.get("ports") or []):
+            problem(cw, "hostPort is not allowed by the restricted profile")
+    if restricted:
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(key):
+                problem(where, f"{key} is not allowed by the restricted profile")
+        for v in spec.get("volumes") or []:
+            kinds = set(v) - {"name"}
+            if not kinds <= RESTRICTED_VOLUMES:
+                problem(where, f"volume {v.get('name')} ({', '.join(sorted(kinds))}) is not allowed "
+                               "by the restricted profile")
 
 
 def check_nats_replicas(name, docs, configmaps) -> None:

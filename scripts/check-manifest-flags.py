@@ -24,6 +24,7 @@ For every overlay (rendered with `kubectl kustomize`):
     referenced ConfigMaps exist;
   * the image (deploy/docker/Dockerfile PACKAGES) contains every binary the manifests run, and
     each is a workspace binary;
+  * every metric in metrics.txt is registered in its service's source (warning unless --strict);
   * every query of the dashboard and the alerts parses as PromQL (PyPI promql-parser), and every
     lightcl_* metric they use is listed in deploy/dashboards/metrics.txt.
 
@@ -471,6 +472,35 @@ def check_exported_metrics(where: str, binary: str, url: str, strict: bool) -> N
                 notes.append("WARN " + msg)
 
 
+SERVICE_DIRS = {"lightcl_poller_": "services/poller", "lightcl_validator_": "services/validator",
+                "lightcl_engine_driver_": "services/engine-driver"}
+
+
+def check_registered_metrics(strict: bool) -> None:
+    """Every metrics.txt name (labelled ones too, which /metrics only shows after their first
+    sample) is registered in its service's source: `register("name", ...)` on the service's
+    `lightcl_<service>_` registry, `register_with_unit(..., Unit::Seconds, ...)` adding the unit.
+    Services without any registration yet are skipped. Warning unless --strict."""
+    for prefix, rel in SERVICE_DIRS.items():
+        names = set()
+        for f in (ROOT / rel).rglob("*.rs"):
+            text = f.read_text(errors="replace")
+            for m in re.finditer(r'\.register\(\s*"([a-z0-9_]+)"', text):
+                names.add(prefix + m.group(1))
+            for m in re.finditer(r'\.register_with_unit\(\s*"([a-z0-9_]+)"[^;]*?Unit::(\w+)', text, re.S):
+                names.add(f"{prefix}{m.group(1)}_{m.group(2).lower()}")
+        if not names:
+            notes.append(f"SKIP metric registrations: {rel} registers no metrics yet")
+            continue
+        for name in sorted(n for n in load_metrics_txt() if n.startswith(prefix)):
+            if re.sub(r"_total$", "", name) not in names:
+                msg = f"{rel} registers no metric {name} (deploy/dashboards/metrics.txt)"
+                if strict:
+                    problem(rel, msg)
+                else:
+                    notes.append("WARN " + msg)
+
+
 def parse_duration(text: str) -> float | None:
     """`20s`, `500ms`, `1m30s` (humantime subset) in seconds."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -651,6 +681,7 @@ def main() -> int:
     for o in a.overlays:
         check_overlay(o.resolve(), a.bin_dir, a.strict, image_bins, a.run)
     check_dashboards()
+    check_registered_metrics(a.strict)
     for n in dict.fromkeys(notes):
         print(n)
     for p in problems:

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 ok; 1 a service or the KV bucket was unreachable or failed (partial output);
 /// 3 a service refused the token; 64 bad flags or configuration.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "lightctl", version, about, long_about = None)]
+#[command(name = "lightctl", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// Options for every command.
     #[command(flatten)]
@@ -20,6 +20,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The exit-code contract, shown by `--help`.
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0   every service (and the KV bucket) answered\n  \
+1   a service or the KV bucket was unreachable, timed out, is the wrong service, or failed \
+(output still shows the rest)\n  3   a service refused the bearer token\n  64  bad flags or \
+configuration (one line naming the flag)";
 
 /// Options shared by every command.
 #[derive(Debug, Clone, Args)]

@@ -267,7 +267,7 @@ impl Connector {
     /// Which lightcl control service `address` serves, asked through gRPC server reflection.
     pub async fn detect_kind(&self, address: &str) -> Result<Kind, CallError> {
         let ch = self.channel(address).await?;
-        let mut client = ServerReflectionClient::new(self.authed(ch));
+        let mut client = ServerReflectionClient::new(self.authed(ch.clone()));
         let req = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -301,10 +301,39 @@ impl Connector {
         match kinds.as_slice() {
             [k] => Ok(*k),
             [] => Err(CallError::WrongService("a lightcl.v1 control service")),
-            _ => Err(CallError::Failed {
-                code: Code::Unknown,
-                message: "serves several lightcl control services; give the kind".into(),
-            }),
+            // Reflection may advertise every service of the lightcl.v1 descriptor set, not
+            // only the one served: ask each listed kind for its status; only a served service
+            // answers anything but UNIMPLEMENTED (an auth refusal still proves it is there).
+            several => {
+                for k in several {
+                    if self.probe(*k, ch.clone()).await? {
+                        return Ok(*k);
+                    }
+                }
+                Err(CallError::WrongService("a lightcl.v1 control service"))
+            }
+        }
+    }
+
+    /// Whether the service behind `ch` is of `kind` (its GetStatus is implemented).
+    async fn probe(&self, kind: Kind, ch: Channel) -> Result<bool, CallError> {
+        let req = lightcl_proto::v1::GetStatusRequest {};
+        let ch = self.authed(ch);
+        let result = match kind {
+            Kind::Poller => {
+                self.unary(kind, PollerControlClient::new(ch).get_status(req)).await.map(drop)
+            }
+            Kind::Validator => {
+                self.unary(kind, ValidatorControlClient::new(ch).get_status(req)).await.map(drop)
+            }
+            Kind::Driver => {
+                self.unary(kind, EngineDriverControlClient::new(ch).get_status(req)).await.map(drop)
+            }
+        };
+        match result {
+            Ok(()) | Err(CallError::Unauthenticated(_)) => Ok(true),
+            Err(CallError::WrongService(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

@@ -1,1 +1,408 @@
-//! (under construction)
+//! A private, real `anvil` L1 node for one test, plus a counting HTTP proxy in front of it.
+//!
+//! [`Anvil::start`] spawns `anvil` (env `ANVIL_BIN`, fallback `anvil` on PATH) on 127.0.0.1
+//! with an OS-assigned port (read from its "Listening on" line), without auto-mining: blocks
+//! appear only through [`Anvil::mine`]. [`Anvil::reorg`] replaces the newest blocks
+//! (`anvil_reorg`), so hashes at those numbers change. The process is killed on drop.
+//!
+//! [`CountingProxy`] forwards HTTP requests to a URL and counts them (and the JSON-RPC calls
+//! inside), so a test can prove one L1 request per status; [`CountingProxy::set_down`] makes
+//! it drop every connection, which a client sees as an L1 outage.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use lightcl_core::L1BlockRef;
+use lightcl_core::status::parse_rpc_block;
+use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Failure to run or talk to anvil.
+#[derive(Debug, thiserror::Error)]
+pub enum AnvilError {
+    /// The binary could not be started.
+    #[error("cannot start {bin} (set ANVIL_BIN): {source}")]
+    Spawn {
+        /// The binary.
+        bin: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// anvil did not print its listening address in time (or exited).
+    #[error("anvil did not become ready within {0:?}")]
+    NotReady(Duration),
+    /// A JSON-RPC call failed.
+    #[error("anvil RPC: {0}")]
+    Rpc(#[from] RpcError),
+    /// anvil answered something unexpected.
+    #[error("anvil answered unexpectedly: {0}")]
+    Unexpected(String),
+    /// Socket trouble (proxy).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Options for [`Anvil::start_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnvilOptions {
+    /// Mine a block every this many seconds (`--block-time`); `None` = only on [`Anvil::mine`].
+    pub block_time_secs: Option<u64>,
+    /// `--slots-in-an-epoch`: anvil's `finalized` tag is `latest - 2 × slots`.
+    pub slots_in_an_epoch: u64,
+}
+
+impl Default for AnvilOptions {
+    fn default() -> Self {
+        Self { block_time_secs: None, slots_in_an_epoch: 32 }
+    }
+}
+
+/// A running private anvil.
+#[derive(Debug)]
+pub struct Anvil {
+    child: Child,
+    port: u16,
+    client: Client,
+}
+
+fn binary() -> String {
+    std::env::var("ANVIL_BIN").unwrap_or_else(|_| "anvil".into())
+}
+
+impl Anvil {
+    /// Starts anvil with no auto-mining and the default epoch length.
+    pub fn start() -> Result<Self, AnvilError> {
+        Self::start_with(AnvilOptions::default())
+    }
+
+    /// Starts anvil with `opts` and waits until it listens.
+    pub fn start_with(opts: AnvilOptions) -> Result<Self, AnvilError> {
+        let bin = binary();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--slots-in-an-epoch", &opts.slots_in_an_epoch.to_string()]);
+        match opts.block_time_secs {
+            Some(s) => cmd.args(["--block-time", &s.to_string()]),
+            None => cmd.arg("--no-mining"),
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| AnvilError::Spawn { bin, source })?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            return Err(AnvilError::Unexpected("no stdout pipe".into()));
+        };
+        // anvil logs every request to stdout: keep draining it so it never blocks, and hand
+        // the listening port over once it appears.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.trim().strip_prefix("Listening on ")
+                    && let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = match rx.recv_timeout(READY_DEADLINE) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(AnvilError::NotReady(READY_DEADLINE));
+            }
+        };
+        let url = format!("http://127.0.0.1:{port}")
+            .parse()
+            .map_err(|e| AnvilError::Unexpected(format!("url: {e}")))?;
+        let client = Client::new(ClientConfig::new(url).with_timeout(Duration::from_secs(10)))?;
+        Ok(Self { child, port, client })
+    }
+
+    /// The HTTP JSON-RPC URL, e.g. `http://127.0.0.1:8545`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A JSON-RPC client for this node.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Mines `n` blocks (`anvil_mine`).
+    pub async fn mine(&self, n: u64) -> Result<(), AnvilError> {
+        self.client.call("anvil_mine", json!([format!("{n:#x}")])).await?;
+        Ok(())
+    }
+
+    /// The block at `number`, `None` when there is none.
+    pub async fn block(&self, number: u64) -> Result<Option<L1BlockRef>, AnvilError> {
+        self.block_at(json!(format!("{number:#x}"))).await
+    }
+
+    /// The block for a tag (`latest`, `safe`, `finalized`).
+    pub async fn block_tag(&self, tag: &str) -> Result<Option<L1BlockRef>, AnvilError> {
+        self.block_at(json!(tag)).await
+    }
+
+    /// The newest block.
+    pub async fn latest(&self) -> Result<L1BlockRef, AnvilError> {
+        self.block_tag("latest")
+            .await?
+            .ok_or_else(|| AnvilError::Unexpected("no latest block".into()))
+    }
+
+    async fn block_at(&self, at: Value) -> Result<Option<L1BlockRef>, AnvilError> {
+        let v = self.client.call("eth_getBlockByNumber", json!([at, false])).await?;
+        parse_rpc_block(&v).map_err(|e| AnvilError::Unexpected(e.to_string()))
+    }
+
+    /// Replaces the newest `depth` blocks with new ones (`anvil_reorg [depth, []]`): same
+    /// height, different hashes.
+    pub async fn reorg(&self, depth: u64) -> Result<(), AnvilError> {
+        self.client.call("anvil_reorg", json!([depth, []])).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    requests: AtomicU64,
+    calls: AtomicU64,
+    down: AtomicBool,
+}
+
+/// An HTTP proxy that counts requests and can simulate an outage. Stops on drop.
+#[derive(Debug)]
+pub struct CountingProxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    cancel: CancellationToken,
+}
+
+impl CountingProxy {
+    /// Starts a proxy on a random loopback port forwarding to `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str) -> Result<Self, AnvilError> {
+        let url: url::Url =
+            upstream.parse().map_err(|e| AnvilError::Unexpected(format!("upstream url: {e}")))?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(ProxyState::default());
+        let cancel = CancellationToken::new();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        tokio::spawn(serve(listener, url, client, state.clone(), cancel.clone()));
+        Ok(Self { addr, state, cancel })
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// HTTP requests received so far (including refused ones while down).
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// JSON-RPC calls received so far (a batch counts its calls).
+    pub fn calls(&self) -> u64 {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// While down, every connection is closed without an answer.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+async fn serve(
+    listener: TcpListener,
+    upstream: url::Url,
+    client: HttpClient,
+    state: Arc<ProxyState>,
+    cancel: CancellationToken,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        if state.down.load(Ordering::SeqCst) {
+            state.requests.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+            continue;
+        }
+        let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
+        conns.spawn(async move {
+            let svc = service_fn(move |req| {
+                let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
+                async move { Ok::<_, Infallible>(forward(&state, &client, &upstream, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+    drop(listener);
+    conns.shutdown().await;
+}
+
+async fn forward(
+    state: &ProxyState,
+    client: &HttpClient,
+    upstream: &url::Url,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let body = match Limited::new(req.into_body(), 16 * 1024 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("cannot read request: {e}")),
+    };
+    let calls = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(a)) => a.len() as u64,
+        _ => 1,
+    };
+    state.calls.fetch_add(calls, Ordering::SeqCst);
+    if state.down.load(Ordering::SeqCst) {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "proxy is down".into());
+    }
+    let Ok(up) = Request::post(upstream.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+    else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot build request".into());
+    };
+    match client.request(up).await {
+        Ok(resp) => {
+            let status = resp.status();
+            match resp.into_body().collect().await {
+                Ok(b) => {
+                    let mut r = Response::new(Full::new(b.to_bytes()));
+                    *r.status_mut() = status;
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                Err(e) => plain(StatusCode::BAD_GATEWAY, format!("upstream body: {e}")),
+            }
+        }
+        Err(e) => plain(StatusCode::BAD_GATEWAY, format!("upstream: {e}")),
+    }
+}
+
+fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn mines_reads_blocks_and_reorgs() {
+        let anvil =
+            Anvil::start_with(AnvilOptions { slots_in_an_epoch: 2, ..Default::default() }).unwrap();
+        let genesis = anvil.latest().await.unwrap();
+        assert_eq!(genesis.number, 0);
+        // No auto-mining.
+        assert_eq!(anvil.latest().await.unwrap().number, 0);
+        anvil.mine(12).await.unwrap();
+        let head = anvil.latest().await.unwrap();
+        assert_eq!(head.number, 12);
+        let b10 = anvil.block(10).await.unwrap().unwrap();
+        assert_eq!(b10.number, 10);
+        assert_eq!(anvil.block(11).await.unwrap().unwrap().parent_hash, b10.hash);
+        assert!(anvil.block(13).await.unwrap().is_none());
+        // finalized = latest - 2 × slots.
+        assert_eq!(anvil.block_tag("finalized").await.unwrap().unwrap().number, 8);
+
+        let b9 = anvil.block(9).await.unwrap().unwrap();
+        anvil.reorg(3).await.unwrap();
+        assert_eq!(anvil.latest().await.unwrap().number, 12);
+        assert_ne!(anvil.block(10).await.unwrap().unwrap().hash, b10.hash);
+        assert_eq!(anvil.block(9).await.unwrap().unwrap(), b9, "below the reorg depth");
+        assert!(anvil.url().starts_with("http://127.0.0.1:"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn proxy_counts_requests_and_goes_down() {
+        let anvil = Anvil::start().unwrap();
+        anvil.mine(3).await.unwrap();
+        let proxy = CountingProxy::start(&anvil.url()).await.unwrap();
+        let client = Client::new(
+            ClientConfig::new(proxy.url().parse().unwrap()).with_timeout(Duration::from_secs(2)),
+        )
+        .unwrap();
+        let answers = client
+            .batch(&[
+                ("eth_getBlockByNumber", json!(["0x1", false])),
+                ("eth_getBlockByNumber", json!(["0x2", false])),
+                ("eth_blockNumber", json!([])),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[2].as_ref().unwrap(), &json!("0x3"));
+        assert_eq!((proxy.requests(), proxy.calls()), (1, 3));
+
+        proxy.set_down(true);
+        let err = client.call("eth_blockNumber", json!([])).await.unwrap_err();
+        assert_eq!(err.severity(), lightcl_core::Severity::Temporary, "{err}");
+        proxy.set_down(false);
+        assert_eq!(client.call("eth_blockNumber", json!([])).await.unwrap(), json!("0x3"));
+    }
+}

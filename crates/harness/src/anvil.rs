@@ -126,13 +126,10 @@ impl Anvil {
                 }
             }
         });
-        let port = match rx.recv_timeout(READY_DEADLINE) {
-            Ok(p) => p,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(AnvilError::NotReady(READY_DEADLINE));
-            }
+        let Ok(port) = rx.recv_timeout(READY_DEADLINE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(AnvilError::NotReady(READY_DEADLINE));
         };
         let url = format!("http://127.0.0.1:{port}")
             .parse()

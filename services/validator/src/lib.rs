@@ -1,1 +1,223 @@
-//! lightcl-validator (under construction).
+//! # lightcl-validator
+//!
+//! Checks every raw status of `lightcl.status.<chain>.*` against our own L1 and publishes the
+//! next validated [`lightcl_core::Target`] to `lightcl.target.<chain>`, or a typed rejection
+//! to `lightcl.rejected.<chain>` (DESIGN §5). The decisions are the pure rules of
+//! [`lightcl_core::validate`]; this crate performs their I/O.
+//!
+//! Invariants:
+//! - nothing unchecked is ever published: an unreachable L1 is retried with backoff (not
+//!   ready meanwhile) and, past `--l1.retry-budget`, the status is rejected as "L1
+//!   unavailable";
+//! - all L1 reads of one status are ONE JSON-RPC batch; only blocks at or below our L1's
+//!   finalized block are cached;
+//! - the rules' state (the last target) is read back from the target stream before every
+//!   decision, and targets are stored with a CAS publish (expected last subject sequence): a
+//!   restarted validator continues the revision sequence and two replicas never store two
+//!   targets with the same revision;
+//! - a status is acked only once its target or rejection is stored.
+//!
+//! Also served: admin HTTP (`/live`, `/ready`, `/metrics` with `lightcl_validator_*`) and the
+//! `ValidatorControl` gRPC service (status, watch, pause/resume).
+
+pub mod control;
+pub mod l1;
+pub mod metrics;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use lightcl_bus::{Bus, NatsArgs, Publisher};
+use lightcl_core::validate::{Validator, ValidatorConfig};
+use lightcl_proto::v1;
+use lightcl_proto::v1::validator_control_server::ValidatorControlServer;
+use lightcl_runtime::args::parse_duration;
+use lightcl_runtime::grpc::names;
+use lightcl_runtime::{
+    AdminState, CommonArgs, ConfigError, GrpcOptions, Liveness, Readiness, ports, serve_admin,
+    serve_grpc,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::l1::L1Reader;
+use crate::metrics::Metrics;
+use crate::service::{Parts, Service};
+
+/// Command line of `lightcl-validator`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "lightcl-validator",
+    version,
+    about = "lightcl validator: checks raw statuses against our own L1 and publishes validated targets"
+)]
+pub struct Cli {
+    /// Flags shared by every lightcl service.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// NATS flags.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Our L1 execution RPC (http(s)://host:port).
+    #[arg(long = "l1.rpc", visible_alias = "l1-eth-rpc", env = "LIGHTCL_L1_RPC")]
+    pub l1_rpc: String,
+    /// Publish a target only for a safe_l2 that this many distinct sources reported.
+    #[arg(long = "quorum", env = "LIGHTCL_QUORUM", default_value_t = 1)]
+    pub quorum: usize,
+    /// Timeout of one L1 batch request.
+    #[arg(long = "l1-timeout", visible_alias = "l1.timeout", env = "LIGHTCL_L1_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub l1_timeout: Duration,
+    /// How long one status may wait for an unreachable L1 before it is rejected as "L1
+    /// unavailable" (it is never published unchecked).
+    #[arg(long = "l1.retry-budget", env = "LIGHTCL_L1_RETRY_BUDGET", default_value = "20s", value_parser = parse_duration)]
+    pub l1_retry_budget: Duration,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Shared flags.
+    pub common: CommonArgs,
+    /// NATS.
+    pub nats: NatsArgs,
+    /// L1 endpoint.
+    pub l1_rpc: url::Url,
+    /// k of the k-of-n quorum.
+    pub quorum: usize,
+    /// L1 batch timeout.
+    pub l1_timeout: Duration,
+    /// L1 retry budget per status.
+    pub l1_retry_budget: Duration,
+}
+
+impl Cli {
+    /// Checks the flags; an error names the flag (exit 64).
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.common.chain_id == 0 {
+            return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
+        }
+        let l1_rpc = url::Url::parse(&self.l1_rpc)
+            .map_err(|e| ConfigError::new("--l1.rpc", format!("{:?}: {e}", self.l1_rpc)))?;
+        if !matches!(l1_rpc.scheme(), "http" | "https") {
+            return Err(ConfigError::new("--l1.rpc", format!("{l1_rpc} is not an http(s) URL")));
+        }
+        if !(1..=16).contains(&self.quorum) {
+            return Err(ConfigError::new("--quorum", "must be 1..=16"));
+        }
+        if self.l1_timeout.is_zero() {
+            return Err(ConfigError::new("--l1-timeout", "must be above zero"));
+        }
+        Ok(Config {
+            common: self.common,
+            nats: self.nats,
+            l1_rpc,
+            quorum: self.quorum,
+            l1_timeout: self.l1_timeout,
+            l1_retry_budget: self.l1_retry_budget,
+        })
+    }
+}
+
+/// Why the validator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A misconfiguration detected at run time (exit 64).
+    #[error("{}", .0.line())]
+    Config(ConfigError),
+    /// A server could not start.
+    #[error(transparent)]
+    Serve(#[from] lightcl_runtime::ServeError),
+}
+
+/// Where the running validator listens (ports may have been 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Admin HTTP.
+    pub admin: SocketAddr,
+    /// gRPC control.
+    pub grpc: SocketAddr,
+}
+
+/// Runs the validator until `cancel` fires. `on_bound` is called once the servers listen.
+pub async fn run(
+    cfg: Config,
+    cancel: CancellationToken,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), RunError> {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("lightcl_validator");
+    let metrics = Metrics::new(&mut registry);
+    let readiness = Readiness::new(&["nats", "l1"]);
+    let liveness = Liveness::new();
+    let admin = AdminState {
+        readiness: readiness.clone(),
+        liveness: liveness.clone(),
+        registry: Arc::new(registry),
+    };
+    let (admin_addr, admin_task) =
+        serve_admin(cfg.common.admin_addr_or(ports::VALIDATOR_ADMIN), admin, cancel.clone())
+            .await?;
+
+    let chain_id = cfg.common.chain_id;
+    let (status_tx, status_rx) =
+        watch::channel(v1::ValidatorStatus { chain_id, ..Default::default() });
+    let (paused_tx, paused_rx) = watch::channel(false);
+    let auth = cfg.common.auth().map_err(RunError::Config)?;
+    let tls = cfg.common.tls().map_err(RunError::Config)?;
+    let control = control::Control::new(status_rx, paused_tx, auth, cancel.clone());
+    let routes = tonic::service::Routes::new(ValidatorControlServer::new(control));
+    let (grpc_addr, grpc_task) = serve_grpc(
+        GrpcOptions {
+            addr: cfg.common.grpc_addr_or(ports::VALIDATOR_GRPC),
+            tls,
+            health_service: names::VALIDATOR_CONTROL,
+            readiness: readiness.clone(),
+        },
+        routes,
+        cancel.clone(),
+    )
+    .await?;
+
+    let bus = Bus::connect(&cfg.nats, "lightcl-validator").await.map_err(|e| {
+        RunError::Config(match &e {
+            lightcl_bus::BusError::Config { flag, reason } => ConfigError::new(*flag, reason),
+            other => ConfigError::new("--nats.url", other.to_string()),
+        })
+    })?;
+    let l1 = L1Reader::new(cfg.l1_rpc.clone(), cfg.l1_timeout, metrics.clone())
+        .map_err(|e| RunError::Config(ConfigError::new("--l1.rpc", e.to_string())))?;
+    on_bound(Bound { admin: admin_addr, grpc: grpc_addr });
+
+    let service = Service::new(Parts {
+        validator: Validator::new(ValidatorConfig { chain_id, quorum: cfg.quorum }, None),
+        publisher: Publisher::new(bus.jetstream(), cfg.nats.publish_timeout),
+        bus: bus.clone(),
+        l1,
+        l1_retry_budget: cfg.l1_retry_budget,
+        durable: format!("lightcl-validator-{chain_id}"),
+        ack_wait: Duration::from_secs(30),
+        metrics,
+        readiness,
+        status: status_tx,
+        paused: paused_rx,
+    });
+    {
+        let _guard = liveness.register("validator");
+        service.run(cancel.clone()).await;
+    }
+
+    // Drain.
+    cancel.cancel();
+    liveness.shutting_down();
+    let drain = async {
+        bus.flush(Duration::from_secs(1)).await;
+        let _ = grpc_task.await;
+        let _ = admin_task.await;
+    };
+    if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
+        tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");
+    }
+    Ok(())
+}

@@ -1,0 +1,545 @@
+//! The validator loop: raw statuses in, targets or rejections out (DESIGN §5).
+//!
+//! Per status, in order: reload the last target from the stream (so replicas and restarts
+//! agree), plan, read L1 in one batch (retried with backoff; never skipped), decide with
+//! [`lightcl_core::validate::Validator`], store the target with a CAS publish (expected last
+//! subject sequence) or the rejection, and only then ack the status. A lost CAS race reloads
+//! the state and decides again; a NATS failure retries the same decision.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::keccak256;
+use lightcl_bus::{
+    Bus, BusError, ConsumerSpec, Delivery, Publisher, StartAt, TypedConsumer, last_message,
+    subjects,
+};
+use lightcl_core::validate::{
+    Accepted, L1Answers, L1Plan, Observation, RejectReason, Rejection, Validator, Verdict,
+};
+use lightcl_proto::{names, v1};
+use lightcl_runtime::{Backoff, Readiness, now_ms};
+use opentelemetry::trace::TraceContextExt;
+use prost::Message;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::l1::L1Reader;
+use crate::metrics::Metrics;
+
+/// How many recent rejections `GetStatus` shows.
+pub const RECENT_REJECTIONS: usize = 16;
+
+/// Everything the loop needs.
+#[derive(Debug)]
+pub struct Parts {
+    /// The rules (with the chain id and quorum).
+    pub validator: Validator,
+    /// NATS.
+    pub bus: Bus,
+    /// Publisher (PubAck + same-id retries).
+    pub publisher: Publisher,
+    /// Our L1.
+    pub l1: L1Reader,
+    /// How long one status may wait for L1 before it is rejected as "L1 unavailable".
+    pub l1_retry_budget: Duration,
+    /// Durable consumer name shared by the replicas.
+    pub durable: String,
+    /// Redelivery delay of an unacked status.
+    pub ack_wait: Duration,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Readiness conditions `nats` and `l1`.
+    pub readiness: Readiness,
+    /// Published status for the control API.
+    pub status: watch::Sender<v1::ValidatorStatus>,
+    /// Pause switch (from the control API).
+    pub paused: watch::Receiver<bool>,
+}
+
+/// The running loop's state.
+#[derive(Debug)]
+pub struct Service {
+    p: Parts,
+    chain_id: u64,
+    /// Stream sequence of the last target on the subject (0: none): the CAS expectation.
+    target_seq: u64,
+    last_target: Option<v1::Target>,
+    recent: VecDeque<v1::Rejection>,
+    accepted: u64,
+    rejected: u64,
+    l1_ok: bool,
+    last_error: String,
+}
+
+enum Stored {
+    Done,
+    Cancelled,
+}
+
+impl Service {
+    /// A service over `parts`.
+    pub fn new(parts: Parts) -> Self {
+        let chain_id = parts.validator.config().chain_id;
+        Self {
+            p: parts,
+            chain_id,
+            target_seq: 0,
+            last_target: None,
+            recent: VecDeque::new(),
+            accepted: 0,
+            rejected: 0,
+            l1_ok: false,
+            last_error: String::new(),
+        }
+    }
+
+    /// Runs until `cancel` fires.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mirror = tokio::spawn(mirror_connection(
+            self.p.bus.connected(),
+            self.p.readiness.clone(),
+            cancel.clone(),
+        ));
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        // Topology and state first; NATS may not be up yet.
+        loop {
+            let res = async {
+                self.p.bus.ensure_topology().await?;
+                self.reload().await
+            }
+            .await;
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    self.p.readiness.set("nats", false);
+                    self.note_error(format!("NATS not ready: {e}"));
+                    tracing::warn!(error = %e, "NATS not ready; retrying");
+                    if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+        self.p.readiness.set("nats", true);
+        self.probe_l1().await;
+        self.publish_status();
+        tracing::info!(
+            chain_id = self.chain_id,
+            l1 = %self.p.l1.url(),
+            quorum = self.p.validator.config().quorum,
+            last_revision = self.p.validator.last().map_or(0, |t| t.revision),
+            "validator started"
+        );
+
+        let mut consumer = TypedConsumer::<v1::RawStatus>::new(
+            self.p.bus.jetstream(),
+            ConsumerSpec {
+                stream: subjects::STATUS_STREAM.to_owned(),
+                filter_subject: subjects::status_filter(self.chain_id),
+                durable: Some(self.p.durable.clone()),
+                start: StartAt::LastPerSubject,
+                ack_wait: self.p.ack_wait,
+            },
+            names::RAW_STATUS,
+        );
+        let undecodable = consumer.undecodable();
+        let mut paused = self.p.paused.clone();
+        loop {
+            let is_paused = *paused.borrow_and_update();
+            self.p.metrics.paused.set(i64::from(is_paused));
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Ok(()) = paused.changed() => {
+                    self.publish_status();
+                    continue;
+                }
+                d = consumer.next(), if !is_paused => {
+                    let span = tracing::info_span!(
+                        "validator.status",
+                        otel.kind = "consumer",
+                        subject = %d.subject,
+                        sequence = d.sequence,
+                    );
+                    let cx = lightcl_telemetry::extract_map(&d.trace);
+                    if cx.span().span_context().is_valid() {
+                        let _ = span.set_parent(cx);
+                    }
+                    if let Stored::Cancelled = self.handle(d, &cancel).instrument(span).await {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_secs(2)), if !self.l1_ok => {
+                    self.probe_l1().await;
+                }
+            }
+            let bad = undecodable.load(std::sync::atomic::Ordering::Relaxed);
+            let counted = self.p.metrics.bad_messages.get();
+            if bad > counted {
+                self.p.metrics.bad_messages.inc_by(bad - counted);
+            }
+            self.publish_status();
+        }
+        mirror.abort();
+    }
+
+    /// Reads the newest target of the chain from the stream into the rules' state.
+    async fn reload(&mut self) -> Result<(), BusError> {
+        let last = last_message::<v1::Target>(
+            &self.p.bus.jetstream(),
+            subjects::TARGETS_STREAM,
+            &subjects::target(self.chain_id),
+            names::TARGET,
+        )
+        .await?;
+        match last {
+            None => {
+                self.target_seq = 0;
+                self.last_target = None;
+                self.p.validator.restore(None);
+            }
+            Some(m) => {
+                if m.sequence != self.target_seq {
+                    let core = m.message.to_core().map_err(|e| BusError::Decode {
+                        expected: names::TARGET,
+                        subject: subjects::target(self.chain_id),
+                        sequence: m.sequence,
+                        reason: e.to_string(),
+                    })?;
+                    self.p.validator.restore(Some(core));
+                    self.p.metrics.last_target(&core);
+                    self.target_seq = m.sequence;
+                    self.last_target = Some(m.message);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn probe_l1(&mut self) {
+        match self.p.l1.fetch(&L1Plan::default()).await {
+            Ok(_) => self.set_l1(true),
+            Err(e) => {
+                self.set_l1(false);
+                self.note_error(e.to_string());
+            }
+        }
+    }
+
+    fn set_l1(&mut self, ok: bool) {
+        self.l1_ok = ok;
+        self.p.readiness.set("l1", ok);
+    }
+
+    fn note_error(&mut self, e: String) {
+        self.last_error = e;
+    }
+
+    /// One status, until its outcome is stored (or shutdown).
+    async fn handle(&mut self, d: Delivery<v1::RawStatus>, cancel: &CancellationToken) -> Stored {
+        let raw = &d.message;
+        let status = match raw.core_status() {
+            Ok(s) => s,
+            Err(e) => {
+                self.p.metrics.bad_messages.inc();
+                tracing::error!(subject = %d.subject, sequence = d.sequence, error = %e, "raw status does not convert; acked and skipped");
+                ack(&d).await;
+                return Stored::Done;
+            }
+        };
+        let obs = Observation { chain_id: raw.chain_id, source_id: raw.source_id.clone(), status };
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            if let Err(e) = self.reload().await {
+                self.p.readiness.set("nats", false);
+                self.note_error(format!("reading the last target: {e}"));
+                tracing::warn!(error = %e, "cannot read the last target; retrying");
+                if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                    return Stored::Cancelled;
+                }
+                continue;
+            }
+            let verdict = match self.p.validator.plan(&obs) {
+                Err(r) => Verdict::Reject(r),
+                Ok(plan) => match self.fetch(&plan, &d, cancel).await {
+                    Fetched::Answers(a) => self.p.validator.decide(&obs, &a),
+                    Fetched::GaveUp(r) => Verdict::Reject(r),
+                    Fetched::Cancelled => return Stored::Cancelled,
+                },
+            };
+            match verdict {
+                Verdict::Accept(a) => match self.store_target(raw, &a).await {
+                    Ok(seq) => {
+                        self.target_seq = seq;
+                        self.p.validator.commit(a.target);
+                        self.p.metrics.last_target(&a.target);
+                        self.p.metrics.verdict("target", None);
+                        self.accepted += 1;
+                        tracing::info!(
+                            revision = a.target.revision,
+                            unsafe_l2 = a.target.unsafe_l2.number,
+                            safe_l2 = a.target.safe_l2.number,
+                            finalized_l2 = a.target.finalized_l2.number,
+                            current_l1 = a.target.current_l1.number,
+                            kept_current_l1 = a.kept_current_l1,
+                            l1_reorg = a.l1_reorg,
+                            source = %obs.source_id,
+                            "target published"
+                        );
+                        ack(&d).await;
+                        return Stored::Done;
+                    }
+                    Err(BusError::WrongLastSequence { .. }) => {
+                        // Another replica stored a target first: reload and decide again.
+                        self.p.metrics.cas_conflicts.inc();
+                        tracing::info!(revision = a.target.revision, "lost the target race; re-deciding");
+                        continue;
+                    }
+                    Err(e) => {
+                        self.p.metrics.publish_errors.inc();
+                        self.p.readiness.set("nats", false);
+                        self.note_error(format!("publishing target: {e}"));
+                        tracing::warn!(error = %e, "target publish failed; retrying");
+                        if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                            return Stored::Cancelled;
+                        }
+                        continue;
+                    }
+                },
+                Verdict::Unchanged => {
+                    self.p.metrics.verdict("unchanged", None);
+                    tracing::debug!(source = %obs.source_id, "status unchanged");
+                    ack(&d).await;
+                    return Stored::Done;
+                }
+                Verdict::Reject(r) => {
+                    return self.reject(&d, &r, cancel).await;
+                }
+            }
+        }
+    }
+
+    async fn fetch(
+        &mut self,
+        plan: &L1Plan,
+        d: &Delivery<v1::RawStatus>,
+        cancel: &CancellationToken,
+    ) -> Fetched {
+        let deadline = Instant::now() + self.p.l1_retry_budget;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        loop {
+            match self.p.l1.fetch(plan).await {
+                Ok(a) => {
+                    self.set_l1(true);
+                    return Fetched::Answers(a);
+                }
+                Err(e) => {
+                    self.set_l1(false);
+                    self.note_error(e.to_string());
+                    tracing::warn!(error = %e, "L1 read failed; retrying");
+                    if Instant::now() >= deadline {
+                        return Fetched::GaveUp(Rejection::l1_unavailable(e));
+                    }
+                    // Keep the status ours while we wait.
+                    let _ = d.in_progress().await;
+                    if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                        return Fetched::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store_target(&self, raw: &v1::RawStatus, a: &Accepted) -> Result<u64, BusError> {
+        let mut msg = v1::Target::from_core(&a.target);
+        msg.evidence = Some(v1::L1Evidence {
+            checked: a.evidence.checked.iter().map(|b| (*b).into()).collect(),
+            l1_head: Some(a.evidence.l1_head.into()),
+            l1_finalized: Some(a.evidence.l1_finalized.into()),
+        });
+        msg.source_ids = a.source_ids.clone();
+        msg.observed_at_ms = raw.observed_at_ms;
+        // The id covers the content (not the validation time), so a retried publish of the
+        // same decision is a duplicate, while a different target at the same revision is not.
+        let id = format!(
+            "target-{}-{}-{}",
+            self.chain_id,
+            a.target.revision,
+            keccak256(v1::Target::from_core(&a.target).encode_to_vec())
+        );
+        msg.validated_at_ms = now_ms();
+        let published = self
+            .p
+            .publisher
+            .publish_expecting(
+                &subjects::target(self.chain_id),
+                names::TARGET,
+                &msg,
+                Some(&id),
+                self.target_seq,
+            )
+            .await?;
+        Ok(published.sequence)
+    }
+
+    async fn reject(
+        &mut self,
+        d: &Delivery<v1::RawStatus>,
+        r: &Rejection,
+        cancel: &CancellationToken,
+    ) -> Stored {
+        let raw = &d.message;
+        let msg = v1::Rejection {
+            chain_id: raw.chain_id,
+            source_id: raw.source_id.clone(),
+            poll_seq: raw.poll_seq,
+            status: raw.status.clone(),
+            reason: proto_reason(r.reason) as i32,
+            message: r.message.clone(),
+            ref_name: r.ref_name.map(|n| n.as_str().to_owned()).unwrap_or_default(),
+            number: r.number,
+            expected_hash: r.expected.map(|h| h.to_vec()).unwrap_or_default(),
+            actual_hash: r.actual.map(|h| h.to_vec()).unwrap_or_default(),
+            rejected_at_ms: now_ms(),
+        };
+        if r.reason.is_critical() {
+            tracing::error!(reason = %r.reason, source = %raw.source_id, "CRITICAL: {}", r.message);
+        } else {
+            tracing::warn!(reason = %r.reason, source = %raw.source_id, "status rejected: {}", r.message);
+        }
+        // Redelivery of the same status maps to the same id: stored once.
+        let id = format!("rejected-{}-{}", self.chain_id, d.sequence);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match self
+                .p
+                .publisher
+                .publish(&subjects::rejected(self.chain_id), names::REJECTION, &msg, Some(&id))
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    self.p.metrics.publish_errors.inc();
+                    self.p.readiness.set("nats", false);
+                    self.note_error(format!("publishing rejection: {e}"));
+                    tracing::warn!(error = %e, "rejection publish failed; retrying");
+                    if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                        return Stored::Cancelled;
+                    }
+                }
+            }
+        }
+        self.p.metrics.verdict("rejected", Some(r.reason));
+        self.rejected += 1;
+        self.recent.push_front(msg);
+        self.recent.truncate(RECENT_REJECTIONS);
+        ack(d).await;
+        Stored::Done
+    }
+
+    fn publish_status(&self) {
+        let s = v1::ValidatorStatus {
+            chain_id: self.chain_id,
+            paused: *self.p.paused.borrow(),
+            ready: self.p.readiness.is_ready(),
+            nats_connected: self.p.bus.is_connected(),
+            l1_reachable: self.l1_ok,
+            last_target: self.last_target.clone(),
+            recent_rejections: self.recent.iter().cloned().collect(),
+            accepted: self.accepted,
+            rejected: self.rejected,
+            last_error: self.last_error.clone(),
+        };
+        self.p.status.send_if_modified(|old| {
+            if *old == s {
+                false
+            } else {
+                *old = s;
+                true
+            }
+        });
+    }
+}
+
+enum Fetched {
+    Answers(L1Answers),
+    GaveUp(Rejection),
+    Cancelled,
+}
+
+/// The protobuf reason of a core reason (1:1).
+pub fn proto_reason(r: RejectReason) -> v1::RejectionReason {
+    use v1::RejectionReason as P;
+    match r {
+        RejectReason::MissingRef => P::MissingRef,
+        RejectReason::BadOrdering => P::BadOrdering,
+        RejectReason::SourceNotReady => P::SourceNotReady,
+        RejectReason::L1NotFound => P::L1NotFound,
+        RejectReason::L1Mismatch => P::L1Mismatch,
+        RejectReason::L1Unavailable => P::L1Unavailable,
+        RejectReason::FinalizedRegression => P::FinalizedRegression,
+        RejectReason::FinalizedConflict => P::FinalizedConflict,
+        RejectReason::SafeReplay => P::SafeReplay,
+        RejectReason::StatusReplay => P::StatusReplay,
+        RejectReason::NoQuorum => P::NoQuorum,
+        RejectReason::WrongChain => P::WrongChain,
+    }
+}
+
+async fn ack<M>(d: &Delivery<M>) {
+    if let Err(e) = d.ack().await {
+        // Redelivery is harmless: the same status decides the same way or is a replay.
+        tracing::warn!(subject = %d.subject, sequence = d.sequence, error = %e, "ack failed");
+    }
+}
+
+/// Sleeps `delay`; true when cancelled first.
+async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
+
+async fn mirror_connection(
+    mut connected: watch::Receiver<bool>,
+    readiness: Readiness,
+    cancel: CancellationToken,
+) {
+    let mut was = *connected.borrow_and_update();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = connected.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let now = *connected.borrow_and_update();
+                if now != was {
+                    readiness.set("nats", now);
+                    was = now;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_maps_to_a_distinct_proto_reason() {
+        let mapped: std::collections::BTreeSet<i32> =
+            RejectReason::ALL.iter().map(|r| proto_reason(*r) as i32).collect();
+        assert_eq!(mapped.len(), RejectReason::ALL.len());
+        assert!(!mapped.contains(&(v1::RejectionReason::Unspecified as i32)));
+        assert_eq!(
+            v1::RejectionReason::try_from(proto_reason(RejectReason::SafeReplay) as i32).unwrap(),
+            v1::RejectionReason::SafeReplay
+        );
+    }
+}

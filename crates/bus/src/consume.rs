@@ -134,15 +134,14 @@ impl<M: Message + Default> TypedConsumer<M> {
         self.undecodable.clone()
     }
 
-    async fn open(&self) -> Result<Messages, BusError> {
-        let stream = self
-            .js
-            .get_stream(&self.spec.stream)
-            .await
-            .map_err(|e| BusError::js("get stream", e))?;
-        let deliver_policy = self.spec.start.policy();
-        let filter_subject = self.spec.filter_subject.clone();
-        let messages = match &self.spec.durable {
+    // Borrows only the (Sync) fields, so `next`'s future is Send although the boxed message
+    // stream is not Sync.
+    async fn open(js: &jetstream::Context, spec: &ConsumerSpec) -> Result<Messages, BusError> {
+        let stream =
+            js.get_stream(&spec.stream).await.map_err(|e| BusError::js("get stream", e))?;
+        let deliver_policy = spec.start.policy();
+        let filter_subject = spec.filter_subject.clone();
+        let messages = match &spec.durable {
             Some(durable) => {
                 let c: consumer::PullConsumer = stream
                     .get_or_create_consumer(
@@ -152,7 +151,7 @@ impl<M: Message + Default> TypedConsumer<M> {
                             filter_subject,
                             deliver_policy,
                             ack_policy: consumer::AckPolicy::Explicit,
-                            ack_wait: self.spec.ack_wait,
+                            ack_wait: spec.ack_wait,
                             ..Default::default()
                         },
                     )
@@ -183,7 +182,7 @@ impl<M: Message + Default> TypedConsumer<M> {
         let mut delay = Duration::from_millis(100);
         loop {
             let Some(messages) = self.messages.as_mut() else {
-                match self.open().await {
+                match Self::open(&self.js, &self.spec).await {
                     Ok(m) => {
                         self.messages = Some(m);
                         delay = Duration::from_millis(100);

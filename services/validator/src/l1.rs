@@ -78,7 +78,9 @@ impl L1Reader {
             ("eth_getBlockByNumber", json!(["latest", false])),
             ("eth_getBlockByNumber", json!(["finalized", false])),
         ];
-        calls.extend(numbers.iter().map(|n| ("eth_getBlockByNumber", json!([to_quantity(*n), false]))));
+        calls.extend(
+            numbers.iter().map(|n| ("eth_getBlockByNumber", json!([to_quantity(*n), false]))),
+        );
         self.metrics.l1_batch_size.observe(calls.len() as f64);
         let started = Instant::now();
         let result = self.client.batch(&calls).await;

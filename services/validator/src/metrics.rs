@@ -92,11 +92,23 @@ impl Metrics {
         );
         reg.register("l1_batch_size", "Calls per L1 batch request", m.l1_batch_size.clone());
         reg.register("l1_cache_hits", "L1 block reads served from the cache", m.cache_hits.clone());
-        reg.register("cas_conflicts", "Target publishes lost to another replica", m.cas_conflicts.clone());
+        reg.register(
+            "cas_conflicts",
+            "Target publishes lost to another replica",
+            m.cas_conflicts.clone(),
+        );
         reg.register("publish_errors", "Failed publishes (retried)", m.publish_errors.clone());
         reg.register("bad_messages", "Undecodable raw statuses", m.bad_messages.clone());
-        reg.register("last_target_revision", "Revision of the last target", m.last_revision.clone());
-        reg.register("last_target_unsafe", "unsafe_l2 number of the last target", m.last_unsafe.clone());
+        reg.register(
+            "last_target_revision",
+            "Revision of the last target",
+            m.last_revision.clone(),
+        );
+        reg.register(
+            "last_target_unsafe",
+            "unsafe_l2 number of the last target",
+            m.last_unsafe.clone(),
+        );
         reg.register("last_target_safe", "safe_l2 number of the last target", m.last_safe.clone());
         reg.register(
             "last_target_finalized",

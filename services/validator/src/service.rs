@@ -272,8 +272,9 @@ impl Service {
             };
             match verdict {
                 Verdict::Accept(a) => match self.store_target(raw, &a).await {
-                    Ok(seq) => {
+                    Ok((seq, msg)) => {
                         self.target_seq = seq;
+                        self.last_target = Some(msg);
                         self.p.validator.commit(a.target);
                         self.p.metrics.last_target(&a.target);
                         self.p.metrics.verdict("target", None);
@@ -295,7 +296,10 @@ impl Service {
                     Err(BusError::WrongLastSequence { .. }) => {
                         // Another replica stored a target first: reload and decide again.
                         self.p.metrics.cas_conflicts.inc();
-                        tracing::info!(revision = a.target.revision, "lost the target race; re-deciding");
+                        tracing::info!(
+                            revision = a.target.revision,
+                            "lost the target race; re-deciding"
+                        );
                         continue;
                     }
                     Err(e) => {
@@ -353,7 +357,11 @@ impl Service {
         }
     }
 
-    async fn store_target(&self, raw: &v1::RawStatus, a: &Accepted) -> Result<u64, BusError> {
+    async fn store_target(
+        &self,
+        raw: &v1::RawStatus,
+        a: &Accepted,
+    ) -> Result<(u64, v1::Target), BusError> {
         let mut msg = v1::Target::from_core(&a.target);
         msg.evidence = Some(v1::L1Evidence {
             checked: a.evidence.checked.iter().map(|b| (*b).into()).collect(),
@@ -382,7 +390,7 @@ impl Service {
                 self.target_seq,
             )
             .await?;
-        Ok(published.sequence)
+        Ok((published.sequence, msg))
     }
 
     async fn reject(

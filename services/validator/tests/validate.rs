@@ -1,0 +1,298 @@
+//! The validator against a real anvil L1 and a real nats-server (issue 4, "Done when").
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lightcl_proto::v1::RejectionReason as R;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consistent_status_becomes_target_with_one_l1_request_per_status() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    let base = env.proxy.requests();
+    let base_calls = env.proxy.calls();
+
+    let s1 = env.status(70, 60, 20, 38);
+    env.publish("a", &s1).await;
+    let t = env.wait_targets(1).await;
+    assert_eq!(env.proxy.requests(), base + 1, "one L1 HTTP request for the status");
+    let t1 = &t[0];
+    assert_eq!(t1.revision, 1);
+    assert_eq!(t1.chain_id, CHAIN);
+    let core = t1.to_core().unwrap();
+    assert_eq!(core.safe_l2, s1.safe_l2);
+    assert_eq!(core.unsafe_l2, s1.unsafe_l2);
+    assert_eq!(core.local_safe_l2, s1.safe_l2);
+    assert_eq!(core.finalized_l2, s1.finalized_l2);
+    assert_eq!(core.current_l1, s1.current_l1);
+    assert_eq!(t1.source_ids, vec!["a".to_owned()]);
+    let ev = t1.evidence.as_ref().unwrap();
+    let checked: Vec<u64> = ev.checked.iter().map(|b| b.number).collect();
+    assert_eq!(checked, vec![10, 30, 35, 38], "finalized, safe, unsafe origins and current_l1");
+    assert_eq!(ev.l1_head.as_ref().unwrap().number, 40);
+    assert_eq!(ev.l1_finalized.as_ref().unwrap().number, 32);
+    assert!(t1.validated_at_ms > 0);
+
+    // Next status: again exactly one L1 request (block 10 now comes from the finalized cache).
+    env.publish("a", &env.status(72, 62, 20, 39)).await;
+    let t = env.wait_targets(2).await;
+    assert_eq!(t[1].revision, 2);
+    assert_eq!(env.proxy.requests(), base + 2);
+    // Batches: latest + finalized + 10, 30, 35, 38; then + 31, 36, 39 (10 came from the cache).
+    assert_eq!(env.proxy.calls() - base_calls, 6 + 5);
+
+    let (code, metrics) = http_get(v.bound.admin, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("lightcl_validator_statuses_total{verdict=\"target\",reason=\"\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lightcl_validator_l1_cache_hits_total 1"), "{metrics}");
+    assert!(metrics.contains("lightcl_validator_last_target_revision 2"), "{metrics}");
+    assert!(metrics.contains("lightcl_validator_last_target_safe 62"), "{metrics}");
+    assert!(metrics.contains("lightcl_validator_l1_requests_total{outcome=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("lightcl_validator_l1_batch_size_count"), "{metrics}");
+    assert!(metrics.contains("lightcl_validator_l1_request_duration_seconds_count"), "{metrics}");
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_canonical_l1_refs_are_rejected_naming_the_ref() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    let bogus = alloy_primitives::B256::repeat_byte(0xbb);
+
+    let mut bad_safe = env.status(70, 60, 20, 38);
+    bad_safe.safe_l2.l1origin.hash = bogus;
+    let mut bad_fin = env.status(70, 60, 20, 38);
+    bad_fin.finalized_l2.l1origin.hash = bogus;
+    let mut bad_cur = env.status(70, 60, 20, 38);
+    bad_cur.current_l1.hash = bogus;
+    for s in [&bad_safe, &bad_fin, &bad_cur] {
+        env.publish("a", s).await;
+    }
+    let r = env.wait_rejections(3).await;
+    let got: Vec<_> = r.iter().map(|r| (reason(r), r.ref_name.as_str(), r.number)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (R::L1Mismatch, "safe_l2.l1origin", 30),
+            (R::L1Mismatch, "finalized_l2.l1origin", 10),
+            (R::L1Mismatch, "current_l1", 38),
+        ]
+    );
+    for (rej, n) in r.iter().zip([30usize, 10, 38]) {
+        assert_eq!(h(&rej.expected_hash), bogus);
+        assert_eq!(h(&rej.actual_hash), env.l1[n].hash, "actual = our L1's hash");
+        assert!(rej.status.is_some());
+        assert!(rej.message.contains(&rej.ref_name), "{}", rej.message);
+    }
+    // current_l1 beyond our L1: not found.
+    let mut ahead = env.status(70, 60, 20, 38);
+    ahead.current_l1.number = 45;
+    env.publish("a", &ahead).await;
+    let r = env.wait_rejections(4).await;
+    assert_eq!((reason(&r[3]), r[3].ref_name.as_str()), (R::L1NotFound, "current_l1"));
+    assert!(env.targets().await.is_empty(), "no target from a failing status");
+
+    // A good status still gets revision 1.
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    assert_eq!(env.wait_targets(1).await[0].revision, 1);
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_l1_reorg_old_statuses_fail_and_a_lower_safe_head_is_accepted() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    env.publish("a", &env.status(78, 70, 20, 39)).await;
+    env.wait_targets(1).await;
+
+    // Replace blocks 35..=40, all above our L1's finalized block (32).
+    let old_l1 = env.l1.clone();
+    env.anvil.reorg(6).await.unwrap();
+    env.refresh_l1().await;
+    assert_ne!(env.l1[35].hash, old_l1[35].hash);
+    assert_eq!(env.l1[34].hash, old_l1[34].hash);
+
+    // Built on the old L1: rejected.
+    env.publish("a", &status_on(&old_l1, 80, 72, 20, 39)).await;
+    let r = env.wait_rejections(1).await;
+    assert_eq!((reason(&r[0]), r[0].ref_name.as_str()), (R::L1Mismatch, "safe_l2.l1origin"));
+
+    // Built on the new L1 with a lower safe head: accepted (the previous safe origin, block
+    // 35, is no longer canonical).
+    let s = env.status(66, 64, 20, 34);
+    env.publish("a", &s).await;
+    let t = env.wait_targets(2).await;
+    let core = t[1].to_core().unwrap();
+    assert_eq!((t[1].revision, core.safe_l2.number), (2, 64));
+    assert_eq!(core.current_l1, s.current_l1, "the old current_l1 was reorged out");
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_regressions_and_a_restarting_source() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    let s1 = env.status(70, 60, 20, 38);
+    env.publish("a", &s1).await;
+    env.wait_targets(1).await;
+
+    // Replayed older status (lower safe, no L1 reorg).
+    env.publish("a", &env.status(60, 50, 20, 30)).await;
+    // Finalized going backwards.
+    env.publish("a", &env.status(72, 62, 18, 39)).await;
+    let r = env.wait_rejections(2).await;
+    assert_eq!((reason(&r[0]), r[0].ref_name.as_str()), (R::SafeReplay, "safe_l2"));
+    assert_eq!((reason(&r[1]), r[1].ref_name.as_str()), (R::FinalizedRegression, "finalized_l2"));
+
+    // A source re-reading L1 after a restart: only current_l1 stepped back.
+    env.publish("a", &env.status(72, 62, 20, 25)).await;
+    let t = env.wait_targets(2).await;
+    let core = t[1].to_core().unwrap();
+    assert_eq!(core.safe_l2.number, 62);
+    assert_eq!(core.current_l1, s1.current_l1, "previous current_l1 kept");
+    assert_eq!(env.targets().await.len(), 2);
+
+    // The same status again (e.g. a second poller of the same source): no new target.
+    env.publish("a", &env.status(72, 62, 20, 25)).await;
+    env.wait_consumed().await;
+    assert_eq!(env.targets().await.len(), 2);
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_validator_continues_the_revisions() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    env.wait_targets(1).await;
+    v.stop().await;
+
+    let v = env.start(&[]).await;
+    // The regression rules apply as before the restart...
+    env.publish("a", &env.status(60, 50, 20, 30)).await;
+    assert_eq!(reason(&env.wait_rejections(1).await[0]), R::SafeReplay);
+    // ...and the revision sequence continues.
+    env.publish("a", &env.status(72, 62, 20, 39)).await;
+    let t = env.wait_targets(2).await;
+    assert_eq!(t.iter().map(|t| t.revision).collect::<Vec<_>>(), vec![1, 2]);
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_store_one_target_per_status() {
+    let mut env = Env::new().await;
+    let a = env.start(&[]).await;
+    let b = env.start(&[]).await;
+    // Published back to back: the replicas race for them.
+    for i in 0..8u64 {
+        env.publish("a", &env.status(62 + 2 * i, 60 + i, 20, 30 + i)).await;
+    }
+    env.wait_consumed().await;
+    let t = env.targets().await;
+    let revisions: Vec<u64> = t.iter().map(|t| t.revision).collect();
+    assert_eq!(revisions, (1..=t.len() as u64).collect::<Vec<_>>(), "contiguous, no duplicates");
+    let safes: Vec<u64> = t.iter().map(|t| t.safe_l2.as_ref().unwrap().number).collect();
+    assert!(safes.windows(2).all(|w| w[0] < w[1]), "each status at most one target: {safes:?}");
+    assert_eq!(*safes.last().unwrap(), 67, "the newest status always wins");
+    // Every status has exactly one outcome: a target or a (replay) rejection.
+    assert_eq!(t.len() + env.rejections().await.len(), 8);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn l1_down_means_no_target_until_it_returns() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    env.proxy.set_down(true);
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    let admin = v.bound.admin;
+    wait_until(Duration::from_secs(10), || async move { http_get(admin, "/ready").await.0 == 503 })
+        .await;
+    assert!(env.targets().await.is_empty(), "nothing unchecked is published");
+    assert!(env.rejections().await.is_empty(), "still retrying within the budget");
+
+    env.proxy.set_down(false);
+    let t = env.wait_targets(1).await;
+    assert_eq!(t[0].revision, 1);
+    wait_until(Duration::from_secs(10), || async move { http_get(admin, "/ready").await.0 == 200 })
+        .await;
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn l1_down_past_the_budget_is_rejected_as_unavailable() {
+    let mut env = Env::new().await;
+    let v = env.start(&["--l1.retry-budget", "500ms"]).await;
+    env.proxy.set_down(true);
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    let r = env.wait_rejections(1).await;
+    assert_eq!(reason(&r[0]), R::L1Unavailable);
+    assert!(env.targets().await.is_empty());
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_shows_status_and_pauses() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    let mut c = v.control().await;
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    env.publish("a", &env.status(60, 50, 20, 30)).await;
+    env.wait_rejections(1).await;
+    env.wait_consumed().await;
+    let s = c.get_status(lightcl_proto::v1::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(s.chain_id, CHAIN);
+    assert!(s.ready && s.nats_connected && s.l1_reachable && !s.paused);
+    assert_eq!(s.last_target.as_ref().unwrap().revision, 1);
+    assert_eq!((s.accepted, s.rejected), (1, 1));
+    assert_eq!(reason(&s.recent_rejections[0]), R::SafeReplay);
+
+    // Pause needs the token.
+    let err = c.pause(lightcl_proto::v1::PauseRequest { reason: "x".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(lightcl_proto::v1::PauseRequest { reason: "test".into() });
+    req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    assert!(c.pause(req).await.unwrap().into_inner().paused);
+    let mut watch =
+        c.watch_status(lightcl_proto::v1::WatchStatusRequest {}).await.unwrap().into_inner();
+    loop {
+        let s = watch.message().await.unwrap().unwrap();
+        if s.paused {
+            break;
+        }
+    }
+    // While paused the status stays in the stream.
+    env.publish("a", &env.status(72, 62, 20, 39)).await;
+    let js = env.bus.jetstream();
+    wait_until(Duration::from_secs(5), || {
+        let js = js.clone();
+        async move {
+            let Ok(stream) = js.get_stream(lightcl_bus::subjects::STATUS_STREAM).await else {
+                return false;
+            };
+            let Ok(mut cons) = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    "lightcl-validator-10",
+                )
+                .await
+            else {
+                return false;
+            };
+            cons.info().await.is_ok_and(|i| i.num_pending + i.num_ack_pending as u64 >= 1)
+        }
+    })
+    .await;
+    assert_eq!(env.targets().await.len(), 1);
+
+    let mut req = tonic::Request::new(lightcl_proto::v1::ResumeRequest {});
+    req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    assert!(!c.resume(req).await.unwrap().into_inner().paused);
+    assert_eq!(env.wait_targets(2).await[1].revision, 2);
+    v.stop().await;
+}

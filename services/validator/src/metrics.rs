@@ -56,6 +56,8 @@ pub struct Metrics {
     pub last_current_l1: Gauge,
     /// `paused`: 1 while paused.
     pub paused: Gauge,
+    /// `nats_reconnects_total`: NATS connections re-established after a loss.
+    pub nats_reconnects: Counter,
 }
 
 impl Metrics {
@@ -76,6 +78,7 @@ impl Metrics {
             last_finalized: Gauge::default(),
             last_current_l1: Gauge::default(),
             paused: Gauge::default(),
+            nats_reconnects: Counter::default(),
         };
         for r in RejectReason::ALL {
             let _ = m.statuses.get_or_create(&VerdictLabels {
@@ -121,6 +124,11 @@ impl Metrics {
             m.last_current_l1.clone(),
         );
         reg.register("paused", "1 while paused by the operator", m.paused.clone());
+        reg.register(
+            "nats_reconnects",
+            "NATS connections re-established after a loss",
+            m.nats_reconnects.clone(),
+        );
         m
     }
 

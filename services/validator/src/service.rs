@@ -101,6 +101,7 @@ impl Service {
         let mirror = tokio::spawn(mirror_connection(
             self.p.bus.connected(),
             self.p.readiness.clone(),
+            self.p.metrics.clone(),
             cancel.clone(),
         ));
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -515,9 +516,11 @@ async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) -> bool {
 async fn mirror_connection(
     mut connected: watch::Receiver<bool>,
     readiness: Readiness,
+    metrics: Metrics,
     cancel: CancellationToken,
 ) {
     let mut was = *connected.borrow_and_update();
+    let mut ever = was;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -528,6 +531,13 @@ async fn mirror_connection(
                 let now = *connected.borrow_and_update();
                 if now != was {
                     readiness.set("nats", now);
+                    if now && ever {
+                        metrics.nats_reconnects.inc();
+                        tracing::info!("NATS reconnected");
+                    } else if !now {
+                        tracing::warn!("NATS connection lost");
+                    }
+                    ever |= now;
                     was = now;
                 }
             }

@@ -296,3 +296,48 @@ async fn control_shows_status_and_pauses() {
     assert_eq!(env.wait_targets(2).await[1].revision, 2);
     v.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn survives_a_nats_restart() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    env.wait_targets(1).await;
+
+    env.nats.restart().unwrap();
+    let admin = v.bound.admin;
+    // The client reconnects on its own; the validator's consumer is re-created.
+    wait_until(Duration::from_secs(15), || async {
+        env.bus.is_connected() && http_get(admin, "/ready").await.0 == 200
+    })
+    .await;
+    env.publish("a", &env.status(72, 62, 20, 39)).await;
+    let t = env.wait_targets(2).await;
+    assert_eq!(t[1].revision, 2);
+    wait_until(Duration::from_secs(5), || async move {
+        http_get(admin, "/metrics").await.1.contains("lightcl_validator_nats_reconnects_total 1")
+    })
+    .await;
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quorum_waits_for_k_sources_with_the_same_safe_head() {
+    let mut env = Env::new().await;
+    let v = env.start(&["--quorum", "2"]).await;
+    let s = env.status(70, 60, 20, 38);
+    env.publish("a", &s).await;
+    let r = env.wait_rejections(1).await;
+    assert_eq!((reason(&r[0]), r[0].ref_name.as_str(), r[0].number), (R::NoQuorum, "safe_l2", 60));
+    // A second source with another safe head does not help.
+    let mut other = s.clone();
+    other.safe_l2.hash = alloy_primitives::B256::repeat_byte(7);
+    env.publish("b", &other).await;
+    assert_eq!(reason(&env.wait_rejections(2).await[1]), R::NoQuorum);
+    // It agrees: quorum reached.
+    env.publish("b", &s).await;
+    let t = env.wait_targets(1).await;
+    assert_eq!(t[0].source_ids, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(t[0].safe_l2.as_ref().unwrap().number, 60);
+    v.stop().await;
+}

@@ -201,6 +201,7 @@ struct ProxyState {
     requests: AtomicU64,
     calls: AtomicU64,
     down: AtomicBool,
+    delay_ms: AtomicU64,
 }
 
 /// An HTTP proxy that counts requests and can simulate an outage. Stops on drop.
@@ -240,6 +241,12 @@ impl CountingProxy {
     /// JSON-RPC calls received so far (a batch counts its calls).
     pub fn calls(&self) -> u64 {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Holds every request this long before forwarding it (a slow L1).
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// While down, every connection is closed without an answer.
@@ -310,6 +317,10 @@ async fn forward(
         _ => 1,
     };
     state.calls.fetch_add(calls, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if state.down.load(Ordering::SeqCst) {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "proxy is down".into());
     }

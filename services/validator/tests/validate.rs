@@ -341,3 +341,43 @@ async fn quorum_waits_for_k_sources_with_the_same_safe_head() {
     assert_eq!(t[0].safe_l2.as_ref().unwrap().number, 60);
     v.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_target_race_reloads_and_decides_again() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    let base = env.proxy.requests();
+    // Hold the validator inside its L1 read...
+    env.proxy.set_delay(Duration::from_millis(700));
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    wait_until(Duration::from_secs(10), || async { env.proxy.requests() > base }).await;
+    // ...while "another replica" stores revision 1.
+    let other = env.status(60, 50, 20, 30);
+    let foreign = lightcl_core::Target {
+        chain_id: CHAIN,
+        revision: 1,
+        unsafe_l2: other.unsafe_l2,
+        safe_l2: other.safe_l2,
+        local_safe_l2: other.safe_l2,
+        finalized_l2: other.finalized_l2,
+        current_l1: other.current_l1,
+    };
+    env.publisher
+        .publish(
+            &lightcl_bus::subjects::target(CHAIN),
+            lightcl_proto::names::TARGET,
+            &lightcl_proto::v1::Target::from_core(&foreign),
+            Some("foreign-1"),
+        )
+        .await
+        .unwrap();
+    env.proxy.set_delay(Duration::ZERO);
+    // The CAS publish fails, the validator reloads revision 1 and stores revision 2.
+    let t = env.wait_targets(2).await;
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].revision, t[0].safe_l2.as_ref().unwrap().number), (1, 50));
+    assert_eq!((t[1].revision, t[1].safe_l2.as_ref().unwrap().number), (2, 60));
+    let (_, metrics) = http_get(v.bound.admin, "/metrics").await;
+    assert!(metrics.contains("lightcl_validator_cas_conflicts_total 1"), "{metrics}");
+    v.stop().await;
+}

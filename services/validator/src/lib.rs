@@ -206,6 +206,8 @@ pub async fn run(
     {
         let _guard = liveness.register("validator");
         service.run(cancel.clone()).await;
+        // The loop only returns on shutdown.
+        liveness.shutting_down();
     }
 
     // Drain.

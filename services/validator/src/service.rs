@@ -147,6 +147,7 @@ impl Service {
             names::RAW_STATUS,
         );
         let undecodable = consumer.undecodable();
+        let mut undecodable_counted = 0;
         let mut paused = self.p.paused.clone();
         loop {
             let is_paused = *paused.borrow_and_update();
@@ -178,9 +179,9 @@ impl Service {
                 }
             }
             let bad = undecodable.load(std::sync::atomic::Ordering::Relaxed);
-            let counted = self.p.metrics.bad_messages.get();
-            if bad > counted {
-                self.p.metrics.bad_messages.inc_by(bad - counted);
+            if bad > undecodable_counted {
+                self.p.metrics.bad_messages.inc_by(bad - undecodable_counted);
+                undecodable_counted = bad;
             }
             self.publish_status();
         }

@@ -381,3 +381,31 @@ async fn a_lost_target_race_reloads_and_decides_again() {
     assert!(metrics.contains("lightcl_validator_cas_conflicts_total 1"), "{metrics}");
     v.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undecodable_statuses_are_acked_counted_and_skipped() {
+    let mut env = Env::new().await;
+    let v = env.start(&[]).await;
+    let js = env.bus.jetstream();
+    let subject = lightcl_bus::subjects::status(CHAIN, "a");
+    // Not protobuf at all.
+    js.publish(subject.clone(), bytes::Bytes::from_static(b"\xff\xff\xff"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Protobuf, but without a status.
+    let empty = lightcl_proto::v1::RawStatus { chain_id: CHAIN, ..Default::default() };
+    js.publish(subject, prost::Message::encode_to_vec(&empty).into()).await.unwrap().await.unwrap();
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    assert_eq!(env.wait_targets(1).await[0].revision, 1);
+    env.wait_consumed().await;
+    let admin = v.bound.admin;
+    wait_until(Duration::from_secs(5), || async move {
+        http_get(admin, "/metrics").await.1.contains("lightcl_validator_bad_messages_total 2")
+    })
+    .await;
+    assert!(env.rejections().await.is_empty());
+    assert_eq!(http_get(admin, "/live").await.0, 200);
+    v.stop().await;
+}

@@ -53,7 +53,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 SECRETISH = re.compile(r"token|secret|passw|jwt|creds|credential|private|api[_-]?key", re.I)
-HEX64 = re.compile(r"(?<![0-9a-fA-F])(?:0x)?[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+# A bare 64-hex string looks like a JWT secret file's content; 0x-prefixed ones are usually block
+# hashes (a real secret value is caught by the Secret-value comparison whatever its form).
+HEX64 = re.compile(r"(?<![0-9a-fA-FxX])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
 URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I)
 FLAG_IN_HELP = re.compile(r"(?<![\w-])(--[a-z0-9][a-z0-9.\-]*)")
 ENV_IN_HELP = re.compile(r"\[env:\s*([A-Z0-9_]+)")
@@ -236,7 +238,7 @@ def check_overlay(overlay: Path, bin_dir: Path, strict: bool, image_bins: set[st
             if v in text:
                 problem(where, "contains a Secret value")
         if HEX64.search(text):
-            problem(where, "contains a 64-hex string (a JWT secret?)")
+            problem(where, "contains a bare 64-hex string (a JWT secret?)")
         if URL_PASSWORD.search(text):
             problem(where, "contains a URL with a password")
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
+use lightcl_harness::nats::NatsServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,13 +396,13 @@ async fn tls_with_a_ca_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_is_read_from_the_engine_kv_bucket() {
     use prost::Message;
-    let nats = Nats::start();
+    let nats = NatsServer::start().expect("nats-server");
     // No bucket yet: an empty fleet, not an error.
-    let r = lightctl(&["status", "-o", "json", "--nats.url", &nats.url]).await;
+    let r = lightctl(&["status", "-o", "json", "--nats.url", &nats.url()]).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["fleet"]["nodes"].as_array().map(Vec::len), Some(0));
 
-    let client = async_nats::connect(&nats.url).await.expect("nats");
+    let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = async_nats::jetstream::new(client);
     let kv = js
         .create_key_value(async_nats::jetstream::kv::Config {
@@ -418,7 +419,8 @@ async fn fleet_is_read_from_the_engine_kv_bucket() {
     }
     kv.put("10.garbage", vec![0xff, 0xff, 0xff].into()).await.expect("put");
 
-    let r = lightctl(&["status", "-o", "json", "--nats.url", &nats.url, "--chain-id", "10"]).await;
+    let r =
+        lightctl(&["status", "-o", "json", "--nats.url", &nats.url(), "--chain-id", "10"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let j = r.json();
     let nodes = j["fleet"]["nodes"].as_array().expect("nodes");
@@ -429,11 +431,11 @@ async fn fleet_is_read_from_the_engine_kv_bucket() {
     assert_eq!(nodes[2]["state"]["head"]["number"], 118);
     assert_eq!(j["fleet"]["bucket"], "lightcl-engine");
 
-    let r = lightctl(&["status", "--nats.url", &nats.url]).await;
+    let r = lightctl(&["status", "--nats.url", &nats.url()]).await;
     assert!(r.stdout.contains("11.other") && r.stdout.contains("10.reth-0"), "{}", r.stdout);
 
     // NATS down: the fleet section says so and the exit code is 1.
-    let url = nats.url.clone();
+    let url = nats.url();
     drop(js);
     let mut nats = nats;
     nats.stop();
@@ -446,8 +448,8 @@ async fn fleet_is_read_from_the_engine_kv_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_the_fleet() {
     use prost::Message;
-    let nats = Nats::start();
-    let client = async_nats::connect(&nats.url).await.expect("nats");
+    let nats = NatsServer::start().expect("nats-server");
+    let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = async_nats::jetstream::new(client);
     let kv = js
         .create_key_value(async_nats::jetstream::kv::Config {
@@ -465,7 +467,7 @@ async fn watch_follows_the_fleet() {
     };
     put("a", 1).await;
     let mut child = lightctl_cmd()
-        .args(["watch", "-o", "json", "--redraw-interval", "20ms", "--nats.url", &nats.url])
+        .args(["watch", "-o", "json", "--redraw-interval", "20ms", "--nats.url", &nats.url()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");

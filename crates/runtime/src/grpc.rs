@@ -180,9 +180,14 @@ pub async fn serve_grpc(
     reporter.set_service_status(opts.health_service, initial).await;
     reporter.set_service_status("", initial).await;
 
+    // Advertise only what this server serves: the lightcl.v1 descriptor set holds all three
+    // control services, and listing them all would point clients at UNIMPLEMENTED ones.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lightcl_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(opts.health_service)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 

@@ -161,6 +161,10 @@ async fn reflection_lists_the_control_service() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"lightcl.v1.PollerControl".to_owned()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.reflection.v1.ServerReflection".to_owned()), "{names:?}");
+    for other in ["lightcl.v1.ValidatorControl", "lightcl.v1.EngineDriverControl"] {
+        assert!(!names.contains(&other.to_owned()), "{other} is not served here: {names:?}");
+    }
     f.cancel.cancel();
 }
 

@@ -499,3 +499,16 @@ async fn watch_follows_the_fleet() {
     }
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kind_is_probed_when_reflection_lists_every_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write_file(dir.path(), "good", TOKEN);
+    let v = fake_validator_listing_everything(validator_status()).await;
+    let r =
+        lightctl(&["-o", "json", "pause", &v.url(), "--token-file", good.to_str().expect("path")])
+            .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["kind"], "validator");
+    assert!(v.paused());
+}

@@ -361,6 +361,9 @@ async fn health_flips_with_readiness_and_reflection_lists_the_services() {
     for want in [svc, "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
+    for other in ["lightcl.v1.PollerControl", "lightcl.v1.ValidatorControl"] {
+        assert!(!names.iter().any(|n| n == other), "{other} is not served here: {names:?}");
+    }
     // lightctl finds the kind itself (reflection, then a probe).
     let r = lightctl(&["-o", "json", "pause", &p.grpc, "--token-file", &p.token_file]).await;
     assert_eq!(r.code, 0, "{r:?}");

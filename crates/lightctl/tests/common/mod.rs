@@ -472,3 +472,35 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(status.success(), "openssl failed");
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
+
+/// A fake validator on a plain tonic server whose reflection advertises every service of the
+/// lightcl.v1 descriptor set (as servers built before the runtime's fix did).
+pub async fn fake_validator_listing_everything(
+    s: v1::ValidatorStatus,
+) -> Served<v1::ValidatorStatus> {
+    let cancel = CancellationToken::new();
+    let (tx, _) = watch::channel(s);
+    let tx = Arc::new(tx);
+    let resyncs = Arc::new(AtomicU64::new(0));
+    let fake = Fake {
+        auth: Auth::new(Some(TOKEN.into()), false),
+        tx: tx.clone(),
+        resyncs: resyncs.clone(),
+        cancel: cancel.clone(),
+    };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lightcl_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("reflection");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let c = cancel.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ValidatorControlServer::new(fake))
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(incoming, c.cancelled_owned()),
+    );
+    Served { addr, tx, resyncs, readiness: Readiness::default(), cancel }
+}

@@ -106,6 +106,44 @@ pub struct ViewArgs {
     /// Only show the fleet entries of this chain (keys `<chain-id>.*`).
     #[arg(long = "chain-id", env = "LIGHTCL_CHAIN_ID", value_name = "ID")]
     pub chain_id: Option<u64>,
+    /// NATS credentials, as the services take them.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+}
+
+/// NATS authentication for the fleet section (same flags and env twins as the services).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsAuthArgs {
+    /// NATS user name (with --nats.password-file).
+    #[arg(id = "nats_user", long = "nats.user", env = "LIGHTCL_NATS_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// File holding the password of --nats.user.
+    #[arg(
+        id = "nats_password_file",
+        long = "nats.password-file",
+        env = "LIGHTCL_NATS_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// File holding a NATS authentication token.
+    #[arg(
+        id = "nats_token_file",
+        long = "nats.token-file",
+        env = "LIGHTCL_NATS_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// NATS credentials file (JWT + nkey).
+    #[arg(id = "nats_creds", long = "nats.creds", env = "LIGHTCL_NATS_CREDS", value_name = "PATH")]
+    pub creds: Option<PathBuf>,
+    /// Extra root CA (PEM) for NATS TLS (TLS is then required).
+    #[arg(
+        id = "nats_tls_ca",
+        long = "nats.tls-ca",
+        env = "LIGHTCL_NATS_TLS_CA",
+        value_name = "PATH"
+    )]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `watch` options.
@@ -245,6 +283,28 @@ mod tests {
         assert_eq!(cli.global.output, Output::Json);
         let Command::Status(v) = cli.command else { panic!("status expected") };
         assert_eq!(v.drivers, ["a", "b"]);
+
+        // The NATS flags have their own ids: no clash with the global --token-file/--tls.ca.
+        let cli = Cli::try_parse_from([
+            "lightctl",
+            "status",
+            "--driver",
+            "a",
+            "--token-file",
+            "/t",
+            "--tls.ca",
+            "/ca",
+            "--nats.token-file",
+            "/n",
+            "--nats.tls-ca",
+            "/nca",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.token_file.as_deref(), Some(std::path::Path::new("/t")));
+        assert_eq!(cli.global.tls_ca.as_deref(), Some(std::path::Path::new("/ca")));
+        let Command::Status(v) = cli.command else { panic!("status expected") };
+        assert_eq!(v.nats_auth.token_file.as_deref(), Some(std::path::Path::new("/n")));
+        assert_eq!(v.nats_auth.tls_ca.as_deref(), Some(std::path::Path::new("/nca")));
 
         assert!(Cli::try_parse_from(["lightctl", "pause"]).is_err());
         assert!(Cli::try_parse_from(["lightctl", "pause", "a", "b", "c"]).is_err());

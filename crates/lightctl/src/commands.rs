@@ -59,7 +59,10 @@ fn now_ms() -> u64 {
     lightcl_runtime::now_ms()
 }
 
-fn setup_for_view(global: &GlobalArgs, view: &ViewArgs) -> Result<(Setup, Connector), ConfigError> {
+fn setup_for_view(
+    global: &GlobalArgs,
+    view: &ViewArgs,
+) -> Result<(Setup, Connector, fleet::NatsAuth), ConfigError> {
     let setup = Setup::resolve(global, Some(view))?;
     if setup.services.is_empty() && setup.nats_url.is_none() {
         return Err(ConfigError::Flag {
@@ -68,7 +71,8 @@ fn setup_for_view(global: &GlobalArgs, view: &ViewArgs) -> Result<(Setup, Connec
         });
     }
     let conn = Connector::from_setup(&setup)?;
-    Ok((setup, conn))
+    let nats = fleet::NatsAuth::from_args(&setup.nats_auth)?;
+    Ok((setup, conn, nats))
 }
 
 async fn ask_poller(conn: &Connector, url: &str) -> Result<PollerView, CallError> {
@@ -90,7 +94,7 @@ async fn ask_driver(conn: &Connector, url: &str) -> Result<DriverView, CallError
 }
 
 /// Ask every service and the KV bucket once, concurrently.
-pub async fn collect(setup: &Setup, conn: &Connector) -> Report {
+pub async fn collect(setup: &Setup, conn: &Connector, nats: &fleet::NatsAuth) -> Report {
     let mut report = Report::pending(&setup.services, None);
     let urls = |k: Kind| -> Vec<String> {
         setup.services.iter().filter(|s| s.kind == k).map(|s| s.url.clone()).collect()
@@ -99,7 +103,7 @@ pub async fn collect(setup: &Setup, conn: &Connector) -> Report {
         (urls(Kind::Poller), urls(Kind::Validator), urls(Kind::Driver));
     let fleet = async {
         match &setup.nats_url {
-            Some(url) => Some(fleet::read(url, setup.chain_id, setup.timeout).await),
+            Some(url) => Some(fleet::read(url, nats, setup.chain_id, setup.timeout).await),
             None => None,
         }
     };
@@ -129,8 +133,8 @@ async fn status(
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> Result<i32, ConfigError> {
-    let (setup, conn) = setup_for_view(global, view)?;
-    let report = collect(&setup, &conn).await;
+    let (setup, conn, nats) = setup_for_view(global, view)?;
+    let report = collect(&setup, &conn, &nats).await;
     print_report(&report, global.output, false, out);
     for line in report.errors() {
         let _ = writeln!(err, "error: {line}");
@@ -249,6 +253,7 @@ async fn watch_service(
 /// Follow the KV bucket: a snapshot, then a watch, again after failures.
 async fn watch_fleet(
     url: String,
+    auth: fleet::NatsAuth,
     chain_id: Option<u64>,
     timeout: Duration,
     tx: mpsc::Sender<Update>,
@@ -258,14 +263,14 @@ async fn watch_fleet(
     loop {
         let snapshot = tokio::select! {
             () = cancel.cancelled() => return,
-            s = fleet::read(&url, chain_id, timeout) => s,
+            s = fleet::read(&url, &auth, chain_id, timeout) => s,
         };
         let ok = snapshot.error.is_none();
         if tx.send(Update::FleetSnapshot(snapshot)).await.is_err() {
             return;
         }
         if ok {
-            match fleet::watch(&url, chain_id, timeout).await {
+            match fleet::watch(&url, &auth, chain_id, timeout).await {
                 Ok(mut stream) => loop {
                     let next = tokio::select! {
                         () = cancel.cancelled() => return,
@@ -371,7 +376,7 @@ async fn watch(
     err: &mut (dyn Write + Send),
     cancel: CancellationToken,
 ) -> Result<i32, ConfigError> {
-    let (setup, conn) = setup_for_view(global, &args.view)?;
+    let (setup, conn, nats) = setup_for_view(global, &args.view)?;
     let tasks = cancel.child_token();
     let (tx, mut rx) = mpsc::channel(64);
     let mut counters: BTreeMap<Kind, usize> = BTreeMap::new();
@@ -392,6 +397,7 @@ async fn watch(
     if let Some(url) = &setup.nats_url {
         handles.push(tokio::spawn(watch_fleet(
             url.clone(),
+            nats.clone(),
             setup.chain_id,
             setup.timeout,
             tx.clone(),

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{GlobalArgs, Kind, ViewArgs, parse_duration};
+use crate::cli::{GlobalArgs, Kind, NatsAuthArgs, ViewArgs, parse_duration};
 
 /// Default for `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,6 +85,16 @@ pub struct ConfigFile {
     pub tls_domain: Option<String>,
     /// Like `--timeout`, e.g. `"3s"`.
     pub timeout: Option<String>,
+    /// Like `--nats.user`.
+    pub nats_user: Option<String>,
+    /// Like `--nats.password-file`.
+    pub nats_password_file: Option<PathBuf>,
+    /// Like `--nats.token-file`.
+    pub nats_token_file: Option<PathBuf>,
+    /// Like `--nats.creds`.
+    pub nats_creds: Option<PathBuf>,
+    /// Like `--nats.tls-ca`.
+    pub nats_tls_ca: Option<PathBuf>,
     /// Pollers.
     #[serde(default)]
     pub poller: Vec<ServiceEntry>,
@@ -126,7 +136,17 @@ impl ConfigFile {
         let mut file = Self::parse(&text, is_json)
             .map_err(|reason| ConfigError::Parse { path: path.to_owned(), reason })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        for p in [&mut file.token_file, &mut file.tls_ca].into_iter().flatten() {
+        for p in [
+            &mut file.token_file,
+            &mut file.tls_ca,
+            &mut file.nats_password_file,
+            &mut file.nats_token_file,
+            &mut file.nats_creds,
+            &mut file.nats_tls_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -209,6 +229,8 @@ pub struct Setup {
     pub tls_domain: Option<String>,
     /// Connect and call timeout.
     pub timeout: Duration,
+    /// NATS credentials for the fleet section.
+    pub nats_auth: NatsAuthArgs,
 }
 
 impl Setup {
@@ -235,6 +257,16 @@ impl Setup {
             })?,
             (None, None) => DEFAULT_TIMEOUT,
         };
+        let has_user =
+            view.map(|v| v.nats_auth.user.is_some()).unwrap_or(false) || file.nats_user.is_some();
+        let has_pw = view.map(|v| v.nats_auth.password_file.is_some()).unwrap_or(false)
+            || file.nats_password_file.is_some();
+        if has_user != has_pw {
+            return Err(ConfigError::Flag {
+                flag: "--nats.user/--nats.password-file",
+                reason: "give both or neither".into(),
+            });
+        }
         if timeout.is_zero() {
             return Err(ConfigError::Flag {
                 flag: "--timeout",
@@ -276,6 +308,13 @@ impl Setup {
             tls_ca: global.tls_ca.clone().or(file.tls_ca),
             tls_domain: global.tls_domain.clone().or(file.tls_domain),
             timeout,
+            nats_auth: NatsAuthArgs {
+                user: view.nats_auth.user.clone().or(file.nats_user),
+                password_file: view.nats_auth.password_file.clone().or(file.nats_password_file),
+                token_file: view.nats_auth.token_file.clone().or(file.nats_token_file),
+                creds: view.nats_auth.creds.clone().or(file.nats_creds),
+                tls_ca: view.nats_auth.tls_ca.clone().or(file.nats_tls_ca),
+            },
         })
     }
 

@@ -4,6 +4,7 @@
 //! A bucket that does not exist yet (no driver ever started) is an empty fleet, not an error.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, ErrorCode, context::GetStreamErrorKind, kv};
@@ -11,6 +12,8 @@ use futures::{Stream, StreamExt};
 use lightcl_proto::v1;
 use prost::Message;
 
+use crate::cli::NatsAuthArgs;
+use crate::config::ConfigError;
 use crate::report::{EngineView, ErrorView, FleetNode, FleetView};
 
 /// The KV bucket of engine states.
@@ -47,6 +50,66 @@ impl FleetError {
     }
 }
 
+/// NATS credentials with their secrets read (never printed: `Debug` redacts them).
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    user_password: Option<(String, String)>,
+    token: Option<String>,
+    creds: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("user", &self.user_password.as_ref().map(|(u, _)| u))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    /// Read the secret files named by the flags (errors name the flag).
+    pub fn from_args(a: &NatsAuthArgs) -> Result<Self, ConfigError> {
+        let secret = |flag: &'static str, path: &Path| -> Result<String, ConfigError> {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Flag {
+                flag,
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(ConfigError::Flag {
+                    flag,
+                    reason: format!("{} is empty", path.display()),
+                });
+            }
+            Ok(text.to_owned())
+        };
+        let file =
+            |flag: &'static str, path: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+                match path {
+                    Some(p) if !p.is_file() => Err(ConfigError::Flag {
+                        flag,
+                        reason: format!("{} is not a readable file", p.display()),
+                    }),
+                    other => Ok(other.clone()),
+                }
+            };
+        let user_password = match (&a.user, &a.password_file) {
+            (Some(u), Some(p)) => Some((u.clone(), secret("--nats.password-file", p)?)),
+            _ => None,
+        };
+        Ok(Self {
+            user_password,
+            token: a.token_file.as_deref().map(|p| secret("--nats.token-file", p)).transpose()?,
+            creds: file("--nats.creds", &a.creds)?,
+            tls_ca: file("--nats.tls-ca", &a.tls_ca)?,
+        })
+    }
+}
+
 /// The KV key filter for a chain (`<chain>.>`) or every key (`>`).
 pub fn key_filter(chain_id: Option<u64>) -> String {
     chain_id.map_or_else(|| ">".to_owned(), |c| format!("{c}.>"))
@@ -65,9 +128,28 @@ pub fn decode(key: &str, value: &[u8]) -> FleetNode {
 }
 
 /// Connect to NATS (bounded by `timeout`).
-pub async fn connect(url: &str, timeout: Duration) -> Result<jetstream::Context, FleetError> {
-    let connect =
-        async_nats::ConnectOptions::new().name("lightctl").connection_timeout(timeout).connect(url);
+pub async fn connect(
+    url: &str,
+    auth: &NatsAuth,
+    timeout: Duration,
+) -> Result<jetstream::Context, FleetError> {
+    let mut opts = async_nats::ConnectOptions::new().name("lightctl").connection_timeout(timeout);
+    if let Some((u, p)) = &auth.user_password {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &auth.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(c) = &auth.creds {
+        opts = opts.credentials_file(c).await.map_err(|e| FleetError::Connect {
+            url: url.to_owned(),
+            reason: format!("--nats.creds {}: {e}", c.display()),
+        })?;
+    }
+    if let Some(ca) = &auth.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let connect = opts.connect(url);
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(client)) => Ok(jetstream::new(client)),
         Ok(Err(e)) => {
@@ -100,9 +182,14 @@ pub async fn open(js: &jetstream::Context) -> Result<Option<kv::Store>, FleetErr
 }
 
 /// Read every entry (of `chain_id`, if given) once.
-pub async fn read(url: &str, chain_id: Option<u64>, timeout: Duration) -> FleetView {
+pub async fn read(
+    url: &str,
+    auth: &NatsAuth,
+    chain_id: Option<u64>,
+    timeout: Duration,
+) -> FleetView {
     let mut view = empty(url, chain_id);
-    match tokio::time::timeout(timeout * 2, read_nodes(url, chain_id, timeout)).await {
+    match tokio::time::timeout(timeout * 2, read_nodes(url, auth, chain_id, timeout)).await {
         Ok(Ok(nodes)) => view.nodes = nodes,
         Ok(Err(e)) => view.error = Some(e.view()),
         Err(_) => view.error = Some(FleetError::Timeout(timeout * 2).view()),
@@ -123,10 +210,11 @@ pub fn empty(url: &str, chain_id: Option<u64>) -> FleetView {
 
 async fn read_nodes(
     url: &str,
+    auth: &NatsAuth,
     chain_id: Option<u64>,
     timeout: Duration,
 ) -> Result<Vec<FleetNode>, FleetError> {
-    let js = connect(url, timeout).await?;
+    let js = connect(url, auth, timeout).await?;
     let Some(store) = open(&js).await? else { return Ok(Vec::new()) };
     let prefix = chain_id.map(|c| format!("{c}."));
     let mut keys = store
@@ -167,10 +255,11 @@ pub enum FleetUpdate {
 /// Watch the bucket: the current value of every key (of `chain_id`), then every change.
 pub async fn watch(
     url: &str,
+    auth: &NatsAuth,
     chain_id: Option<u64>,
     timeout: Duration,
 ) -> Result<impl Stream<Item = FleetUpdate> + Send + 'static, FleetError> {
-    let js = connect(url, timeout).await?;
+    let js = connect(url, auth, timeout).await?;
     let Some(store) = open(&js).await? else {
         return Ok(futures::stream::iter([FleetUpdate::NoBucket]).boxed());
     };

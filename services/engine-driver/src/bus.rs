@@ -41,6 +41,8 @@ pub struct TargetMsg {
     pub target: Target,
     /// `traceparent`/`tracestate`, when present.
     pub trace: HashMap<String, String>,
+    /// Wall-clock ms of the poll that observed these heads (0 when unknown).
+    pub observed_at_ms: u64,
 }
 
 /// NATS connection settings.
@@ -295,10 +297,14 @@ async fn consume_targets(
                 }
                 Some(Ok(msg)) => {
                     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-                    match decode_target(&msg.payload) {
-                        Ok(target) => {
+                    match decode_target_msg(&msg.payload) {
+                        Ok((target, observed_at_ms)) => {
                             let trace = trace_headers(msg.headers.as_ref());
-                            p.targets.send_replace(Some(TargetMsg { target, trace }));
+                            p.targets.send_replace(Some(TargetMsg {
+                                target,
+                                trace,
+                                observed_at_ms,
+                            }));
                         }
                         Err(e) => {
                             p.metrics.bad_messages_total.inc();
@@ -325,8 +331,14 @@ fn trace_headers(h: Option<&async_nats::HeaderMap>) -> HashMap<String, String> {
 
 /// Decodes a `Target` message into the core type (hashes must be 32 bytes, refs present).
 pub fn decode_target(payload: &[u8]) -> Result<Target, String> {
+    decode_target_msg(payload).map(|(t, _)| t)
+}
+
+/// Like [`decode_target`], also returning the message's `observed_at_ms`.
+pub fn decode_target_msg(payload: &[u8]) -> Result<(Target, u64), String> {
     let m = v1::Target::decode(payload).map_err(|e| format!("protobuf: {e}"))?;
-    m.to_core().map_err(|e| e.to_string())
+    let t = m.to_core().map_err(|e| e.to_string())?;
+    Ok((t, m.observed_at_ms))
 }
 
 async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, BusError> {

@@ -103,6 +103,9 @@ pub struct Driver {
     state: v1::EngineState,
     /// Span of the newest target; forkchoice updates are its children.
     span: tracing::Span,
+    /// Heads of the newest target (unsafe, safe) and when a poll observed them, until a VALID
+    /// forkchoice update applies one of them (`e2e_lag_seconds` is observed once per target).
+    observed: Option<(B256, B256, u64)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -164,8 +167,21 @@ impl Driver {
             el_reachable: false,
             state,
             span: tracing::Span::none(),
+            observed: None,
         };
         (d, shared)
+    }
+
+    /// Observes `e2e_lag_seconds` when a VALID update applied a head of the newest target.
+    fn observe_e2e_lag(&mut self, head: B256) {
+        if let Some((unsafe_hash, safe_hash, observed_at_ms)) = self.observed
+            && (head == unsafe_hash || head == safe_hash)
+        {
+            self.observed = None;
+            let lag_ms = lightcl_runtime::now_ms().saturating_sub(observed_at_ms);
+            #[allow(clippy::cast_precision_loss)] // ms since a poll: far below 2^52
+            self.metrics.e2e_lag.observe(lag_ms as f64 / 1000.0);
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -246,6 +262,9 @@ impl Driver {
             let _ = span.set_parent(cx);
         }
         self.span = span;
+        if msg.observed_at_ms > 0 {
+            self.observed = Some((t.unsafe_l2.hash, t.safe_l2.hash, msg.observed_at_ms));
+        }
         tracing::debug!(parent: &self.span, "target received");
         let now = self.now_ms();
         self.planner.on_target(t, now)
@@ -300,6 +319,9 @@ impl Driver {
                     .get_or_create(&AnswerLabel { answer: answer_label(outcome.kind()).to_owned() })
                     .inc();
                 self.set_el_reachable(reached);
+                if matches!(outcome, FcuOutcome::Valid) {
+                    self.observe_e2e_lag(fc.head.hash);
+                }
                 match &outcome {
                     FcuOutcome::Valid | FcuOutcome::Syncing => tracing::debug!(
                         head = %fc.head, safe = %fc.safe, finalized = %fc.finalized,

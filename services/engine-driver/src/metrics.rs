@@ -50,6 +50,8 @@ pub struct Metrics {
     pub el_read_errors_total: Counter,
     /// `bad_messages_total`: undecodable target messages.
     pub bad_messages_total: Counter,
+    /// `e2e_lag_seconds`: from the poll that observed a head to the VALID FCU that applied it.
+    pub e2e_lag: Histogram,
 }
 
 impl Metrics {
@@ -71,6 +73,7 @@ impl Metrics {
             alerts_total: Family::default(),
             el_read_errors_total: Counter::default(),
             bad_messages_total: Counter::default(),
+            e2e_lag: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         };
         reg.register("fcu", "Forkchoice updates sent, by EL answer", m.fcu_total.clone());
         reg.register(
@@ -97,6 +100,11 @@ impl Metrics {
         reg.register("alerts", "Alerts raised, by kind", m.alerts_total.clone());
         reg.register("el_read_errors", "Failed EL block reads", m.el_read_errors_total.clone());
         reg.register("bad_messages", "Undecodable target messages", m.bad_messages_total.clone());
+        reg.register(
+            "e2e_lag_seconds",
+            "Time from the poll that observed a head to the VALID forkchoice update that applied it",
+            m.e2e_lag.clone(),
+        );
         m
     }
 }

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub bad_messages_total: Counter,
     /// `e2e_lag_seconds`: from the poll that observed a head to the VALID FCU that applied it.
     pub e2e_lag: Histogram,
+    /// `nats_reconnects_total`: NATS reconnections (the target consumer is re-created).
+    pub nats_reconnects_total: Counter,
 }
 
 impl Metrics {
@@ -74,6 +76,7 @@ impl Metrics {
             el_read_errors_total: Counter::default(),
             bad_messages_total: Counter::default(),
             e2e_lag: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            nats_reconnects_total: Counter::default(),
         };
         reg.register("fcu", "Forkchoice updates sent, by EL answer", m.fcu_total.clone());
         reg.register(
@@ -105,6 +108,7 @@ impl Metrics {
             "Time from the poll that observed a head to the VALID forkchoice update that applied it",
             m.e2e_lag.clone(),
         );
+        reg.register("nats_reconnects", "NATS reconnections", m.nats_reconnects_total.clone());
         m
     }
 }

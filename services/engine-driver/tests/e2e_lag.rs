@@ -29,6 +29,7 @@ async fn e2e_lag_is_observed_once_per_applied_target_with_an_observation_time() 
         "{body}"
     );
     assert_eq!(sample(&body, "lightcl_engine_driver_e2e_lag_seconds_count"), Some(0.0), "{body}");
+    assert_eq!(sample(&body, "lightcl_engine_driver_nats_reconnects_total"), Some(0.0), "{body}");
 
     // A head observed 1.5 s ago: one observation of at least 1.5 s (and not absurdly more).
     let mut m = v1::Target::from_core(&target(1, &chain, 20, 15, 10));

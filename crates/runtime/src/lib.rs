@@ -14,7 +14,8 @@
 //! - [`watch_stream`] for `WatchStatus` (latest-wins, ends on shutdown);
 //! - [`shutdown_on_signal`] and [`drain`] (bounded by `--shutdown-grace`);
 //! - [`init_telemetry_or_exit`] (bad `RUST_LOG` exits 64 too);
-//! - [`Backoff`] (exponential, full jitter) and [`now_ms`].
+//! - [`Backoff`] (exponential, full jitter) and [`now_ms`];
+//! - [`mirror_connection`]: NATS connection state → readiness `nats` + a reconnect counter.
 //!
 //! A service's `main` typically looks like this:
 //!
@@ -56,6 +57,7 @@
 pub mod admin;
 pub mod args;
 pub mod backoff;
+pub mod connection;
 pub mod exit;
 pub mod grpc;
 pub mod shutdown;
@@ -64,6 +66,7 @@ pub mod watch;
 pub use admin::{AdminState, Liveness, LoopGuard, Readiness, serve_admin};
 pub use args::{CommonArgs, ports};
 pub use backoff::{Backoff, now_ms};
+pub use connection::mirror_connection;
 pub use exit::{
     ConfigError, EXIT_CONFIG, exit_config_error, init_telemetry_or_exit, parse_args_or_exit,
     parse_from_or_exit,

@@ -1,1 +1,324 @@
-//! lightcl-poller (under construction).
+//! # lightcl-poller
+//!
+//! Polls `optimism_syncStatus` from one trusted external consensus node and publishes each raw
+//! status to `lightcl.status.<chain>.<source>` (DESIGN §4). What is published when is decided
+//! by [`lightcl_core::poll`]; this crate performs the I/O.
+//!
+//! Invariants:
+//! - only a status that parsed with the core types is published; every failure (HTTP, timeout,
+//!   JSON-RPC error, malformed or oversized answer) is counted by kind and backed off, never a
+//!   crash and never a publish;
+//! - polls are single-flight on a fixed cadence (missed ticks are skipped, not bunched);
+//! - the `Nats-Msg-Id` is a hash of chain, source, content and heartbeat slot, so replicas of
+//!   one source and retries store one message, and a publish counts only once PubAcked;
+//! - nothing is polled before the source proved it serves `--chain-id`
+//!   (`optimism_rollupConfig`); a source serving another chain stops the poller (exit 64).
+//!
+//! Also served: admin HTTP (`/live`, `/ready`, `/metrics` with `lightcl_poller_*`) and the
+//! `PollerControl` gRPC service (status, watch, pause/resume).
+
+pub mod control;
+pub mod metrics;
+pub mod service;
+pub mod source;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use lightcl_bus::{Bus, NatsArgs, Publisher, subjects};
+use lightcl_proto::v1;
+use lightcl_proto::v1::poller_control_server::PollerControlServer;
+use lightcl_runtime::args::parse_duration;
+use lightcl_runtime::grpc::names;
+use lightcl_runtime::{
+    AdminState, CommonArgs, ConfigError, GrpcOptions, Liveness, Readiness, ports, serve_admin,
+    serve_grpc,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::service::{Parts, Service};
+use crate::source::{Source, SourceError};
+
+/// Command line of `lightcl-poller`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "lightcl-poller",
+    version,
+    about = "lightcl poller: polls optimism_syncStatus from a trusted consensus node and publishes raw statuses"
+)]
+pub struct Cli {
+    /// Flags shared by every lightcl service.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// NATS flags.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The trusted consensus node's RPC (op-node / kona-node), http(s)://host:port.
+    #[arg(long = "l2.follow.source", env = "LIGHTCL_L2_FOLLOW_SOURCE")]
+    pub source: String,
+    /// Source id in the subject; give every replica of one source the same id. Default: the
+    /// source URL's host and port.
+    #[arg(long = "source-id", env = "LIGHTCL_SOURCE_ID")]
+    pub source_id: Option<String>,
+    /// Time between poll starts (e.g. `2s`, `500ms`).
+    #[arg(long = "poll-interval", env = "LIGHTCL_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Timeout of one optimism_syncStatus call.
+    #[arg(long = "rpc-timeout", env = "LIGHTCL_RPC_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub rpc_timeout: Duration,
+    /// Longest time between two publishes of an unchanged status.
+    #[arg(long = "heartbeat", env = "LIGHTCL_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Cap of the exponential backoff after failed polls.
+    #[arg(long = "max-backoff", env = "LIGHTCL_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Shared flags.
+    pub common: CommonArgs,
+    /// NATS.
+    pub nats: NatsArgs,
+    /// Source endpoint.
+    pub source: url::Url,
+    /// Source id (a valid subject token).
+    pub source_id: String,
+    /// Poll cadence.
+    pub poll_interval: Duration,
+    /// Per-call timeout.
+    pub rpc_timeout: Duration,
+    /// Heartbeat of an unchanged status.
+    pub heartbeat: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+}
+
+impl Cli {
+    /// Checks the flags; an error names the flag (exit 64).
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.common.chain_id == 0 {
+            return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
+        }
+        let source = url::Url::parse(&self.source).map_err(|e| {
+            ConfigError::new("--l2.follow.source", format!("{:?}: {e}", self.source))
+        })?;
+        if !matches!(source.scheme(), "http" | "https") || source.host_str().is_none() {
+            return Err(ConfigError::new(
+                "--l2.follow.source",
+                format!("{} is not an http(s) URL with a host", redact(&source)),
+            ));
+        }
+        let source_id = match self.source_id {
+            Some(id) => {
+                subjects::check_token("source id", &id)
+                    .map_err(|e| ConfigError::new("--source-id", e.to_string()))?;
+                id
+            }
+            None => default_source_id(&source),
+        };
+        if self.poll_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new("--poll-interval", "must be at least 10ms"));
+        }
+        if self.rpc_timeout.is_zero() {
+            return Err(ConfigError::new("--rpc-timeout", "must be above zero"));
+        }
+        if self.heartbeat < self.poll_interval {
+            return Err(ConfigError::new(
+                "--heartbeat",
+                format!(
+                    "must be at least --poll-interval ({})",
+                    humantime::format_duration(self.poll_interval)
+                ),
+            ));
+        }
+        if self.max_backoff < self.poll_interval {
+            return Err(ConfigError::new("--max-backoff", "must be at least --poll-interval"));
+        }
+        Ok(Config {
+            common: self.common,
+            nats: self.nats,
+            source,
+            source_id,
+            poll_interval: self.poll_interval,
+            rpc_timeout: self.rpc_timeout,
+            heartbeat: self.heartbeat,
+            max_backoff: self.max_backoff,
+        })
+    }
+}
+
+/// The default `--source-id`: `<host>_<port>` as a subject token.
+pub fn default_source_id(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("source");
+    let port = url.port_or_known_default().unwrap_or(0);
+    subjects::sanitize_token(&format!("{host}_{port}"))
+}
+
+/// A URL for logs and the control API: scheme, host and port only (a path or query may carry
+/// an API key).
+pub fn redact(url: &url::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", url.scheme()),
+        (Some(h), None) => format!("{}://{h}", url.scheme()),
+        _ => format!("{}://?", url.scheme()),
+    }
+}
+
+/// Why the poller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A misconfiguration detected at run time, e.g. the source serves another chain (exit 64).
+    #[error("{}", .0.line())]
+    Config(ConfigError),
+    /// A server could not start.
+    #[error(transparent)]
+    Serve(#[from] lightcl_runtime::ServeError),
+}
+
+/// Where the running poller listens (ports may have been 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Admin HTTP.
+    pub admin: SocketAddr,
+    /// gRPC control.
+    pub grpc: SocketAddr,
+}
+
+/// Runs the poller until `cancel` fires. `on_bound` is called once the servers listen.
+pub async fn run(
+    cfg: Config,
+    cancel: CancellationToken,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), RunError> {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("lightcl_poller");
+    let metrics = Metrics::new(&mut registry);
+    let readiness = Readiness::new(&["nats", "source"]);
+    let liveness = Liveness::new();
+    let admin = AdminState {
+        readiness: readiness.clone(),
+        liveness: liveness.clone(),
+        registry: Arc::new(registry),
+    };
+    let (admin_addr, admin_task) =
+        serve_admin(cfg.common.admin_addr_or(ports::POLLER_ADMIN), admin, cancel.clone()).await?;
+
+    let chain_id = cfg.common.chain_id;
+    let source_url = redact(&cfg.source);
+    let (status_tx, status_rx) = watch::channel(v1::PollerStatus {
+        chain_id,
+        source_id: cfg.source_id.clone(),
+        source_url: source_url.clone(),
+        ..Default::default()
+    });
+    let (paused_tx, paused_rx) = watch::channel(false);
+    let auth = cfg.common.auth().map_err(RunError::Config)?;
+    let tls = cfg.common.tls().map_err(RunError::Config)?;
+    let control = control::Control::new(status_rx, paused_tx, auth, cancel.clone());
+    let routes = tonic::service::Routes::new(PollerControlServer::new(control));
+    let (grpc_addr, grpc_task) = serve_grpc(
+        GrpcOptions {
+            addr: cfg.common.grpc_addr_or(ports::POLLER_GRPC),
+            tls,
+            health_service: names::POLLER_CONTROL,
+            readiness: readiness.clone(),
+        },
+        routes,
+        cancel.clone(),
+    )
+    .await?;
+
+    let bus = Bus::connect(&cfg.nats, "lightcl-poller").await.map_err(|e| {
+        RunError::Config(match &e {
+            lightcl_bus::BusError::Config { flag, reason } => ConfigError::new(*flag, reason),
+            other => ConfigError::new("--nats.url", other.to_string()),
+        })
+    })?;
+    let source = Source::new(cfg.source.clone(), cfg.rpc_timeout)
+        .map_err(|e| RunError::Config(ConfigError::new("--l2.follow.source", e.to_string())))?;
+    on_bound(Bound { admin: admin_addr, grpc: grpc_addr });
+
+    let service = Service::new(Parts {
+        chain_id,
+        source_id: cfg.source_id.clone(),
+        source_url,
+        source,
+        publisher: Publisher::new(bus.jetstream(), cfg.nats.publish_timeout),
+        bus: bus.clone(),
+        poll_interval: cfg.poll_interval,
+        heartbeat: cfg.heartbeat,
+        max_backoff: cfg.max_backoff,
+        metrics,
+        readiness,
+        status: status_tx,
+        paused: paused_rx,
+    });
+    let result = {
+        let _guard = liveness.register("poller");
+        let r = service.run(cancel.clone()).await;
+        liveness.shutting_down();
+        r
+    };
+
+    // Drain.
+    cancel.cancel();
+    let drain = async {
+        bus.flush(Duration::from_secs(1)).await;
+        let _ = grpc_task.await;
+        let _ = admin_task.await;
+    };
+    if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
+        tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");
+    }
+    result.map_err(|e| match e {
+        SourceError::WrongChain { .. } => {
+            RunError::Config(ConfigError::new("--chain-id", e.to_string()))
+        }
+        other => RunError::Config(ConfigError::new("--l2.follow.source", other.to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut v = vec!["lightcl-poller", "--chain-id", "10"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).expect("clap").into_config()
+    }
+
+    #[test]
+    fn defaults_and_source_id() {
+        let c = parse(&["--l2.follow.source", "http://op-node.local:9545/"]).unwrap();
+        assert_eq!(c.source_id, "op-node_local_9545");
+        assert_eq!(c.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.rpc_timeout, Duration::from_secs(2));
+        assert_eq!(c.heartbeat, Duration::from_secs(10));
+        let c =
+            parse(&["--l2.follow.source", "https://x.example/v2/KEY", "--source-id", "primary"])
+                .unwrap();
+        assert_eq!(c.source_id, "primary");
+        assert_eq!(redact(&c.source), "https://x.example:443");
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        for (args, flag) in [
+            (vec!["--l2.follow.source", "ws://x:1"], "--l2.follow.source"),
+            (vec!["--l2.follow.source", "not a url"], "--l2.follow.source"),
+            (vec!["--l2.follow.source", "http://x:1", "--source-id", "a.b"], "--source-id"),
+            (vec!["--l2.follow.source", "http://x:1", "--poll-interval", "1ms"], "--poll-interval"),
+            (vec!["--l2.follow.source", "http://x:1", "--heartbeat", "1s"], "--heartbeat"),
+            (vec!["--l2.follow.source", "http://x:1", "--rpc-timeout", "0s"], "--rpc-timeout"),
+        ] {
+            let e = parse(&args).unwrap_err();
+            assert_eq!(e.flag, flag, "{args:?}: {e}");
+        }
+    }
+}

@@ -18,7 +18,7 @@ use lightcl_core::validate::{
     Accepted, L1Answers, L1Plan, Observation, RejectReason, Rejection, Validator, Verdict,
 };
 use lightcl_proto::{names, v1};
-use lightcl_runtime::{Backoff, Readiness, now_ms};
+use lightcl_runtime::{Backoff, Readiness, mirror_connection, now_ms};
 use opentelemetry::trace::TraceContextExt;
 use prost::Message;
 use tokio::sync::watch;
@@ -98,12 +98,12 @@ impl Service {
 
     /// Runs until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mirror = tokio::spawn(mirror_connection(
+        let mirror = mirror_connection(
             self.p.bus.connected(),
             self.p.readiness.clone(),
-            self.p.metrics.clone(),
+            self.p.metrics.nats_reconnects.clone(),
             cancel.clone(),
-        ));
+        );
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         // Topology and state first; NATS may not be up yet.
         loop {
@@ -160,11 +160,21 @@ impl Service {
                     continue;
                 }
                 d = consumer.next(), if !is_paused => {
+                    // Searchable: the status's numbers, then the verdict (see `handle`).
                     let span = tracing::info_span!(
                         "validator.status",
                         otel.kind = "consumer",
                         subject = %d.subject,
                         sequence = d.sequence,
+                        chain_id = self.chain_id,
+                        source_id = tracing::field::Empty,
+                        poll_seq = tracing::field::Empty,
+                        unsafe_l2 = tracing::field::Empty,
+                        safe_l2 = tracing::field::Empty,
+                        finalized_l2 = tracing::field::Empty,
+                        verdict = tracing::field::Empty,
+                        revision = tracing::field::Empty,
+                        reason = tracing::field::Empty,
                     );
                     let cx = lightcl_telemetry::extract_map(&d.trace);
                     if cx.span().span_context().is_valid() {
@@ -252,6 +262,12 @@ impl Service {
                 return Stored::Done;
             }
         };
+        let span = tracing::Span::current();
+        span.record("source_id", raw.source_id.as_str());
+        span.record("poll_seq", raw.poll_seq);
+        span.record("unsafe_l2", status.unsafe_l2.number);
+        span.record("safe_l2", status.safe_l2.number);
+        span.record("finalized_l2", status.finalized_l2.number);
         let obs = Observation { chain_id: raw.chain_id, source_id: raw.source_id.clone(), status };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
@@ -280,6 +296,8 @@ impl Service {
                         self.p.validator.commit(a.target);
                         self.p.metrics.last_target(&a.target);
                         self.p.metrics.verdict("target", None);
+                        span.record("verdict", "target");
+                        span.record("revision", a.target.revision);
                         self.accepted += 1;
                         tracing::info!(
                             revision = a.target.revision,
@@ -317,6 +335,7 @@ impl Service {
                 },
                 Verdict::Unchanged => {
                     self.p.metrics.verdict("unchanged", None);
+                    span.record("verdict", "unchanged");
                     tracing::debug!(source = %obs.source_id, "status unchanged");
                     ack(&d).await;
                     return Stored::Done;
@@ -443,6 +462,9 @@ impl Service {
             }
         }
         self.p.metrics.verdict("rejected", Some(r.reason));
+        let span = tracing::Span::current();
+        span.record("verdict", "rejected");
+        span.record("reason", r.reason.as_str());
         self.rejected += 1;
         self.recent.push_front(msg);
         self.recent.truncate(RECENT_REJECTIONS);
@@ -511,38 +533,6 @@ async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         () = cancel.cancelled() => true,
         () = tokio::time::sleep(delay) => false,
-    }
-}
-
-async fn mirror_connection(
-    mut connected: watch::Receiver<bool>,
-    readiness: Readiness,
-    metrics: Metrics,
-    cancel: CancellationToken,
-) {
-    let mut was = *connected.borrow_and_update();
-    let mut ever = was;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            r = connected.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                let now = *connected.borrow_and_update();
-                if now != was {
-                    readiness.set("nats", now);
-                    if now && ever {
-                        metrics.nats_reconnects.inc();
-                        tracing::info!("NATS reconnected");
-                    } else if !now {
-                        tracing::warn!("NATS connection lost");
-                    }
-                    ever |= now;
-                    was = now;
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,344 @@
+//! The poll loop (DESIGN §4): start-up checks, then single-flight polls on a fixed cadence,
+//! each publishing its status when [`Publication::decide`] says so.
+//!
+//! Start-up retries NATS (topology) and the source's chain check until both succeed; a source
+//! serving another chain ends the service with [`SourceError::WrongChain`]. A poll or publish
+//! failure backs off exponentially with jitter (capped) and is logged once per distinct error;
+//! nothing that failed to parse is ever published.
+
+use std::time::Duration;
+
+use lightcl_bus::{Bus, Publisher, status_content_hash, status_msg_id, subjects};
+use lightcl_core::SyncStatus;
+use lightcl_core::poll::{PollDecision, Publication, next_delay};
+use lightcl_proto::{names, v1};
+use lightcl_runtime::{Backoff, Readiness, mirror_connection, now_ms};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+use crate::source::{Source, SourceError};
+
+/// Everything the loop needs.
+#[derive(Debug)]
+pub struct Parts {
+    /// L2 chain id.
+    pub chain_id: u64,
+    /// Source id (subject token, same on every replica of one source).
+    pub source_id: String,
+    /// Source URL as shown to operators (no credentials).
+    pub source_url: String,
+    /// The source client.
+    pub source: Source,
+    /// NATS.
+    pub bus: Bus,
+    /// Publisher (PubAck + same-id retries).
+    pub publisher: Publisher,
+    /// Time between poll starts.
+    pub poll_interval: Duration,
+    /// Heartbeat of an unchanged status.
+    pub heartbeat: Duration,
+    /// Cap of the error backoff.
+    pub max_backoff: Duration,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Readiness conditions `nats` and `source`.
+    pub readiness: Readiness,
+    /// Published status for the control API.
+    pub status: watch::Sender<v1::PollerStatus>,
+    /// Pause switch (from the control API).
+    pub paused: watch::Receiver<bool>,
+}
+
+/// The running loop.
+#[derive(Debug)]
+pub struct Service {
+    p: Parts,
+    publication: Publication,
+    subject: String,
+    poll_seq: u64,
+    backoff: Backoff,
+    last_status: Option<SyncStatus>,
+    last_poll_ms: u64,
+    last_success_ms: u64,
+    polls_ok: u64,
+    polls_failed: u64,
+    published: u64,
+    last_error: String,
+}
+
+/// What one poll did.
+enum Outcome {
+    /// Status read (and published, when due).
+    Ok,
+    /// The poll or its publish failed: back off.
+    Failed,
+}
+
+impl Service {
+    /// A loop over `parts`.
+    pub fn new(parts: Parts) -> Self {
+        let subject = subjects::status(parts.chain_id, &parts.source_id);
+        let backoff =
+            Backoff::new(parts.poll_interval.max(Duration::from_millis(50)), parts.max_backoff);
+        Self {
+            publication: Publication::new(parts.heartbeat),
+            subject,
+            poll_seq: 0,
+            backoff,
+            last_status: None,
+            last_poll_ms: 0,
+            last_success_ms: 0,
+            polls_ok: 0,
+            polls_failed: 0,
+            published: 0,
+            last_error: String::new(),
+            p: parts,
+        }
+    }
+
+    /// Runs until `cancel` fires. Returns an error only when the source serves another chain.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), SourceError> {
+        let mirror = mirror_connection(
+            self.p.bus.connected(),
+            self.p.readiness.clone(),
+            self.p.metrics.nats_reconnects.clone(),
+            cancel.clone(),
+        );
+        let started = self.start_up(&cancel).await;
+        let result = match started {
+            Err(e) => Err(e),
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                self.poll_loop(&cancel).await;
+                Ok(())
+            }
+        };
+        mirror.abort();
+        result
+    }
+
+    /// Ensures the topology and checks the chain, retrying both. `Ok(false)`: cancelled.
+    async fn start_up(&mut self, cancel: &CancellationToken) -> Result<bool, SourceError> {
+        let mut topology = false;
+        let mut chain = false;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            if !topology {
+                match self.p.bus.ensure_topology().await {
+                    Ok(()) => {
+                        topology = true;
+                        self.p.readiness.set("nats", true);
+                    }
+                    Err(e) => self.note_error(format!("NATS not ready: {e}")),
+                }
+            }
+            if !chain {
+                match self.p.source.check_chain(self.p.chain_id).await {
+                    Ok(()) => chain = true,
+                    Err(e @ SourceError::WrongChain { .. }) => {
+                        tracing::error!(source = %self.p.source_url, error = %e, "refusing to follow");
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        self.p.metrics.poll_error(e.kind());
+                        self.note_error(format!("chain check: {e}"));
+                    }
+                }
+            }
+            self.publish_status();
+            if topology && chain {
+                break;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(false),
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+        tracing::info!(
+            chain_id = self.p.chain_id,
+            source_id = %self.p.source_id,
+            source = %self.p.source_url,
+            interval = ?self.p.poll_interval,
+            heartbeat = ?self.p.heartbeat,
+            "poller started"
+        );
+        Ok(true)
+    }
+
+    async fn poll_loop(&mut self, cancel: &CancellationToken) {
+        let mut paused = self.p.paused.clone();
+        let mut next = Instant::now();
+        loop {
+            let is_paused = *paused.borrow_and_update();
+            self.p.metrics.paused.set(i64::from(is_paused));
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Ok(()) = paused.changed() => {
+                    let now_paused = *paused.borrow();
+                    tracing::info!(paused = now_paused, "pause switch changed");
+                    // Resume polls at once.
+                    next = Instant::now();
+                    self.publish_status();
+                }
+                () = tokio::time::sleep_until(next), if !is_paused => {
+                    let started = Instant::now();
+                    let outcome = tokio::select! {
+                        biased;
+                        // An abandoned poll or publish is harmless: the next one repeats it
+                        // with the same message id.
+                        () = cancel.cancelled() => break,
+                        o = self.poll_once() => o,
+                    };
+                    let failed = match outcome {
+                        Outcome::Ok => {
+                            self.backoff.reset();
+                            None
+                        }
+                        Outcome::Failed => Some(self.backoff.next_delay()),
+                    };
+                    next = Instant::now() + next_delay(self.p.poll_interval, started.elapsed(), failed);
+                    self.publish_status();
+                }
+            }
+        }
+    }
+
+    /// One poll, in span `poller.poll`; publishes inside the span so the trace context rides
+    /// in the message headers.
+    async fn poll_once(&mut self) -> Outcome {
+        self.poll_seq += 1;
+        let span = tracing::info_span!(
+            "poller.poll",
+            otel.kind = "producer",
+            chain_id = self.p.chain_id,
+            source_id = %self.p.source_id,
+            poll_seq = self.poll_seq,
+            unsafe_l2 = tracing::field::Empty,
+            safe_l2 = tracing::field::Empty,
+            finalized_l2 = tracing::field::Empty,
+            publish = tracing::field::Empty,
+            error.kind = tracing::field::Empty,
+        );
+        self.poll_inner(&span).instrument(span.clone()).await
+    }
+
+    async fn poll_inner(&mut self, span: &tracing::Span) -> Outcome {
+        let t0 = Instant::now();
+        let result = self.p.source.sync_status().await;
+        self.p.metrics.poll_duration.observe(t0.elapsed().as_secs_f64());
+        let now = now_ms();
+        self.last_poll_ms = now;
+        let status = match result {
+            Ok(s) => s,
+            Err(e) => {
+                span.record("error.kind", e.kind());
+                self.polls_failed += 1;
+                self.p.metrics.poll("error");
+                self.p.metrics.poll_error(e.kind());
+                self.p.readiness.set("source", false);
+                self.note_error(e.to_string());
+                return Outcome::Failed;
+            }
+        };
+        span.record("unsafe_l2", status.unsafe_l2.number);
+        span.record("safe_l2", status.safe_l2.number);
+        span.record("finalized_l2", status.finalized_l2.number);
+        self.polls_ok += 1;
+        self.last_success_ms = now;
+        self.p.metrics.poll("ok");
+        self.p.metrics.observed(&status);
+        self.p.readiness.set("source", true);
+
+        let content = status_content_hash(&status);
+        let outcome = match self.publication.decide(&content, now) {
+            PollDecision::Skip => {
+                span.record("publish", "skip");
+                Outcome::Ok
+            }
+            PollDecision::Publish { slot, reason } => {
+                span.record("publish", reason.as_str());
+                let msg = v1::RawStatus {
+                    chain_id: self.p.chain_id,
+                    source_id: self.p.source_id.clone(),
+                    observed_at_ms: now,
+                    poll_seq: self.poll_seq,
+                    status: Some(v1::SyncStatus::from(&status)),
+                };
+                let id = status_msg_id(self.p.chain_id, &self.p.source_id, &status, slot);
+                match self
+                    .p
+                    .publisher
+                    .publish(&self.subject, names::RAW_STATUS, &msg, Some(&id))
+                    .await
+                {
+                    Ok(p) => {
+                        self.p.metrics.publish(if p.duplicate { "duplicate" } else { "ok" });
+                        self.publication.stored(content, slot);
+                        self.published += 1;
+                        tracing::debug!(
+                            sequence = p.sequence,
+                            duplicate = p.duplicate,
+                            reason = reason.as_str(),
+                            unsafe_l2 = status.unsafe_l2.number,
+                            safe_l2 = status.safe_l2.number,
+                            "status published"
+                        );
+                        Outcome::Ok
+                    }
+                    Err(e) => {
+                        span.record("error.kind", "publish");
+                        self.p.metrics.publish("error");
+                        self.note_error(format!("publishing status: {e}"));
+                        Outcome::Failed
+                    }
+                }
+            }
+        };
+        if matches!(outcome, Outcome::Ok) && !self.last_error.is_empty() {
+            tracing::info!(after = %self.last_error, "source polls and publishes recovered");
+            self.last_error.clear();
+        }
+        self.last_status = Some(status);
+        outcome
+    }
+
+    /// Logs an error once per distinct message (repeats are debug), and keeps it for GetStatus.
+    fn note_error(&mut self, e: String) {
+        if e == self.last_error {
+            tracing::debug!(error = %e, "still failing");
+        } else {
+            tracing::warn!(error = %e, source = %self.p.source_url, "poll failed; backing off");
+            self.last_error = e;
+        }
+    }
+
+    fn publish_status(&self) {
+        let s = v1::PollerStatus {
+            chain_id: self.p.chain_id,
+            source_id: self.p.source_id.clone(),
+            source_url: self.p.source_url.clone(),
+            paused: *self.p.paused.borrow(),
+            ready: self.p.readiness.is_ready(),
+            nats_connected: self.p.bus.is_connected(),
+            last_status: self.last_status.as_ref().map(v1::SyncStatus::from),
+            last_poll_ms: self.last_poll_ms,
+            last_success_ms: self.last_success_ms,
+            polls_ok: self.polls_ok,
+            polls_failed: self.polls_failed,
+            published: self.published,
+            last_error: self.last_error.clone(),
+        };
+        self.p.status.send_if_modified(|old| {
+            if *old == s {
+                false
+            } else {
+                *old = s;
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,140 @@
+//! The trusted external consensus node: `optimism_rollupConfig` (chain check at start-up) and
+//! `optimism_syncStatus` (every poll), over JSON-RPC/HTTP with a timeout and a body limit.
+
+use std::time::Duration;
+
+use lightcl_core::{ParseError, Severity, SyncStatus};
+use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
+use serde_json::{Value, json};
+use url::Url;
+
+/// Largest `optimism_syncStatus` answer accepted (a real one is a few KiB).
+pub const MAX_STATUS_BYTES: usize = 2 * 1024 * 1024;
+
+/// A failed poll or chain check.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Transport, timeout, HTTP, body-size or JSON-RPC failure.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The answer is JSON but not a valid status (the error names the field).
+    #[error("optimism_syncStatus: {0}")]
+    Parse(#[from] ParseError),
+    /// `optimism_rollupConfig` has no usable `l2_chain_id`.
+    #[error("optimism_rollupConfig: {0}")]
+    BadRollupConfig(String),
+    /// The source serves another chain.
+    #[error("the source serves L2 chain {actual}, not --chain-id {expected}")]
+    WrongChain {
+        /// `--chain-id`.
+        expected: u64,
+        /// The source's `l2_chain_id`.
+        actual: u64,
+    },
+}
+
+impl SourceError {
+    /// Metric label: `timeout`, `http`, `rpc`, `decode`, `too_large` or `wrong_chain`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Rpc(e) => match e.kind() {
+                "timeout" => "timeout",
+                "too_large" => "too_large",
+                "rpc" => "rpc",
+                "json" | "bad_response" => "decode",
+                _ => "http",
+            },
+            Self::Parse(_) | Self::BadRollupConfig(_) => "decode",
+            Self::WrongChain { .. } => "wrong_chain",
+        }
+    }
+
+    /// A wrong chain is fatal; an HTTP 401/403 or a bad URL too; everything else is temporary
+    /// (the source may be restarting or mid-upgrade).
+    pub fn severity(&self) -> Severity {
+        match self {
+            Self::WrongChain { .. } => Severity::Fatal,
+            Self::Rpc(e) => e.severity(),
+            Self::Parse(_) | Self::BadRollupConfig(_) => Severity::Temporary,
+        }
+    }
+}
+
+/// The source client.
+#[derive(Debug, Clone)]
+pub struct Source {
+    client: Client,
+}
+
+impl Source {
+    /// A client of `url` with a per-request `timeout`.
+    pub fn new(url: Url, timeout: Duration) -> Result<Self, RpcError> {
+        let config =
+            ClientConfig::new(url).with_timeout(timeout).with_max_response_bytes(MAX_STATUS_BYTES);
+        Ok(Self { client: Client::new(config)? })
+    }
+
+    /// The source URL.
+    pub fn url(&self) -> &Url {
+        self.client.url()
+    }
+
+    /// Checks that the source serves `chain_id` (`optimism_rollupConfig.l2_chain_id`).
+    pub async fn check_chain(&self, chain_id: u64) -> Result<(), SourceError> {
+        let cfg = self.client.call("optimism_rollupConfig", json!([])).await?;
+        let actual = l2_chain_id(&cfg)?;
+        if actual != chain_id {
+            return Err(SourceError::WrongChain { expected: chain_id, actual });
+        }
+        Ok(())
+    }
+
+    /// One `optimism_syncStatus` call, parsed.
+    pub async fn sync_status(&self) -> Result<SyncStatus, SourceError> {
+        let v = self.client.call("optimism_syncStatus", json!([])).await?;
+        Ok(SyncStatus::from_value(&v)?)
+    }
+}
+
+/// `l2_chain_id` of a rollup config: a JSON integer, or a decimal/hex string (some
+/// implementations encode big integers as strings).
+fn l2_chain_id(cfg: &Value) -> Result<u64, SourceError> {
+    let bad = |why: &str| SourceError::BadRollupConfig(format!("l2_chain_id {why}"));
+    match cfg.get("l2_chain_id") {
+        None | Some(Value::Null) => Err(bad("is missing")),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| bad(&format!("{n} is not a u64"))),
+        Some(Value::String(s)) => {
+            let parsed = match s.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => s.parse(),
+            };
+            parsed.map_err(|_| bad(&format!("{s:?} is not a chain id")))
+        }
+        Some(other) => Err(bad(&format!("{other} is not a number"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_forms() {
+        assert_eq!(l2_chain_id(&json!({"l2_chain_id": 10})).unwrap(), 10);
+        assert_eq!(l2_chain_id(&json!({"l2_chain_id": "8453"})).unwrap(), 8453);
+        assert_eq!(l2_chain_id(&json!({"l2_chain_id": "0x2105"})).unwrap(), 8453);
+        for bad in [json!({}), json!({"l2_chain_id": -1}), json!({"l2_chain_id": "x"})] {
+            let e = l2_chain_id(&bad).unwrap_err();
+            assert!(e.to_string().contains("l2_chain_id"), "{e}");
+            assert_eq!(e.kind(), "decode");
+        }
+    }
+
+    #[test]
+    fn wrong_chain_is_fatal_and_named() {
+        let e = SourceError::WrongChain { expected: 10, actual: 8453 };
+        assert_eq!(e.severity(), Severity::Fatal);
+        assert_eq!(e.kind(), "wrong_chain");
+        assert!(e.to_string().contains("--chain-id 10"), "{e}");
+    }
+}

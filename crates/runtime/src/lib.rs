@@ -58,6 +58,7 @@ pub mod admin;
 pub mod args;
 pub mod backoff;
 pub mod connection;
+pub mod control;
 pub mod exit;
 pub mod grpc;
 pub mod shutdown;
@@ -67,6 +68,7 @@ pub use admin::{AdminState, Liveness, LoopGuard, Readiness, serve_admin};
 pub use args::{CommonArgs, ports};
 pub use backoff::{Backoff, now_ms};
 pub use connection::mirror_connection;
+pub use control::PauseControl;
 pub use exit::{
     ConfigError, EXIT_CONFIG, exit_config_error, init_telemetry_or_exit, parse_args_or_exit,
     parse_from_or_exit,

@@ -29,7 +29,7 @@ need=()
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]} into .tools/venv"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${need[@]}" || { echo "pip install failed" >&2; exit 1; }
+  "$VENV/bin/pip" install -q --no-cache-dir --disable-pip-version-check "${need[@]}" || { echo "pip install failed" >&2; exit 1; }
 fi
 command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is required" >&2; exit 1; }
 

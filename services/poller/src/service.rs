@@ -127,7 +127,12 @@ impl Service {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             if !topology {
-                match self.p.bus.ensure_topology().await {
+                // A JetStream request waits for a (re)connection: never let it hold up shutdown.
+                let attempt = tokio::select! {
+                    () = cancel.cancelled() => return Ok(false),
+                    r = self.p.bus.ensure_topology() => r,
+                };
+                match attempt {
                     Ok(()) => {
                         topology = true;
                         self.p.readiness.set("nats", true);
@@ -136,7 +141,11 @@ impl Service {
                 }
             }
             if !chain {
-                match self.p.source.check_chain(self.p.chain_id).await {
+                let attempt = tokio::select! {
+                    () = cancel.cancelled() => return Ok(false),
+                    r = self.p.source.check_chain(self.p.chain_id) => r,
+                };
+                match attempt {
                     Ok(()) => chain = true,
                     Err(e @ SourceError::WrongChain { .. }) => {
                         tracing::error!(source = %self.p.source_url, error = %e, "refusing to follow");

@@ -107,11 +107,15 @@ impl Service {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         // Topology and state first; NATS may not be up yet.
         loop {
-            let res = async {
+            let attempt = async {
                 self.p.bus.ensure_topology().await?;
                 self.reload().await
-            }
-            .await;
+            };
+            // A JetStream request waits for a (re)connection: never let it hold up shutdown.
+            let res = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = attempt => r,
+            };
             match res {
                 Ok(()) => break,
                 Err(e) => {

@@ -284,7 +284,11 @@ async fn consume_targets(
                     // the newest target now (the planner ignores revisions already seen).
                     if changed.is_ok() && conn.borrow_and_update().generation != generation {
                         tracing::info!("NATS reconnected; re-creating the target consumer");
-                        p.metrics.nats_reconnects_total.inc();
+                        // Generation 0 → 1 is the first connection's event arriving late, not a
+                        // reconnect.
+                        if generation > 0 {
+                            p.metrics.nats_reconnects_total.inc();
+                        }
                         break;
                     }
                     continue;

@@ -68,6 +68,28 @@ impl NatsArgs {
         Ok(text)
     }
 
+    /// Checks every file flag now (readable, non-empty secrets; existing creds and CA files),
+    /// so a bad one exits 64 at start-up instead of failing each reconnect.
+    pub fn check(&self) -> Result<(), BusError> {
+        if let Some(pw) = &self.password_file {
+            Self::read_secret("--nats.password-file", pw)?;
+        }
+        if let Some(t) = &self.token_file {
+            Self::read_secret("--nats.token-file", t)?;
+        }
+        for (flag, file) in [("--nats.creds", &self.creds), ("--nats.tls-ca", &self.tls_ca)] {
+            if let Some(f) = file
+                && !f.is_file()
+            {
+                return Err(BusError::Config {
+                    flag,
+                    reason: format!("{} is not a readable file", f.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the connect options, reading every secret file (errors name the flag).
     pub async fn connect_options(
         &self,
@@ -174,6 +196,52 @@ impl Bus {
     pub async fn flush(&self, timeout: Duration) {
         if self.is_connected() {
             let _ = tokio::time::timeout(timeout, self.client.flush()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_names_the_bad_file_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, " s3cret\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let with = |f: &dyn Fn(&mut NatsArgs)| {
+            let mut a = NatsArgs::local("nats://127.0.0.1:4222");
+            f(&mut a);
+            a.check()
+        };
+        assert!(with(&|_| {}).is_ok());
+        assert!(with(&|a| a.token_file = Some(token.clone())).is_ok());
+        for (f, flag) in [
+            (
+                Box::new(|a: &mut NatsArgs| a.token_file = Some(empty.clone()))
+                    as Box<dyn Fn(&mut NatsArgs)>,
+                "--nats.token-file",
+            ),
+            (
+                Box::new(|a: &mut NatsArgs| a.token_file = Some("/nonexistent".into())),
+                "--nats.token-file",
+            ),
+            (
+                Box::new(|a: &mut NatsArgs| {
+                    a.user = Some("u".into());
+                    a.password_file = Some("/nonexistent".into());
+                }),
+                "--nats.password-file",
+            ),
+            (Box::new(|a: &mut NatsArgs| a.creds = Some("/nonexistent".into())), "--nats.creds"),
+            (Box::new(|a: &mut NatsArgs| a.tls_ca = Some(dir.path().into())), "--nats.tls-ca"),
+        ] {
+            match with(&*f) {
+                Err(BusError::Config { flag: got, .. }) => assert_eq!(got, flag),
+                other => panic!("{flag}: {other:?}"),
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
+use lightcl_bus::NatsArgs;
 use lightcl_core::Target;
 use lightcl_proto::v1;
 use lightcl_runtime::{Backoff, Readiness};
@@ -45,23 +46,6 @@ pub struct TargetMsg {
     pub observed_at_ms: u64,
 }
 
-/// NATS connection settings.
-#[derive(Debug, Clone)]
-pub struct NatsConfig {
-    /// Server URL(s), comma-separated.
-    pub url: String,
-    /// User and password.
-    pub user_password: Option<(String, String)>,
-    /// Token.
-    pub token: Option<String>,
-    /// Credentials file.
-    pub creds: Option<std::path::PathBuf>,
-    /// Extra root CA (PEM) for TLS.
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// Stream/bucket replicas when created here.
-    pub replicas: usize,
-}
-
 /// A bus failure.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -95,17 +79,17 @@ struct ConnState {
 }
 
 async fn connect(
-    cfg: &NatsConfig,
+    cfg: &NatsArgs,
     state: watch::Sender<ConnState>,
 ) -> Result<async_nats::Client, BusError> {
     let err = |e: &dyn std::fmt::Display| BusError::Connect {
         url: cfg.url.clone(),
         reason: e.to_string(),
     };
-    let mut opts = async_nats::ConnectOptions::new()
-        .name("lightcl-engine-driver")
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(3))
+    let opts = cfg
+        .connect_options("lightcl-engine-driver")
+        .await
+        .map_err(|e| err(&e))?
         .event_callback(move |event| {
             let state = state.clone();
             async move {
@@ -121,18 +105,6 @@ async fn connect(
                 }
             }
         });
-    if let Some((u, p)) = &cfg.user_password {
-        opts = opts.user_and_password(u.clone(), p.clone());
-    }
-    if let Some(t) = &cfg.token {
-        opts = opts.token(t.clone());
-    }
-    if let Some(c) = &cfg.creds {
-        opts = opts.credentials_file(c).await.map_err(|e| err(&e))?;
-    }
-    if let Some(ca) = &cfg.tls_ca {
-        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-    }
     opts.connect(cfg.url.as_str()).await.map_err(|e| err(&e))
 }
 
@@ -140,7 +112,7 @@ async fn connect(
 #[derive(Debug)]
 pub struct BusParts {
     /// Connection settings.
-    pub nats: NatsConfig,
+    pub nats: NatsArgs,
     /// `--chain-id`.
     pub chain_id: u64,
     /// `--node-id`.
@@ -188,7 +160,7 @@ pub async fn run(p: BusParts, cancel: CancellationToken) {
     let kv_task = tokio::spawn(publish_states(
         client.clone(),
         js.clone(),
-        p.nats.replicas,
+        usize::from(p.nats.replicas),
         engine_key(p.chain_id, &p.node_id),
         p.status.clone(),
         cancel.clone(),
@@ -218,22 +190,16 @@ async fn watch_connection(
     }
 }
 
+/// The shared topology (every stream and the KV bucket, as the other services create them),
+/// then the targets stream.
 async fn ensure_stream(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<stream::Stream, BusError> {
-    js.get_or_create_stream(stream::Config {
-        name: TARGETS_STREAM.to_owned(),
-        subjects: vec!["lightcl.target.>".to_owned()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| js_err("create stream LIGHTCL_TARGETS")(&e))
+    lightcl_bus::ensure_topology(js, replicas)
+        .await
+        .map_err(|e| js_err("create topology")(&e))?;
+    js.get_stream(TARGETS_STREAM).await.map_err(|e| js_err("get stream LIGHTCL_TARGETS")(&e))
 }
 
 async fn consume_targets(
@@ -247,7 +213,7 @@ async fn consume_targets(
     loop {
         let generation = conn.borrow_and_update().generation;
         let attempt = async {
-            let stream = ensure_stream(js, p.nats.replicas).await?;
+            let stream = ensure_stream(js, usize::from(p.nats.replicas)).await?;
             let consumer = stream
                 .create_consumer(consumer::pull::OrderedConfig {
                     filter_subject: subject.clone(),
@@ -347,19 +313,13 @@ pub fn decode_target_msg(payload: &[u8]) -> Result<(Target, u64), String> {
 }
 
 async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, BusError> {
-    match js.get_key_value(ENGINE_BUCKET).await {
-        Ok(s) => Ok(s),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: ENGINE_BUCKET.to_owned(),
-                history: 5,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .or(js.get_key_value(ENGINE_BUCKET).await)
-            .map_err(|e| js_err("create KV lightcl-engine")(&e)),
+    if let Ok(s) = js.get_key_value(ENGINE_BUCKET).await {
+        return Ok(s);
     }
+    lightcl_bus::ensure_topology(js, replicas)
+        .await
+        .map_err(|e| js_err("create topology")(&e))?;
+    js.get_key_value(ENGINE_BUCKET).await.map_err(|e| js_err("open KV lightcl-engine")(&e))
 }
 
 async fn publish_states(

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use lightcl_bus::NatsArgs;
 use lightcl_core::engine::{Planner, PlannerConfig};
 use lightcl_proto::v1::engine_driver_control_server::EngineDriverControlServer;
 use lightcl_runtime::args::parse_duration;
@@ -41,7 +42,7 @@ use lightcl_runtime::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusParts, NatsConfig};
+use crate::bus::BusParts;
 use crate::driver::{Driver, DriverParts, Identity};
 use crate::el::{ElError, EngineClient};
 use crate::metrics::Metrics;
@@ -58,27 +59,9 @@ pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// NATS server URL(s), comma-separated.
-    #[arg(long = "nats.url", env = "LIGHTCL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// NATS user (with --nats.password).
-    #[arg(long = "nats.user", env = "LIGHTCL_NATS_USER")]
-    pub nats_user: Option<String>,
-    /// NATS password (with --nats.user).
-    #[arg(long = "nats.password", env = "LIGHTCL_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    /// NATS token.
-    #[arg(long = "nats.token", env = "LIGHTCL_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
-    /// NATS credentials file.
-    #[arg(long = "nats.creds", env = "LIGHTCL_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// Extra root CA (PEM) for NATS TLS.
-    #[arg(long = "nats.tls-ca", env = "LIGHTCL_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// Replicas of streams/buckets created by this service (1 locally, 3 in a cluster).
-    #[arg(long = "nats.replicas", env = "LIGHTCL_NATS_REPLICAS", default_value_t = 1)]
-    pub nats_replicas: usize,
+    /// NATS flags (as every service: secrets from files).
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// The EL's authenticated Engine API endpoint (http://host:8551).
     #[arg(long = "l2.engine-rpc", visible_alias = "l2", env = "LIGHTCL_L2_ENGINE_RPC")]
@@ -106,7 +89,7 @@ pub struct Config {
     /// Shared flags.
     pub common: CommonArgs,
     /// NATS.
-    pub nats: NatsConfig,
+    pub nats: NatsArgs,
     /// EL endpoint.
     pub engine_rpc: url::Url,
     /// JWT secret.
@@ -155,29 +138,13 @@ impl Cli {
         if self.fcu_timeout.is_zero() {
             return Err(ConfigError::new("--fcu-timeout", "must be above zero"));
         }
-        let user_password = match (self.nats_user, self.nats_password) {
-            (Some(u), Some(p)) => Some((u, p)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::new("--nats.password", "required with --nats.user"));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new("--nats.user", "required with --nats.password"));
-            }
-        };
-        if self.nats_replicas == 0 || self.nats_replicas > 5 {
-            return Err(ConfigError::new("--nats.replicas", "must be 1..=5"));
-        }
+        self.nats.check().map_err(|e| match e {
+            lightcl_bus::BusError::Config { flag, reason } => ConfigError::new(flag, reason),
+            other => ConfigError::new("--nats.url", other.to_string()),
+        })?;
         Ok(Config {
             common: self.common,
-            nats: NatsConfig {
-                url: self.nats_url,
-                user_password,
-                token: self.nats_token,
-                creds: self.nats_creds,
-                tls_ca: self.nats_tls_ca,
-                replicas: self.nats_replicas,
-            },
+            nats: self.nats,
             engine_rpc,
             jwt,
             node_id,

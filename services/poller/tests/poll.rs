@@ -251,12 +251,17 @@ async fn reconnects_and_publishes_again_after_a_nats_restart() {
     let mut env = Env::new().await;
     let p = env.start(&[]).await;
     env.wait_stored(SRC, 1).await;
+    assert_eq!(
+        p.metric("lightcl_poller_nats_reconnects_total").await,
+        0.0,
+        "the first connection is no reconnect"
+    );
 
     env.nats.restart().unwrap();
     env.source.set_status(status(1));
     wait_until(Duration::from_secs(15), || async { has(&env.stored(SRC).await, &status(1)) }).await;
     p.wait_ready(200).await;
-    p.wait_metric("lightcl_poller_nats_reconnects_total", 1.0).await;
+    assert_eq!(p.wait_metric("lightcl_poller_nats_reconnects_total", 1.0).await, 1.0);
 
     // A longer outage: not ready meanwhile, the newest status once NATS is back.
     env.nats.stop();
@@ -270,7 +275,7 @@ async fn reconnects_and_publishes_again_after_a_nats_restart() {
     env.nats.start_again().unwrap();
     wait_until(Duration::from_secs(15), || async { has(&env.stored(SRC).await, &status(2)) }).await;
     p.wait_ready(200).await;
-    p.wait_metric("lightcl_poller_nats_reconnects_total", 2.0).await;
+    assert_eq!(p.wait_metric("lightcl_poller_nats_reconnects_total", 2.0).await, 2.0);
     assert!(!p.handle.is_finished(), "no restart of its own");
     p.stop().await;
 }

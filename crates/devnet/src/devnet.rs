@@ -87,6 +87,8 @@ pub struct DevnetConfig {
     pub work_dir: Option<PathBuf>,
     /// Extra arguments per service (`poller`, `validator`, `engine-driver`).
     pub extra_args: HashMap<String, Vec<String>>,
+    /// Extra environment for every service process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub extra_env: Vec<(String, String)>,
     /// `RUST_LOG` for the services.
     pub rust_log: String,
     /// Readiness deadline for each process.
@@ -111,6 +113,7 @@ impl Default for DevnetConfig {
             bin_dir: None,
             work_dir: None,
             extra_args: HashMap::new(),
+            extra_env: Vec::new(),
             rust_log: "info".into(),
             ready_timeout: Duration::from_secs(30),
             prefill: 30,
@@ -421,10 +424,11 @@ impl Devnet {
         if let Some(extra) = self.cfg.extra_args.get(key) {
             args.extend(extra.iter().cloned());
         }
-        let envs = vec![
+        let mut envs = vec![
             ("RUST_LOG".to_owned(), self.cfg.rust_log.clone()),
             ("NO_COLOR".to_owned(), "1".to_owned()),
         ];
+        envs.extend(self.cfg.extra_env.iter().cloned());
         let log = self.dir.join(format!("{which}.log"));
         let proc = Proc::spawn(&which.to_string(), &bin_dir.join(bin), args, envs, log)?;
         self.services.insert(which, ServiceProc { proc, admin });
@@ -638,6 +642,14 @@ impl Devnet {
         match self.admin_addr(s) {
             Some(a) => procs::http_get_status(a, "/ready").await == Some(200),
             None => false,
+        }
+    }
+
+    /// The service's `/metrics` page (Prometheus text), if it answers 200.
+    pub async fn metrics(&self, s: Service) -> Option<String> {
+        match procs::http_get(self.admin_addr(s)?, "/metrics").await {
+            Some((200, body)) => Some(body),
+            _ => None,
         }
     }
 

@@ -176,6 +176,15 @@ impl<M: Message + Default> TypedConsumer<M> {
         Ok(messages)
     }
 
+    /// Creates the consumer on the server now (a durable one starts recording from here), so a
+    /// service can report ready only once it really consumes. A no-op when already open.
+    pub async fn open_now(&mut self) -> Result<(), BusError> {
+        if self.messages.is_none() {
+            self.messages = Some(Self::open(&self.js, &self.spec).await?);
+        }
+        Ok(())
+    }
+
     /// The next decodable message. Undecodable ones are acked, counted, logged and skipped;
     /// consumer errors (server gone, consumer lost) re-create it with backoff.
     pub async fn next(&mut self) -> Delivery<M> {

@@ -62,6 +62,15 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// The flag a connect-time failure is about and why: a config error names its flag,
+    /// anything else is blamed on `--nats.url`.
+    pub fn flag_reason(&self) -> (&'static str, String) {
+        match self {
+            Self::Config { flag, reason } => (flag, reason.clone()),
+            other => ("--nats.url", other.to_string()),
+        }
+    }
+
     /// How to handle the failure.
     pub fn severity(&self) -> Severity {
         match self {

@@ -61,6 +61,7 @@ pub mod connection;
 pub mod control;
 pub mod exit;
 pub mod grpc;
+pub mod servers;
 pub mod shutdown;
 pub mod watch;
 
@@ -74,6 +75,7 @@ pub use exit::{
     parse_args_or_exit, parse_from_or_exit, service_main,
 };
 pub use grpc::{Auth, GrpcOptions, serve_grpc};
+pub use servers::{Servers, ServiceSpec, StartError};
 pub use shutdown::{drain, shutdown_on_signal};
 pub use watch::{WatchStream, watch_stream, watch_stream_map};
 

@@ -86,25 +86,24 @@ async fn connect(
         url: cfg.url.clone(),
         reason: e.to_string(),
     };
-    let opts = cfg
-        .connect_options("lightcl-engine-driver")
-        .await
-        .map_err(|e| err(&e))?
-        .event_callback(move |event| {
-            let state = state.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => state.send_modify(|s| {
-                        s.connected = true;
-                        s.generation += 1;
-                    }),
-                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                        state.send_modify(|s| s.connected = false);
+    let opts =
+        cfg.connect_options("lightcl-engine-driver").await.map_err(|e| err(&e))?.event_callback(
+            move |event| {
+                let state = state.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => state.send_modify(|s| {
+                            s.connected = true;
+                            s.generation += 1;
+                        }),
+                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                            state.send_modify(|s| s.connected = false);
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
-            }
-        });
+            },
+        );
     opts.connect(cfg.url.as_str()).await.map_err(|e| err(&e))
 }
 
@@ -196,9 +195,7 @@ async fn ensure_stream(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<stream::Stream, BusError> {
-    lightcl_bus::ensure_topology(js, replicas)
-        .await
-        .map_err(|e| js_err("create topology")(&e))?;
+    lightcl_bus::ensure_topology(js, replicas).await.map_err(|e| js_err("create topology")(&e))?;
     js.get_stream(TARGETS_STREAM).await.map_err(|e| js_err("get stream LIGHTCL_TARGETS")(&e))
 }
 
@@ -316,9 +313,7 @@ async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::S
     if let Ok(s) = js.get_key_value(ENGINE_BUCKET).await {
         return Ok(s);
     }
-    lightcl_bus::ensure_topology(js, replicas)
-        .await
-        .map_err(|e| js_err("create topology")(&e))?;
+    lightcl_bus::ensure_topology(js, replicas).await.map_err(|e| js_err("create topology")(&e))?;
     js.get_key_value(ENGINE_BUCKET).await.map_err(|e| js_err("open KV lightcl-engine")(&e))
 }
 

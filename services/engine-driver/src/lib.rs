@@ -36,8 +36,8 @@ use lightcl_proto::v1::engine_driver_control_server::EngineDriverControlServer;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
-    AdminState, Backoff, CommonArgs, ConfigError, GrpcOptions, Liveness, Readiness, ports,
-    serve_admin, serve_grpc,
+    AdminState, Backoff, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec,
+    StartError, ports,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -180,6 +180,15 @@ pub enum RunError {
     Rpc(std::io::Error),
 }
 
+impl From<StartError> for RunError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Config(c) => Self::Config(c),
+            StartError::Serve(s) => Self::Serve(s),
+        }
+    }
+}
+
 impl lightcl_runtime::ConfigFailure for RunError {
     fn config_error(&self) -> Option<&ConfigError> {
         match self {
@@ -215,9 +224,6 @@ pub async fn run(
         liveness: liveness.clone(),
         registry: Arc::new(registry),
     };
-    let (admin_addr, admin_task) =
-        serve_admin(cfg.common.admin_addr_or(ports::ENGINE_DRIVER_ADMIN), admin, cancel.clone())
-            .await?;
 
     let el =
         EngineClient::new(cfg.engine_rpc.clone(), cfg.jwt, cfg.fcu_timeout, Duration::from_secs(2))
@@ -239,18 +245,18 @@ pub async fn run(
     });
 
     let auth = cfg.common.auth().map_err(RunError::Config)?;
-    let tls = cfg.common.tls().map_err(RunError::Config)?;
     let control = control::Control::new(shared.status.clone(), cmd_tx, auth, cancel.clone());
     let routes = tonic::service::Routes::new(EngineDriverControlServer::new(control));
-    let (grpc_addr, grpc_task) = serve_grpc(
-        GrpcOptions {
-            addr: cfg.common.grpc_addr_or(ports::ENGINE_DRIVER_GRPC),
-            tls,
+    let servers = Servers::start(
+        &cfg.common,
+        ServiceSpec {
+            admin_port: ports::ENGINE_DRIVER_ADMIN,
+            grpc_port: ports::ENGINE_DRIVER_GRPC,
             health_service: names::ENGINE_DRIVER_CONTROL,
-            readiness: readiness.clone(),
         },
+        admin,
         routes,
-        cancel.clone(),
+        &cancel,
     )
     .await?;
     let rpc = match cfg.rpc_addr {
@@ -266,7 +272,7 @@ pub async fn run(
         ),
         None => None,
     };
-    on_bound(Bound { admin: admin_addr, grpc: grpc_addr, rpc: rpc.as_ref().map(|r| r.0) });
+    on_bound(Bound { admin: servers.admin, grpc: servers.grpc, rpc: rpc.as_ref().map(|r| r.0) });
 
     // The bus side starts at once: NATS may come up before or after the EL.
     let bus_task = tokio::spawn(bus::run(
@@ -319,8 +325,7 @@ pub async fn run(
         if let Some((_, h)) = rpc {
             let _ = h.stop();
         }
-        let _ = grpc_task.await;
-        let _ = admin_task.await;
+        servers.stopped().await;
     };
     if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
         tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");

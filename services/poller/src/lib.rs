@@ -33,8 +33,8 @@ use lightcl_proto::v1::poller_control_server::PollerControlServer;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
-    AdminState, CommonArgs, ConfigError, GrpcOptions, Liveness, Readiness, ports, serve_admin,
-    serve_grpc,
+    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, StartError,
+    ports,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -181,6 +181,15 @@ pub enum RunError {
     Serve(#[from] lightcl_runtime::ServeError),
 }
 
+impl From<StartError> for RunError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Config(c) => Self::Config(c),
+            StartError::Serve(s) => Self::Serve(s),
+        }
+    }
+}
+
 impl lightcl_runtime::ConfigFailure for RunError {
     fn config_error(&self) -> Option<&ConfigError> {
         match self {
@@ -214,8 +223,6 @@ pub async fn run(
         liveness: liveness.clone(),
         registry: Arc::new(registry),
     };
-    let (admin_addr, admin_task) =
-        serve_admin(cfg.common.admin_addr_or(ports::POLLER_ADMIN), admin, cancel.clone()).await?;
 
     let chain_id = cfg.common.chain_id;
     let source_url = redact(&cfg.source);
@@ -227,30 +234,28 @@ pub async fn run(
     });
     let (paused_tx, paused_rx) = watch::channel(false);
     let auth = cfg.common.auth().map_err(RunError::Config)?;
-    let tls = cfg.common.tls().map_err(RunError::Config)?;
     let control = control::Control::new(status_rx, paused_tx, auth, cancel.clone());
     let routes = tonic::service::Routes::new(PollerControlServer::new(control));
-    let (grpc_addr, grpc_task) = serve_grpc(
-        GrpcOptions {
-            addr: cfg.common.grpc_addr_or(ports::POLLER_GRPC),
-            tls,
+    let servers = Servers::start(
+        &cfg.common,
+        ServiceSpec {
+            admin_port: ports::POLLER_ADMIN,
+            grpc_port: ports::POLLER_GRPC,
             health_service: names::POLLER_CONTROL,
-            readiness: readiness.clone(),
         },
+        admin,
         routes,
-        cancel.clone(),
+        &cancel,
     )
     .await?;
 
     let bus = Bus::connect(&cfg.nats, "lightcl-poller").await.map_err(|e| {
-        RunError::Config(match &e {
-            lightcl_bus::BusError::Config { flag, reason } => ConfigError::new(*flag, reason),
-            other => ConfigError::new("--nats.url", other.to_string()),
-        })
+        let (flag, reason) = e.flag_reason();
+        RunError::Config(ConfigError::new(flag, reason))
     })?;
     let source = Source::new(cfg.source.clone(), cfg.rpc_timeout)
         .map_err(|e| RunError::Config(ConfigError::new("--l2.follow.source", e.to_string())))?;
-    on_bound(Bound { admin: admin_addr, grpc: grpc_addr });
+    on_bound(Bound { admin: servers.admin, grpc: servers.grpc });
 
     let service = Service::new(Parts {
         chain_id,
@@ -278,8 +283,7 @@ pub async fn run(
     cancel.cancel();
     let drain = async {
         bus.flush(Duration::from_secs(1)).await;
-        let _ = grpc_task.await;
-        let _ = admin_task.await;
+        servers.stopped().await;
     };
     if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
         tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");

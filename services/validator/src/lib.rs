@@ -37,8 +37,8 @@ use lightcl_proto::v1::validator_control_server::ValidatorControlServer;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
-    AdminState, CommonArgs, ConfigError, GrpcOptions, Liveness, Readiness, ports, serve_admin,
-    serve_grpc,
+    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, StartError,
+    ports,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -132,6 +132,15 @@ pub enum RunError {
     Serve(#[from] lightcl_runtime::ServeError),
 }
 
+impl From<StartError> for RunError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Config(c) => Self::Config(c),
+            StartError::Serve(s) => Self::Serve(s),
+        }
+    }
+}
+
 impl lightcl_runtime::ConfigFailure for RunError {
     fn config_error(&self) -> Option<&ConfigError> {
         match self {
@@ -165,39 +174,34 @@ pub async fn run(
         liveness: liveness.clone(),
         registry: Arc::new(registry),
     };
-    let (admin_addr, admin_task) =
-        serve_admin(cfg.common.admin_addr_or(ports::VALIDATOR_ADMIN), admin, cancel.clone())
-            .await?;
 
     let chain_id = cfg.common.chain_id;
     let (status_tx, status_rx) =
         watch::channel(v1::ValidatorStatus { chain_id, ..Default::default() });
     let (paused_tx, paused_rx) = watch::channel(false);
     let auth = cfg.common.auth().map_err(RunError::Config)?;
-    let tls = cfg.common.tls().map_err(RunError::Config)?;
     let control = control::Control::new(status_rx, paused_tx, auth, cancel.clone());
     let routes = tonic::service::Routes::new(ValidatorControlServer::new(control));
-    let (grpc_addr, grpc_task) = serve_grpc(
-        GrpcOptions {
-            addr: cfg.common.grpc_addr_or(ports::VALIDATOR_GRPC),
-            tls,
+    let servers = Servers::start(
+        &cfg.common,
+        ServiceSpec {
+            admin_port: ports::VALIDATOR_ADMIN,
+            grpc_port: ports::VALIDATOR_GRPC,
             health_service: names::VALIDATOR_CONTROL,
-            readiness: readiness.clone(),
         },
+        admin,
         routes,
-        cancel.clone(),
+        &cancel,
     )
     .await?;
 
     let bus = Bus::connect(&cfg.nats, "lightcl-validator").await.map_err(|e| {
-        RunError::Config(match &e {
-            lightcl_bus::BusError::Config { flag, reason } => ConfigError::new(*flag, reason),
-            other => ConfigError::new("--nats.url", other.to_string()),
-        })
+        let (flag, reason) = e.flag_reason();
+        RunError::Config(ConfigError::new(flag, reason))
     })?;
     let l1 = L1Reader::new(cfg.l1_rpc.clone(), cfg.l1_timeout, metrics.clone())
         .map_err(|e| RunError::Config(ConfigError::new("--l1.rpc", e.to_string())))?;
-    on_bound(Bound { admin: admin_addr, grpc: grpc_addr });
+    on_bound(Bound { admin: servers.admin, grpc: servers.grpc });
 
     let service = Service::new(Parts {
         validator: Validator::new(ValidatorConfig { chain_id, quorum: cfg.quorum }, None),
@@ -224,8 +228,7 @@ pub async fn run(
     liveness.shutting_down();
     let drain = async {
         bus.flush(Duration::from_secs(1)).await;
-        let _ = grpc_task.await;
-        let _ = admin_task.await;
+        servers.stopped().await;
     };
     if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
         tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");

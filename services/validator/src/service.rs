@@ -104,12 +104,25 @@ impl Service {
             self.p.metrics.nats_reconnects.clone(),
             cancel.clone(),
         );
+        let mut consumer = TypedConsumer::<v1::RawStatus>::new(
+            self.p.bus.jetstream(),
+            ConsumerSpec {
+                stream: subjects::STATUS_STREAM.to_owned(),
+                filter_subject: subjects::status_filter(self.chain_id),
+                durable: Some(self.p.durable.clone()),
+                start: StartAt::LastPerSubject,
+                ack_wait: self.p.ack_wait,
+            },
+            names::RAW_STATUS,
+        );
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        // Topology and state first; NATS may not be up yet.
+        // Topology, state and the durable consumer first (ready only once statuses are being
+        // recorded for us); NATS may not be up yet.
         loop {
             let attempt = async {
                 self.p.bus.ensure_topology().await?;
-                self.reload().await
+                self.reload().await?;
+                consumer.open_now().await
             };
             // A JetStream request waits for a (re)connection: never let it hold up shutdown.
             let res = tokio::select! {
@@ -139,17 +152,6 @@ impl Service {
             "validator started"
         );
 
-        let mut consumer = TypedConsumer::<v1::RawStatus>::new(
-            self.p.bus.jetstream(),
-            ConsumerSpec {
-                stream: subjects::STATUS_STREAM.to_owned(),
-                filter_subject: subjects::status_filter(self.chain_id),
-                durable: Some(self.p.durable.clone()),
-                start: StartAt::LastPerSubject,
-                ack_wait: self.p.ack_wait,
-            },
-            names::RAW_STATUS,
-        );
         let undecodable = consumer.undecodable();
         let mut undecodable_counted = 0;
         let mut paused = self.p.paused.clone();

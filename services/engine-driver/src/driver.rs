@@ -253,6 +253,7 @@ impl Driver {
         let span = tracing::info_span!(
             "engine_driver.target",
             chain_id = t.chain_id,
+            node_id = %self.id.node_id,
             revision = t.revision,
             unsafe_l2 = %t.unsafe_l2.id(),
             safe_l2 = %t.safe_l2.id(),
@@ -302,6 +303,8 @@ impl Driver {
                 let span = tracing::info_span!(
                     parent: &self.span,
                     "engine_driver.fcu",
+                    chain_id = self.id.chain_id,
+                    node_id = %self.id.node_id,
                     head = %fc.head,
                     safe = %fc.safe,
                     finalized = %fc.finalized,

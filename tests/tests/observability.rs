@@ -216,6 +216,9 @@ fn assert_chain(c: &Chain, chain_id: u64) -> Result<(), String> {
     attr_is(&c.driver_target, "chain_id", &chain)?;
     attr_is(&c.driver_target, "revision", &rev)?;
     attr_is(&c.driver_target, "safe_l2", &block_id(&t.safe_l2))?;
+    attr_is(&c.driver_target, "node_id", "el-0")?;
+    attr_is(&c.fcu, "chain_id", &chain)?;
+    attr_is(&c.fcu, "node_id", "el-0")?;
     attr_is(&c.fcu, "answer", "valid")?;
     attr_is(&c.fcu, "safe", &block_id(&t.safe_l2))?;
     attr_is(&c.fcu, "finalized", &block_id(&t.finalized_l2))?;

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use alloy_primitives::B256;
 use lightcl_core::SyncStatus;
 use lightcl_devnet::sim::not_ready_status;
 use lightcl_devnet::{Devnet, DevnetConfig, DevnetError, Service};
@@ -102,7 +103,7 @@ pub enum Action {
     L2Reorg(u64),
     /// The source lies (forged safe head with a non-canonical L1 origin) or stops lying.
     Lying(bool),
-    /// Remember the current rejection and target counts under a name.
+    /// Remember the current rejection and target counts and every EL's heads under a name.
     Mark(&'static str),
     /// Wait until at least N rejections arrived since the mark (any reason if None).
     ExpectRejections {
@@ -115,8 +116,21 @@ pub enum Action {
         /// Deadline.
         timeout: Duration,
     },
+    /// Assert every rejection since the mark has one of these reasons.
+    RejectionsOnlyOf {
+        /// The mark.
+        since: &'static str,
+        /// Allowed reasons.
+        reasons: &'static [&'static str],
+    },
     /// Assert no target was published since the mark.
     NoTargetsSince(&'static str),
+    /// Assert every EL's head, safe and finalized are still those it had at the mark.
+    ElsUntouchedSince(&'static str),
+    /// Wait until every EL's head, safe and finalized equal the newest target's.
+    ElsAtLatestTarget(Duration),
+    /// EL `i` answers SYNCING to every forkchoice update (true) or behaves normally (false).
+    ElSyncing(usize, bool),
     /// Remember the source's current status under a name.
     Snapshot(&'static str),
     /// The source serves a remembered status (a replay) until [`Action::ServeLive`].
@@ -143,6 +157,8 @@ pub enum Action {
     RestartNats(Duration),
     /// Wait until every service answers `/ready`.
     AllReady(Duration),
+    /// Wait until the service's `/ready` answers 200 (true) or anything else (false).
+    WaitReady(Service, bool, Duration),
     /// Wait until the newest target on the bus carries the source's current unsafe head.
     LatestTargetIsSource(Duration),
     /// Assert targets' revisions strictly increase and their finalized never decreases.
@@ -156,10 +172,18 @@ pub enum Action {
     WaitUntil(&'static str, Duration, fn(&Devnet) -> bool),
 }
 
+/// What [`Action::Mark`] remembers.
+struct MarkState {
+    rejections: usize,
+    targets: usize,
+    /// Per EL: head, safe, finalized hashes.
+    els: Vec<[B256; 3]>,
+}
+
 /// Scenario state kept between actions.
 #[derive(Default)]
 struct Memory {
-    marks: HashMap<&'static str, (usize, usize)>,
+    marks: HashMap<&'static str, MarkState>,
     snapshots: HashMap<&'static str, SyncStatus>,
 }
 
@@ -277,11 +301,14 @@ async fn exec(net: &mut Devnet, mem: &mut Memory, a: Action) -> Result<(), Strin
             Ok(())
         }
         Action::Mark(m) => {
-            mem.marks.insert(m, (net.rejections().len(), net.targets().len()));
+            let els = (0..net.el_count()).map(|i| el_heads(net, i)).collect();
+            let state =
+                MarkState { rejections: net.rejections().len(), targets: net.targets().len(), els };
+            mem.marks.insert(m, state);
             Ok(())
         }
         Action::ExpectRejections { since, at_least, reason, timeout } => {
-            let (from, _) = *mem.marks.get(since).ok_or_else(|| format!("no mark {since}"))?;
+            let from = mark(mem, since)?.rejections;
             net.wait_for(
                 &format!("{at_least} rejection(s) {reason:?} since {since}"),
                 timeout,
@@ -296,8 +323,46 @@ async fn exec(net: &mut Devnet, mem: &mut Memory, a: Action) -> Result<(), Strin
             .await
             .map_err(err)
         }
+        Action::RejectionsOnlyOf { since, reasons } => {
+            let from = mark(mem, since)?.rejections;
+            let rs = net.rejections();
+            match rs
+                .get(from..)
+                .unwrap_or_default()
+                .iter()
+                .find(|r| !reasons.contains(&r.reason.as_str()))
+            {
+                Some(r) => Err(format!(
+                    "rejection since {since} with reason {} ({}), expected one of {reasons:?}",
+                    r.reason, r.message
+                )),
+                None => Ok(()),
+            }
+        }
+        Action::ElsUntouchedSince(m) => {
+            let before = &mark(mem, m)?.els;
+            for (i, then) in before.iter().enumerate() {
+                let now = el_heads(net, i);
+                if now != *then {
+                    return Err(format!("el-{i} heads changed since {m}: {then:?} → {now:?}"));
+                }
+            }
+            Ok(())
+        }
+        Action::ElsAtLatestTarget(t) => net
+            .wait_for("every EL at the newest target's heads", t, |n| {
+                let Some(x) = n.targets().last().copied() else { return false };
+                let want = [x.unsafe_l2.hash, x.safe_l2.hash, x.finalized_l2.hash];
+                (0..n.el_count()).all(|i| el_heads(n, i) == want)
+            })
+            .await
+            .map_err(err),
+        Action::ElSyncing(i, on) => {
+            net.set_el_syncing(i, on);
+            Ok(())
+        }
         Action::NoTargetsSince(m) => {
-            let (_, from) = *mem.marks.get(m).ok_or_else(|| format!("no mark {m}"))?;
+            let from = mark(mem, m)?.targets;
             let targets = net.targets();
             if targets.len() > from {
                 return Err(format!(
@@ -347,6 +412,16 @@ async fn exec(net: &mut Devnet, mem: &mut Memory, a: Action) -> Result<(), Strin
             } else {
                 Err(format!("{s} is not running"))
             }
+        }
+        Action::WaitReady(s, want, t) => {
+            let deadline = Instant::now() + t;
+            while net.is_ready(s).await != want {
+                if Instant::now() >= deadline {
+                    return Err(format!("{s} readiness is not {want} after {t:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
         }
         Action::RestartNats(d) => net.restart_nats(d).await.map_err(err),
         Action::AllReady(t) => {
@@ -398,6 +473,16 @@ async fn exec(net: &mut Devnet, mem: &mut Memory, a: Action) -> Result<(), Strin
         Action::Check(what, f) => f(net).map_err(|e| format!("{what}: {e}")),
         Action::WaitUntil(what, t, f) => net.wait_for(what, t, f).await.map_err(err),
     }
+}
+
+fn mark<'a>(mem: &'a Memory, name: &str) -> Result<&'a MarkState, String> {
+    mem.marks.get(name).ok_or_else(|| format!("no mark {name}"))
+}
+
+/// EL `i`'s head, safe and finalized hashes.
+fn el_heads(net: &Devnet, i: usize) -> [B256; 3] {
+    let el = net.el(i);
+    [el.head().hash, el.safe().hash, el.finalized().hash]
 }
 
 /// Safe and finalized numbers of VALID FCUs never go down on EL `i`.

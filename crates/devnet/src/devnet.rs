@@ -97,6 +97,13 @@ pub struct DevnetConfig {
     pub prefill: u64,
     /// Start with the simulation paused (no L1 mining, no L2 production).
     pub start_paused: bool,
+    /// The mock ELs answer SYNCING to every forkchoice update from the start (an initial sync
+    /// in progress) until [`Devnet::set_el_syncing`] turns it off.
+    pub els_start_syncing: bool,
+    /// [`Devnet::check_invariants`] tolerates an FCU whose safe/finalized L1 origin was reorged
+    /// out less than this long before it was sent (a target validated just before an L1 reorg
+    /// may still be in flight; zero: strict).
+    pub stale_label_grace: Duration,
 }
 
 impl Default for DevnetConfig {
@@ -118,6 +125,8 @@ impl Default for DevnetConfig {
             ready_timeout: Duration::from_secs(30),
             prefill: 30,
             start_paused: false,
+            els_start_syncing: false,
+            stale_label_grace: Duration::ZERO,
         }
     }
 }
@@ -325,6 +334,7 @@ impl Devnet {
             c.genesis = sim.genesis();
             let el = MockEl::start(c).await.map_err(|e| io("starting a mock EL")(e.to_string()))?;
             el.add_network_blocks(sim.chain().iter().copied());
+            el.set_forced_syncing(cfg.els_start_syncing);
             let f = dir.join(format!("jwt-{i}.hex"));
             std::fs::write(&f, format!("0x{}\n", hex::encode(secret.as_bytes())))
                 .map_err(|e| io("writing a JWT secret")(e.to_string()))?;
@@ -591,6 +601,11 @@ impl Devnet {
         new
     }
 
+    /// While on, EL `i` answers SYNCING to every forkchoice update (and applies nothing).
+    pub fn set_el_syncing(&self, i: usize, on: bool) {
+        self.shared.els[i].set_forced_syncing(on);
+    }
+
     /// EL `i` down (connection refused).
     pub async fn stop_el(&self, i: usize) {
         self.shared.els[i].stop().await;
@@ -682,7 +697,7 @@ impl Devnet {
     /// Every check over every EL's call log: the mock's own invariants (`finalized ≤ safe ≤
     /// head` per FCU, finalized never decreasing), no FCU carrying a forged block, and no FCU
     /// whose safe or finalized block has an L1 origin that was already reorged out when the
-    /// FCU was sent.
+    /// FCU was sent (more than [`DevnetConfig::stale_label_grace`] before).
     pub fn check_invariants(&self) -> Result<(), Vec<String>> {
         let w = self.shared.world();
         let mut bad = Vec::new();
@@ -716,7 +731,7 @@ impl Devnet {
                         continue;
                     };
                     if let Some(t) = w.orphaned_l1.get(&b.l1origin.hash)
-                        && *t <= at
+                        && *t + self.cfg.stale_label_grace <= at
                     {
                         bad.push(format!(
                             "el-{i} call {n}: {label} #{} has L1 origin #{} {} that was reorged out {:?} before the FCU",

@@ -11,12 +11,15 @@
 //! checks the invariants over every mock EL's full call log ([`Devnet::check_invariants`]).
 //!
 //! The service binaries are built once per test process by [`ensure_binaries`]
-//! (`cargo build -p ...`, a no-op when they are fresh), unless `LIGHTCL_BIN_DIR` points at them.
+//! (`cargo build -p ...`), unless `LIGHTCL_BIN_DIR` points at them or they are newer than every
+//! workspace source (then whatever build made them is used: another feature set, e.g. the one
+//! `cargo nextest run --workspace` or `cargo build --workspace --bins` resolves, would
+//! otherwise make cargo rebuild them here, inside a test's time budget).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use alloy_primitives::B256;
 use lightcl_core::SyncStatus;
@@ -24,7 +27,39 @@ use lightcl_devnet::sim::not_ready_status;
 use lightcl_devnet::{Devnet, DevnetConfig, DevnetError, Service};
 use tokio::time::Instant;
 
-/// Builds the three service binaries (once per process) and returns their directory.
+/// The service binaries the scenarios start.
+const SERVICE_BINS: [&str; 3] = ["lightcl-poller", "lightcl-validator", "lightcl-engine-driver"];
+
+/// Newest modification time of the files under `path` (skipping `target` directories).
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name() != "target")
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
+}
+
+/// True when every service binary in `dir` is newer than every source it is built from.
+fn binaries_fresh(dir: &Path, root: &Path) -> bool {
+    let built = SERVICE_BINS
+        .iter()
+        .map(|b| std::fs::metadata(dir.join(b)).and_then(|m| m.modified()).ok())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min());
+    let sources = ["Cargo.toml", "Cargo.lock", "services", "crates", "proto"]
+        .iter()
+        .filter_map(|p| newest_mtime(&root.join(p)))
+        .max();
+    matches!((built, sources), (Some(b), Some(s)) if b > s)
+}
+
+/// Builds the three service binaries (once per process, unless fresh) and returns their
+/// directory.
 pub fn ensure_binaries() -> Result<PathBuf, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -32,8 +67,11 @@ pub fn ensure_binaries() -> Result<PathBuf, String> {
             return Ok(PathBuf::from(d));
         }
         let dir = lightcl_devnet::procs::bin_dir();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        if binaries_fresh(&dir, &root) {
+            return Ok(dir);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
         cmd.current_dir(&root).args([
             "build",

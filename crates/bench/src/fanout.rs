@@ -95,6 +95,7 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
     let clock = Clock::now();
     let seq0 = last_seq().await?;
     let polls0 = rig.source.status_requests();
+    let requests0 = rig.source.requests();
     let t0 = Instant::now();
     let mut produced = 0usize;
     while t0.elapsed() < o.window {
@@ -104,6 +105,7 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
     }
     let window = t0.elapsed();
     let polls = rig.source.status_requests() - polls0;
+    let requests = rig.source.requests() - requests0;
     let last_head = rig.status().unsafe_l2;
     let _ =
         wait_for("every EL to reach the last head", Duration::from_secs(20), || async {
@@ -182,9 +184,8 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
     let per_node = 1.0 / o.poll_interval.as_secs_f64();
     println!("== source load with {} execution clients", o.els);
     println!(
-        "  measured at the source: {polls} optimism_syncStatus requests in {secs:.1} s = {:.1} req/s (total HTTP requests {})",
-        polls as f64 / secs,
-        rig.source.requests()
+        "  measured at the source: {polls} optimism_syncStatus requests in {secs:.1} s = {:.1} req/s (HTTP requests of any method: {requests})",
+        polls as f64 / secs
     );
     println!(
         "  one follow-mode node per EL: {} x 1/{:?} = {:.1} req/s ({:.0}x more)",

@@ -16,7 +16,7 @@ use lightcl_validator::l1::L1Reader;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BenchError, Ctx, failed};
-use crate::rig::{CHAIN_ID, Rig, RigOptions, wait_for};
+use crate::rig::{CHAIN_ID, Rig, RigOptions, metric_sum, wait_for};
 use crate::stats::{Summary, ms};
 use crate::timeline::{self, Fcu};
 
@@ -59,7 +59,21 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
         rig.spawn_drivers()?;
         rig.wait_ready(Duration::from_secs(60)).await?;
         let el = rig.els[0].clone();
-        let out = measure(&mut rig, &el, o, "pipeline (3 processes + NATS)").await?;
+        let nats = rig.nats_url();
+        let page0 = rig.metrics("validator").await?;
+        let out = measure(&mut rig, &el, o, "pipeline (3 processes + NATS)", Some(&nats)).await?;
+        let page1 = rig.metrics("validator").await?;
+        let d = |n: &str| metric_sum(&page1, n) - metric_sum(&page0, n);
+        let (sum, count) = (
+            d("lightcl_validator_l1_request_duration_seconds_sum"),
+            d("lightcl_validator_l1_request_duration_seconds_count"),
+        );
+        if count > 0.0 {
+            println!(
+                "  validator L1 batch (anvil): {count:.0} requests, mean {:.3} ms",
+                1000.0 * sum / count
+            );
+        }
         for name in ["poller", "validator", "engine-driver-0"] {
             rig.stop_service(name).await;
         }
@@ -85,7 +99,7 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
             o.poll_interval,
             cancel.clone(),
         ));
-        let out = measure(&mut rig, &el, o, "in-process baseline (no bus)").await;
+        let out = measure(&mut rig, &el, o, "in-process baseline (no bus)", None).await;
         cancel.cancel();
         let inner = task.await.ctx("baseline task")?;
         inner?;
@@ -115,7 +129,13 @@ async fn measure(
     el: &MockEl,
     o: &Options,
     label: &str,
+    nats: Option<&str>,
 ) -> Result<Outcome, BenchError> {
+    // Pipeline stages as seen by a core-NATS subscriber (statuses and targets by unsafe head).
+    let bus_seen = match nats {
+        Some(url) => Some(BusWatch::start(url).await?),
+        None => None,
+    };
     // Warm-up: connections open, consumers bound, the EL following.
     let mut tick = tokio::time::interval(o.head_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -152,6 +172,7 @@ async fn measure(
     let fcus: Vec<Fcu> = timeline::fcus(el, skip, &numbers);
     let served = rig.source.take_served();
     let m = timeline::match_heads(&heads, &served, &fcus);
+    let stages = bus_seen.map(|w| w.stop());
     let summary = Summary::of(&m.latencies);
     let polls = rig.source.status_requests() - polls0;
     println!("== {label}");
@@ -171,11 +192,93 @@ async fn measure(
         elapsed.as_secs_f64(),
         polls as f64 / elapsed.as_secs_f64()
     );
+    if let Some((statuses, targets)) = stages {
+        let span = |from: &HashMap<B256, Instant>, to: &HashMap<B256, Instant>| {
+            let d: Vec<Duration> = heads
+                .iter()
+                .filter_map(|(h, _)| Some(to.get(h)?.saturating_duration_since(*from.get(h)?)))
+                .collect();
+            Summary::of(&d)
+        };
+        let first_fcu: HashMap<B256, Instant> = {
+            let mut m = HashMap::new();
+            for f in &fcus {
+                m.entry(f.head).or_insert(f.at);
+            }
+            m
+        };
+        for (name, s) in [
+            ("source served -> status on the bus (poller)", span(&served, &statuses)),
+            ("status on the bus -> target on the bus (validator)", span(&statuses, &targets)),
+            ("target on the bus -> EL FCU (engine-driver)", span(&targets, &first_fcu)),
+        ] {
+            if let Some(s) = s {
+                println!("  stage {name}: {s}");
+            }
+        }
+    }
     println!(
         "  not included: the wait for the serving poll, on average interval/2 = {} ms (the head changes at a random point of the poll cycle)",
         ms(o.poll_interval / 2)
     );
     Ok(Outcome { summary })
+}
+
+/// When each head was first seen, by hash.
+type Seen = HashMap<B256, Instant>;
+
+/// A core-NATS subscriber recording when each status and target (by unsafe head) is seen.
+struct BusWatch {
+    cancel: CancellationToken,
+    seen: Arc<std::sync::Mutex<(Seen, Seen)>>,
+}
+
+impl BusWatch {
+    async fn start(url: &str) -> Result<Self, BenchError> {
+        use futures::StreamExt;
+        use prost::Message;
+        let client = async_nats::connect(url).await.ctx("NATS")?;
+        let mut statuses =
+            client.subscribe(format!("lightcl.status.{CHAIN_ID}.>")).await.ctx("subscribe")?;
+        let mut targets =
+            client.subscribe(format!("lightcl.target.{CHAIN_ID}")).await.ctx("subscribe")?;
+        client.flush().await.ctx("flush")?;
+        let seen = Arc::new(std::sync::Mutex::new((HashMap::new(), HashMap::new())));
+        let cancel = CancellationToken::new();
+        let (c, s) = (cancel.clone(), seen.clone());
+        tokio::spawn(async move {
+            let _client = client;
+            loop {
+                tokio::select! {
+                    () = c.cancelled() => return,
+                    Some(m) = statuses.next() => {
+                        let at = Instant::now();
+                        if let Ok(raw) = lightcl_proto::v1::RawStatus::decode(m.payload.as_ref())
+                            && let Ok(st) = raw.core_status()
+                        {
+                            let mut g = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            g.0.entry(st.unsafe_l2.hash).or_insert(at);
+                        }
+                    }
+                    Some(m) = targets.next() => {
+                        let at = Instant::now();
+                        if let Ok(t) = lightcl_proto::v1::Target::decode(m.payload.as_ref())
+                            && let Ok(t) = t.to_core()
+                        {
+                            let mut g = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            g.1.entry(t.unsafe_l2.hash).or_insert(at);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Self { cancel, seen })
+    }
+
+    fn stop(self) -> (Seen, Seen) {
+        self.cancel.cancel();
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 /// The bus-less baseline: the poller's source client and publish decision, the validator's

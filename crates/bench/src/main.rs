@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long = "head-every", default_value = "25ms", value_parser = humantime::parse_duration)]
         head_every: Duration,
         /// Poll interval of the poller (and of the baseline).
-        #[arg(long = "poll-interval", default_value = "5ms", value_parser = humantime::parse_duration)]
+        #[arg(long = "poll-interval", default_value = "10ms", value_parser = humantime::parse_duration)]
         poll_interval: Duration,
         /// Warm-up head changes.
         #[arg(long, default_value_t = 100)]

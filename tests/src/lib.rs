@@ -30,6 +30,11 @@ use tokio::time::Instant;
 /// The service binaries the scenarios start.
 const SERVICE_BINS: [&str; 3] = ["lightcl-poller", "lightcl-validator", "lightcl-engine-driver"];
 
+/// Their packages, and the workspace libraries they are built from (besides `proto/`).
+const SERVICE_DIRS: [&str; 3] = ["services/poller", "services/validator", "services/engine-driver"];
+const LIB_DIRS: [&str; 5] =
+    ["crates/core", "crates/bus", "crates/runtime", "crates/telemetry", "crates/jsonrpc"];
+
 /// Newest modification time of the files under `path` (skipping `target` directories).
 fn newest_mtime(path: &Path) -> Option<SystemTime> {
     let meta = std::fs::metadata(path).ok()?;
@@ -44,17 +49,21 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
         .max()
 }
 
-/// True when every service binary in `dir` is newer than every source it is built from.
+/// True when every service binary in `dir` is newer than every source it is built from (their
+/// `src/` and manifests, the libraries they use, `proto/`, the workspace manifest and lock).
 fn binaries_fresh(dir: &Path, root: &Path) -> bool {
     let built = SERVICE_BINS
         .iter()
         .map(|b| std::fs::metadata(dir.join(b)).and_then(|m| m.modified()).ok())
         .collect::<Option<Vec<_>>>()
         .and_then(|v| v.into_iter().min());
-    let sources = ["Cargo.toml", "Cargo.lock", "services", "crates", "proto"]
-        .iter()
-        .filter_map(|p| newest_mtime(&root.join(p)))
-        .max();
+    let mut inputs: Vec<PathBuf> =
+        ["Cargo.toml", "Cargo.lock", "proto"].iter().map(|p| root.join(p)).collect();
+    for krate in SERVICE_DIRS.iter().chain(&LIB_DIRS) {
+        inputs.push(root.join(krate).join("src"));
+        inputs.push(root.join(krate).join("Cargo.toml"));
+    }
+    let sources = inputs.iter().filter_map(|p| newest_mtime(p)).max();
     matches!((built, sources), (Some(b), Some(s)) if b > s)
 }
 

@@ -1,7 +1,7 @@
 //! `lightcl-validator`: see the library crate for what it does.
 
-use lightcl_validator::{Cli, run};
 use lightcl_runtime::{exit_config_error, parse_args_or_exit, service_main};
+use lightcl_validator::{Cli, run};
 
 #[tokio::main]
 async fn main() -> eyre::Result<()> {

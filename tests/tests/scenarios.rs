@@ -286,7 +286,8 @@ async fn source_restart_replaying_old_status_causes_no_regression() {
             WaitBlocks(12, secs(10)),
             ElsReachSource(secs(15)),
             StopSource,
-            WaitBlocks(3, secs(10)),
+            // Long enough for the statuses polled before the stop to be judged.
+            WaitBlocks(5, secs(10)),
             Mark("not-ready"),
             ServeNotReady,
             StartSource,

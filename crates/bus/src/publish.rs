@@ -186,7 +186,9 @@ pub async fn last_message<M: Message + Default>(
     subject: &str,
     name: &'static str,
 ) -> Result<Option<LastMessage<M>>, BusError> {
-    let s = js.get_stream(stream).await.map_err(|e| BusError::js("get stream", e))?;
+    // No STREAM.INFO round trip first (the validator reads this before every status): the
+    // message request alone answers, and fails when the stream is missing.
+    let s = js.get_stream_no_info(stream).await.map_err(|e| BusError::js("get stream", e))?;
     match s.get_last_raw_message_by_subject(subject).await {
         Ok(raw) => {
             let message =

@@ -126,6 +126,11 @@ async fn cas_publish_refuses_a_stale_expectation() {
     .await
     .unwrap();
     assert!(empty.is_none());
+    // A missing stream is an error, not an empty subject.
+    let missing =
+        last_message::<v1::Target>(&bus.jetstream(), "NO_SUCH_STREAM", &subject, names::TARGET)
+            .await;
+    assert!(missing.is_err(), "{missing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

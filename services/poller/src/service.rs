@@ -73,8 +73,10 @@ pub struct Service {
 enum Outcome {
     /// Status read (and published, when due).
     Ok,
-    /// The poll or its publish failed: back off.
+    /// The poll failed: back off.
     Failed,
+    /// The status was read but not stored: retry on the normal cadence.
+    PublishFailed,
 }
 
 impl Service {
@@ -207,7 +209,7 @@ impl Service {
                         o = self.poll_once() => o,
                     };
                     let failed = match outcome {
-                        Outcome::Ok => {
+                        Outcome::Ok | Outcome::PublishFailed => {
                             self.backoff.reset();
                             None
                         }
@@ -303,10 +305,13 @@ impl Service {
                         Outcome::Ok
                     }
                     Err(e) => {
+                        // Not stored: decided again on the next poll. No poll backoff: the
+                        // publisher's PubAck timeouts already pace the retries, and the
+                        // source is fine, so polling resumes at full speed when NATS returns.
                         span.record("error.kind", "publish");
                         self.p.metrics.publish("error");
                         self.note_error(format!("publishing status: {e}"));
-                        Outcome::Failed
+                        Outcome::PublishFailed
                     }
                 }
             }

@@ -409,3 +409,23 @@ async fn the_default_source_id_comes_from_the_url_host_and_port() {
     env.wait_stored(&id, 1).await[0].check(&id, &status(0));
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_outage_does_not_slow_polling_down() {
+    // A long backoff cap: if failed publishes backed off the polls, the status polled after
+    // NATS returns would wait up to a minute.
+    let mut env = Env::new().await;
+    let p = env.start(&[("--max-backoff", "60s"), ("--nats.publish-timeout", "100ms")]).await;
+    env.wait_stored(SRC, 1).await;
+    env.nats.stop();
+    env.source.set_status(status(1));
+    let failed = "lightcl_poller_publishes_total{result=\"error\"}";
+    p.wait_metric(failed, 8.0).await;
+    // The source keeps being polled on its cadence while NATS is away.
+    let ok = p.metric(OK).await;
+    p.wait_metric(OK, ok + 3.0).await;
+    assert_eq!(p.metric(ERR).await, 0.0, "the source never failed");
+    env.nats.start_again().unwrap();
+    wait_until(Duration::from_secs(5), || async { has(&env.stored(SRC).await, &status(1)) }).await;
+    p.stop().await;
+}

@@ -75,7 +75,7 @@ pub use exit::{
     parse_args_or_exit, parse_from_or_exit, service_main,
 };
 pub use grpc::{Auth, GrpcOptions, serve_grpc};
-pub use servers::{Servers, ServiceSpec, StartError};
+pub use servers::{RunError, Servers, ServiceSpec, StartError};
 pub use shutdown::{drain, shutdown_on_signal};
 pub use watch::{WatchStream, watch_stream, watch_stream_map};
 

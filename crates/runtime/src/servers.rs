@@ -86,3 +86,32 @@ impl Servers {
         let _ = self.admin_task.await;
     }
 }
+
+/// Why a service stopped with an error (every service's `run` returns it).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A misconfiguration detected at run time, e.g. a peer serving another chain (exit 64).
+    #[error("{}", .0.line())]
+    Config(ConfigError),
+    /// A server could not start.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+impl From<StartError> for RunError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Config(c) => Self::Config(c),
+            StartError::Serve(s) => Self::Serve(s),
+        }
+    }
+}
+
+impl crate::ConfigFailure for RunError {
+    fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            Self::Config(c) => Some(c),
+            Self::Serve(_) => None,
+        }
+    }
+}

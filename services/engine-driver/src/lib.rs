@@ -36,8 +36,7 @@ use lightcl_proto::v1::engine_driver_control_server::EngineDriverControlServer;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
-    AdminState, Backoff, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec,
-    StartError, ports,
+    AdminState, Backoff, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, ports,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -166,37 +165,7 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// Why the driver stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// A misconfiguration detected at run time (exit 64).
-    #[error("{}", .0.line())]
-    Config(ConfigError),
-    /// A server could not start.
-    #[error(transparent)]
-    Serve(#[from] lightcl_runtime::ServeError),
-    /// The RPC server could not start.
-    #[error("--rpc.addr: {0}")]
-    Rpc(std::io::Error),
-}
-
-impl From<StartError> for RunError {
-    fn from(e: StartError) -> Self {
-        match e {
-            StartError::Config(c) => Self::Config(c),
-            StartError::Serve(s) => Self::Serve(s),
-        }
-    }
-}
-
-impl lightcl_runtime::ConfigFailure for RunError {
-    fn config_error(&self) -> Option<&ConfigError> {
-        match self {
-            Self::Config(c) => Some(c),
-            _ => None,
-        }
-    }
-}
+pub use lightcl_runtime::RunError;
 
 /// Where the running driver listens (ports may have been 0).
 #[derive(Debug, Clone, Copy)]
@@ -268,7 +237,13 @@ pub async fn run(
                 shared.current_l1.clone(),
             )
             .await
-            .map_err(RunError::Rpc)?,
+            .map_err(|source| {
+                RunError::Serve(lightcl_runtime::ServeError::Bind {
+                    flag: "--rpc.addr",
+                    addr,
+                    source,
+                })
+            })?,
         ),
         None => None,
     };

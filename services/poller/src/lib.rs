@@ -33,8 +33,7 @@ use lightcl_proto::v1::poller_control_server::PollerControlServer;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
-    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, StartError,
-    ports,
+    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, ports,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -170,34 +169,7 @@ pub fn redact(url: &url::Url) -> String {
     }
 }
 
-/// Why the poller stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// A misconfiguration detected at run time, e.g. the source serves another chain (exit 64).
-    #[error("{}", .0.line())]
-    Config(ConfigError),
-    /// A server could not start.
-    #[error(transparent)]
-    Serve(#[from] lightcl_runtime::ServeError),
-}
-
-impl From<StartError> for RunError {
-    fn from(e: StartError) -> Self {
-        match e {
-            StartError::Config(c) => Self::Config(c),
-            StartError::Serve(s) => Self::Serve(s),
-        }
-    }
-}
-
-impl lightcl_runtime::ConfigFailure for RunError {
-    fn config_error(&self) -> Option<&ConfigError> {
-        match self {
-            Self::Config(c) => Some(c),
-            _ => None,
-        }
-    }
-}
+pub use lightcl_runtime::RunError;
 
 /// Where the running poller listens (ports may have been 0).
 #[derive(Debug, Clone, Copy)]

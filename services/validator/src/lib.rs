@@ -37,8 +37,7 @@ use lightcl_proto::v1::validator_control_server::ValidatorControlServer;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
-    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, StartError,
-    ports,
+    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, ports,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -121,34 +120,7 @@ impl Cli {
     }
 }
 
-/// Why the validator stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// A misconfiguration detected at run time (exit 64).
-    #[error("{}", .0.line())]
-    Config(ConfigError),
-    /// A server could not start.
-    #[error(transparent)]
-    Serve(#[from] lightcl_runtime::ServeError),
-}
-
-impl From<StartError> for RunError {
-    fn from(e: StartError) -> Self {
-        match e {
-            StartError::Config(c) => Self::Config(c),
-            StartError::Serve(s) => Self::Serve(s),
-        }
-    }
-}
-
-impl lightcl_runtime::ConfigFailure for RunError {
-    fn config_error(&self) -> Option<&ConfigError> {
-        match self {
-            Self::Config(c) => Some(c),
-            _ => None,
-        }
-    }
-}
+pub use lightcl_runtime::RunError;
 
 /// Where the running validator listens (ports may have been 0).
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
 //! The parts of a control service every lightcl service shares: a published status behind
 //! a `watch` channel, a pause switch, and bearer-token auth. A service's tonic trait impl
-//! delegates each RPC to [`PauseControl`].
+//! delegates each RPC to [`PauseControl`]; [`pause_control_service!`](crate::pause_control_service)
+//! writes that impl for a service with exactly GetStatus/WatchStatus/Pause/Resume.
 
 use lightcl_proto::v1;
 use tokio::sync::watch;
@@ -75,4 +76,46 @@ impl<S: Clone + Send + Sync + 'static> PauseControl<S> {
         self.paused.send_replace(false);
         Ok(Response::new(v1::PauseState { paused: false }))
     }
+}
+
+/// Implements a generated `lightcl.v1` control trait with GetStatus, WatchStatus, Pause and
+/// Resume for a newtype over [`PauseControl`] (field `.0`):
+/// `pause_control_service!(Control, PollerControl, v1::PollerStatus);`
+/// (needs `tonic` and `lightcl-proto` in the calling crate).
+#[macro_export]
+macro_rules! pause_control_service {
+    ($control:ty, $trait:path, $status:ty) => {
+        #[tonic::async_trait]
+        impl $trait for $control {
+            async fn get_status(
+                &self,
+                request: tonic::Request<lightcl_proto::v1::GetStatusRequest>,
+            ) -> Result<tonic::Response<$status>, tonic::Status> {
+                self.0.get_status(&request)
+            }
+
+            type WatchStatusStream = $crate::WatchStream<$status>;
+
+            async fn watch_status(
+                &self,
+                request: tonic::Request<lightcl_proto::v1::WatchStatusRequest>,
+            ) -> Result<tonic::Response<Self::WatchStatusStream>, tonic::Status> {
+                self.0.watch_status(&request)
+            }
+
+            async fn pause(
+                &self,
+                request: tonic::Request<lightcl_proto::v1::PauseRequest>,
+            ) -> Result<tonic::Response<lightcl_proto::v1::PauseState>, tonic::Status> {
+                self.0.pause(request)
+            }
+
+            async fn resume(
+                &self,
+                request: tonic::Request<lightcl_proto::v1::ResumeRequest>,
+            ) -> Result<tonic::Response<lightcl_proto::v1::PauseState>, tonic::Status> {
+                self.0.resume(&request)
+            }
+        }
+    };
 }

@@ -3,10 +3,9 @@
 
 use lightcl_proto::v1;
 use lightcl_proto::v1::validator_control_server::ValidatorControl;
-use lightcl_runtime::{Auth, PauseControl, WatchStream};
+use lightcl_runtime::{Auth, PauseControl, pause_control_service};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
 
 /// The control service over the validator's published status and its pause switch.
 #[derive(Debug, Clone)]
@@ -20,46 +19,16 @@ impl Control {
         auth: Auth,
         cancel: CancellationToken,
     ) -> Self {
+        let set_paused = |s: &mut v1::ValidatorStatus, p| s.paused = p;
         Self(PauseControl::new(
             status,
             paused,
             auth,
             cancel,
-            |s, p| s.paused = p,
+            set_paused,
             "statuses stay in the stream until Resume",
         ))
     }
 }
 
-#[tonic::async_trait]
-impl ValidatorControl for Control {
-    async fn get_status(
-        &self,
-        request: Request<v1::GetStatusRequest>,
-    ) -> Result<Response<v1::ValidatorStatus>, Status> {
-        self.0.get_status(&request)
-    }
-
-    type WatchStatusStream = WatchStream<v1::ValidatorStatus>;
-
-    async fn watch_status(
-        &self,
-        request: Request<v1::WatchStatusRequest>,
-    ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        self.0.watch_status(&request)
-    }
-
-    async fn pause(
-        &self,
-        request: Request<v1::PauseRequest>,
-    ) -> Result<Response<v1::PauseState>, Status> {
-        self.0.pause(request)
-    }
-
-    async fn resume(
-        &self,
-        request: Request<v1::ResumeRequest>,
-    ) -> Result<Response<v1::PauseState>, Status> {
-        self.0.resume(&request)
-    }
-}
+pause_control_service!(Control, ValidatorControl, v1::ValidatorStatus);

@@ -3,6 +3,7 @@
 //! (release builds, found next to this binary or in `--bin-dir`) started with the documented
 //! flags on free loopback ports.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct ServiceProc {
     pub proc: Proc,
     /// Its admin HTTP address (`/ready`, `/metrics`).
     pub admin: SocketAddr,
+    bin: String,
+    extra: Vec<String>,
 }
 
 /// What to start.
@@ -64,6 +67,8 @@ pub struct Rig {
     jwt_files: Vec<PathBuf>,
     /// Started services.
     pub services: Vec<ServiceProc>,
+    /// Ports handed out to services (never twice).
+    ports: HashSet<u16>,
 }
 
 impl std::fmt::Debug for Rig {
@@ -185,6 +190,7 @@ impl Rig {
             els,
             jwt_files,
             services: Vec::new(),
+            ports: HashSet::new(),
         };
         // A short history so every ref (finalized too) is set.
         for _ in 0..60 {
@@ -253,11 +259,33 @@ impl Rig {
         ]
     }
 
+    /// A free loopback address not handed out before (other programs may still race us:
+    /// [`Rig::wait_ready`] restarts a service whose port was taken).
+    fn fresh_addr(&mut self) -> Result<SocketAddr, BenchError> {
+        loop {
+            let a = procs::free_addr().ctx("port")?;
+            if self.ports.insert(a.port()) {
+                return Ok(a);
+            }
+        }
+    }
+
     fn spawn(&mut self, name: &str, bin: &str, extra: Vec<String>) -> Result<(), BenchError> {
-        let grpc = procs::free_addr().ctx("port")?;
-        let admin = procs::free_addr().ctx("port")?;
+        let s = self.start_service(name, bin, extra)?;
+        self.services.push(s);
+        Ok(())
+    }
+
+    fn start_service(
+        &mut self,
+        name: &str,
+        bin: &str,
+        extra: Vec<String>,
+    ) -> Result<ServiceProc, BenchError> {
+        let grpc = self.fresh_addr()?;
+        let admin = self.fresh_addr()?;
         let mut args = self.common_args(grpc, admin);
-        args.extend(extra);
+        args.extend(extra.iter().cloned());
         let envs = vec![
             ("RUST_LOG".to_owned(), self.opts.rust_log.clone()),
             ("NO_COLOR".to_owned(), "1".to_owned()),
@@ -274,8 +302,7 @@ impl Rig {
         }
         let log = self.dir.path().join(format!("{name}.log"));
         let proc = Proc::spawn(name, &path, args, envs, log).ctx("starting a service")?;
-        self.services.push(ServiceProc { name: name.to_owned(), proc, admin });
-        Ok(())
+        Ok(ServiceProc { name: name.to_owned(), proc, admin, bin: bin.to_owned(), extra })
     }
 
     /// Starts the validator reading L1 at `l1_url` (anvil or a counting proxy in front of it).
@@ -306,19 +333,30 @@ impl Rig {
         Ok(())
     }
 
-    /// Waits until every started service answers `/ready` with 200.
+    /// Waits until every started service answers `/ready` with 200; a service that exited
+    /// because another program took its port is started again on new ports (twice at most).
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), BenchError> {
-        for s in &mut self.services {
-            let admin = s.admin;
-            let name = s.name.clone();
-            s.proc
-                .wait_until(timeout, || async move {
-                    procs::http_get_status(admin, "/ready").await == Some(200)
-                })
-                .await
-                .map_err(|e| {
-                    failed(&format!("{name} ready"), format!("{e}\n{}", s.proc.log_tail(10)))
-                })?;
+        for i in 0..self.services.len() {
+            let mut attempts = 0;
+            loop {
+                let s = &mut self.services[i];
+                let admin = s.admin;
+                let res = s
+                    .proc
+                    .wait_until(timeout, || async move {
+                        procs::http_get_status(admin, "/ready").await == Some(200)
+                    })
+                    .await;
+                let Err(e) = res else { break };
+                let tail = s.proc.log_tail(10);
+                if attempts < 2 && tail.contains("Address already in use") {
+                    attempts += 1;
+                    let (name, bin, extra) = (s.name.clone(), s.bin.clone(), s.extra.clone());
+                    self.services[i] = self.start_service(&name, &bin, extra)?;
+                    continue;
+                }
+                return Err(failed(&format!("{} ready", s.name), format!("{e}\n{tail}")));
+            }
         }
         Ok(())
     }

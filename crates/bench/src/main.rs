@@ -150,12 +150,12 @@ fn machine() {
         std::process::Command::new("sh")
             .args(["-c", cmd])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
             .unwrap_or_default()
     };
     println!("date (UTC): {}", sh("date -u '+%Y-%m-%d %H:%M:%S'"));
     println!("nproc: {}", sh("nproc"));
-    println!("cpu: {}", sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"));
+    println!("cpu: {}", sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").trim());
     println!("memory:\n{}", sh("free -h"));
     println!("rustc: {}", sh("rustc --version"));
     println!("uptime: {}", sh("uptime"));

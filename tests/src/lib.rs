@@ -460,29 +460,16 @@ async fn exec(net: &mut Devnet, mem: &mut Memory, a: Action) -> Result<(), Strin
                 Err(format!("{s} is not running"))
             }
         }
-        Action::WaitReady(s, want, t) => {
-            let deadline = Instant::now() + t;
-            while net.is_ready(s).await != want {
-                if Instant::now() >= deadline {
-                    return Err(format!("{s} readiness is not {want} after {t:?}"));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Ok(())
-        }
+        Action::WaitReady(s, want, t) => readiness_is(net, s, want, Instant::now() + t)
+            .await
+            .map_err(|()| format!("{s} readiness is not {want} after {t:?}")),
         Action::RestartNats(d) => net.restart_nats(d).await.map_err(err),
         Action::AllReady(t) => {
             let deadline = Instant::now() + t;
             for s in net.service_list() {
-                loop {
-                    if net.is_ready(s).await {
-                        break;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(format!("{s} not ready after {t:?}"));
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                readiness_is(net, s, true, deadline)
+                    .await
+                    .map_err(|()| format!("{s} not ready after {t:?}"))?;
             }
             Ok(())
         }
@@ -530,6 +517,17 @@ fn mark<'a>(mem: &'a Memory, name: &str) -> Result<&'a MarkState, String> {
 fn el_heads(net: &Devnet, i: usize) -> [B256; 3] {
     let el = net.el(i);
     [el.head().hash, el.safe().hash, el.finalized().hash]
+}
+
+/// Polls `/ready` of `s` (every 50 ms) until it is `want`; `Err` at the deadline.
+async fn readiness_is(net: &Devnet, s: Service, want: bool, deadline: Instant) -> Result<(), ()> {
+    while net.is_ready(s).await != want {
+        if Instant::now() >= deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Safe and finalized numbers of VALID FCUs never go down on EL `i`.

@@ -316,3 +316,40 @@ fn el_config_error(e: &ElError) -> ConfigError {
     };
     ConfigError::new(flag, e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_nats_token_file_is_a_config_error_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwt = dir.path().join("jwt.hex");
+        std::fs::write(&jwt, "ab".repeat(32)).unwrap();
+        let empty = dir.path().join("token");
+        std::fs::write(&empty, "\n").unwrap();
+        let parse = |token: &std::path::Path| {
+            Cli::try_parse_from([
+                "lightcl-engine-driver",
+                "--chain-id",
+                "10",
+                "--l2.engine-rpc",
+                "http://127.0.0.1:8551",
+                "--l2.jwt-secret",
+                jwt.to_str().unwrap(),
+                "--node-id",
+                "el-0",
+                "--nats.token-file",
+                token.to_str().unwrap(),
+            ])
+            .unwrap()
+            .into_config()
+        };
+        for bad in [empty.as_path(), &dir.path().join("missing")] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.flag, "--nats.token-file", "{e}");
+        }
+        std::fs::write(&empty, "s3cret\n").unwrap();
+        assert!(parse(&empty).is_ok());
+    }
+}

@@ -33,7 +33,7 @@ const SERVICE_BINS: [&str; 3] = ["lightcl-poller", "lightcl-validator", "lightcl
 /// Their packages, and the workspace libraries they are built from (besides `proto/`).
 const SERVICE_DIRS: [&str; 3] = ["services/poller", "services/validator", "services/engine-driver"];
 const LIB_DIRS: [&str; 5] =
-    ["crates/core", "crates/bus", "crates/runtime", "crates/telemetry", "crates/jsonrpc"];
+    ["crates/core", "crates/bus", "crates/runtime", "crates/telemetry", "crates/rpc"];
 
 /// Newest modification time of the files under `path` (skipping `target` directories).
 fn newest_mtime(path: &Path) -> Option<SystemTime> {

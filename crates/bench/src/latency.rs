@@ -292,7 +292,7 @@ async fn in_process(
     interval: Duration,
     cancel: CancellationToken,
 ) -> Result<(), BenchError> {
-    let parse = |u: &str| url::Url::parse(u).ctx("url");
+    let parse = |u: &str| u.parse::<lightcl_rpc::Endpoint>().ctx("url");
     let source = lightcl_poller::source::Source::new(parse(&source_url)?, Duration::from_secs(2))
         .ctx("source client")?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -368,7 +368,7 @@ async fn execute(
                 planner.on_fcu_answer(outcome, now())
             }
             Action::ReadElHeads => {
-                let h = el.heads().await;
+                let h = el.heads().await.map_err(|e| e.to_string());
                 planner.on_el_heads(h, now())
             }
             Action::ReadElBlock { number } => {

@@ -10,8 +10,9 @@ use crate::BusError;
 
 /// NATS flags shared by every service (flatten with `#[command(flatten)]`).
 ///
-/// Secrets are read from files, never taken on the command line.
-#[derive(Debug, Clone, clap::Args)]
+/// Secrets are read from files, never taken on the command line; `Debug` shows the URL as
+/// `scheme://host:port` (a `user:pass@` in it is a secret too).
+#[derive(Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
     #[arg(long = "nats.url", env = "LIGHTCL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
@@ -39,6 +40,21 @@ pub struct NatsArgs {
     #[arg(long = "nats.publish-timeout", env = "LIGHTCL_NATS_PUBLISH_TIMEOUT",
           default_value = "2s", value_parser = humantime::parse_duration)]
     pub publish_timeout: Duration,
+}
+
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsArgs")
+            .field("url", &lightcl_rpc::redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .field("token_file", &self.token_file)
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("replicas", &self.replicas)
+            .field("publish_timeout", &self.publish_timeout)
+            .finish()
+    }
 }
 
 impl NatsArgs {
@@ -156,7 +172,7 @@ impl Bus {
         });
         let client = opts.connect(args.url.as_str()).await.map_err(|e| BusError::Config {
             flag: "--nats.url",
-            reason: format!("{}: {e}", args.url),
+            reason: format!("{}: {e}", lightcl_rpc::redact_url(&args.url)),
         })?;
         let js = jetstream::new(client.clone());
         Ok(Self { client, js, connected: rx, replicas: usize::from(args.replicas) })
@@ -243,5 +259,18 @@ mod tests {
                 other => panic!("{flag}: {other:?}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::NatsArgs;
+
+    #[test]
+    fn debug_hides_nats_userinfo() {
+        let a = NatsArgs::local("nats://lightcl:s3cretpw@nats-0:4222,nats://nats-1:4222");
+        let d = format!("{a:?}");
+        assert!(!d.contains("s3cretpw") && !d.contains("lightcl:"), "{d}");
+        assert!(d.contains("nats://nats-0:4222,nats://nats-1:4222"), "{d}");
     }
 }

@@ -210,3 +210,33 @@ pub async fn last_message<M: Message + Default>(
         Err(e) => Err(BusError::js("get last message", e)),
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use lightcl_proto::v1;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A poisoned payload (arbitrary bytes, any message-name header) is an error or a
+        /// message, never a panic; a wrong name is always refused, naming both.
+        #[test]
+        fn poisoned_payloads_never_panic(
+            payload in proptest::collection::vec(any::<u8>(), 0..4096),
+            name in proptest::option::of("[a-zA-Z.]{0,30}"),
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(n) = &name {
+                headers.insert(MESSAGE_HEADER, n.as_str());
+            }
+            let r = decode_message::<v1::Target>("lightcl.v1.Target", Some(&headers), &payload);
+            if let Some(n) = name.filter(|n| n != "lightcl.v1.Target") {
+                let e = r.unwrap_err();
+                prop_assert!(e.contains(&n) && e.contains("lightcl.v1.Target"), "{}", e);
+            }
+            let _ = decode_message::<v1::RawStatus>("lightcl.v1.RawStatus", None, &payload);
+        }
+    }
+}

@@ -272,9 +272,9 @@ pub fn parse_hash(v: &Value, path: &str) -> Result<B256, ParseError> {
     let s = v
         .as_str()
         .ok_or_else(|| ParseError::new(path, format!("expected a hex string, got {}", kind(v))))?;
-    let hex = s
-        .strip_prefix("0x")
-        .ok_or_else(|| ParseError::new(path, format!("hash {s:?} lacks the 0x prefix")))?;
+    let hex = s.strip_prefix("0x").ok_or_else(|| {
+        ParseError::new(path, format!("hash {:?} lacks the 0x prefix", excerpt(s)))
+    })?;
     if hex.len() != 64 {
         return Err(ParseError::new(
             path,
@@ -284,6 +284,15 @@ pub fn parse_hash(v: &Value, path: &str) -> Result<B256, ParseError> {
     hex.parse::<B256>().map_err(|_| ParseError::new(path, format!("invalid hex in {s:?}")))
 }
 
+/// At most 80 characters of a network-supplied string, so an error stays one short line
+/// whatever the peer sent.
+fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 fn parse_u64(v: &Value, path: &str) -> Result<u64, ParseError> {
     match v {
         Value::Number(n) => {
@@ -291,7 +300,7 @@ fn parse_u64(v: &Value, path: &str) -> Result<u64, ParseError> {
                 Ok(u)
             } else if n.as_i64().is_some_and(|i| i < 0) {
                 Err(ParseError::new(path, format!("negative number {n}")))
-            } else if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f >= 0.0) {
+            } else if n.as_f64().is_some_and(|f| f >= 18_446_744_073_709_551_616.0) {
                 Err(ParseError::new(path, format!("number {n} overflows u64")))
             } else {
                 Err(ParseError::new(path, format!("expected an unsigned integer, got {n}")))
@@ -305,11 +314,18 @@ fn parse_quantity(v: &Value, path: &str) -> Result<u64, ParseError> {
     let s = v.as_str().ok_or_else(|| {
         ParseError::new(path, format!("expected a hex quantity, got {}", kind(v)))
     })?;
-    let hex = s
-        .strip_prefix("0x")
-        .ok_or_else(|| ParseError::new(path, format!("quantity {s:?} lacks the 0x prefix")))?;
+    let hex = s.strip_prefix("0x").ok_or_else(|| {
+        ParseError::new(path, format!("quantity {:?} lacks the 0x prefix", excerpt(s)))
+    })?;
     if hex.is_empty() || hex.len() > 16 {
-        return Err(ParseError::new(path, format!("quantity {s:?} is empty or over 64 bits")));
+        return Err(ParseError::new(
+            path,
+            format!("quantity {:?} is empty or over 64 bits", excerpt(s)),
+        ));
+    }
+    // `from_str_radix` would accept a leading sign ("0x+1f").
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ParseError::new(path, format!("invalid hex quantity {s:?}")));
     }
     u64::from_str_radix(hex, 16)
         .map_err(|_| ParseError::new(path, format!("invalid hex quantity {s:?}")))

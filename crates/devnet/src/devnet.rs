@@ -13,6 +13,7 @@ use futures::StreamExt;
 use lightcl_core::{L2BlockRef, SyncStatus};
 use lightcl_harness::mock_el::{FcuReply, MockEl, MockElConfig};
 use lightcl_harness::mock_source::MockSource;
+use lightcl_harness::tls::{FrontOptions, TestCa, TlsFront};
 use lightcl_proto::v1;
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -104,6 +105,10 @@ pub struct DevnetConfig {
     /// out less than this long before it was sent (a target validated just before an L1 reorg
     /// may still be in flight; zero: strict).
     pub stale_label_grace: Duration,
+    /// Serve the source, L1 and every EL over HTTPS (TLS fronts with a private CA, trusted by
+    /// the services through `SSL_CERT_FILE`); the source and L1 URLs carry this API key in
+    /// their path (`/v2/<key>`), as hosted providers do. `None`: plain HTTP.
+    pub https_api_key: Option<String>,
 }
 
 impl Default for DevnetConfig {
@@ -127,6 +132,7 @@ impl Default for DevnetConfig {
             start_paused: false,
             els_start_syncing: false,
             stale_label_grace: Duration::ZERO,
+            https_api_key: None,
         }
     }
 }
@@ -157,6 +163,7 @@ impl fmt::Display for Service {
 struct ServiceProc {
     proc: Proc,
     admin: SocketAddr,
+    grpc: SocketAddr,
 }
 
 /// A decoded rejection as seen on `lightcl.rejected.<chain>`.
@@ -222,6 +229,47 @@ impl Shared {
     }
 }
 
+/// The endpoint URLs handed to the services.
+#[derive(Debug, Clone)]
+struct ServiceUrls {
+    source: String,
+    l1: String,
+    els: Vec<String>,
+}
+
+/// Puts a TLS front (private CA) before the source, anvil and each EL; the source and L1 fronts
+/// require `key` in the path. Returns the URLs, the fronts and the CA file for `SSL_CERT_FILE`.
+async fn https_fronts(
+    shared: &Shared,
+    anvil_port: u16,
+    key: &str,
+    dir: &Path,
+) -> Result<(ServiceUrls, Vec<(String, TlsFront)>, PathBuf), String> {
+    let ca = TestCa::new("devnet");
+    let ca_file = ca.write_pem(dir);
+    let addr_of = |url: &str| -> Result<SocketAddr, String> {
+        url.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    let keyed = FrontOptions { api_key: Some(key.to_owned()) };
+    let start = |upstream: SocketAddr, opts: FrontOptions| {
+        let ca = &ca;
+        async move { TlsFront::start(ca, upstream, opts).await.map_err(|e| e.to_string()) }
+    };
+    let source = start(addr_of(&shared.source.url())?, keyed.clone()).await?;
+    let l1 = start(SocketAddr::from(([127, 0, 0, 1], anvil_port)), keyed).await?;
+    let mut urls = ServiceUrls { source: source.url(), l1: l1.url(), els: Vec::new() };
+    let mut fronts = vec![("source".to_owned(), source), ("l1".to_owned(), l1)];
+    for (i, el) in shared.els.iter().enumerate() {
+        let f = start(addr_of(&el.url())?, FrontOptions::default()).await?;
+        urls.els.push(f.base_url());
+        fronts.push((format!("el-{i}"), f));
+    }
+    Ok((urls, fronts, ca_file))
+}
+
 /// A running devnet. Dropping it kills every child process; prefer [`Devnet::shutdown`].
 pub struct Devnet {
     cfg: DevnetConfig,
@@ -233,6 +281,10 @@ pub struct Devnet {
     anvil: Proc,
     anvil_url: String,
     services: HashMap<Service, ServiceProc>,
+    /// The URLs the services are given (HTTPS fronts when configured).
+    urls: ServiceUrls,
+    /// TLS fronts (source, L1, ELs) kept alive while the devnet runs.
+    fronts: Vec<(String, TlsFront)>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -357,6 +409,26 @@ impl Devnet {
             els,
             l1,
         });
+        let (urls, fronts, ca_file) = match &cfg.https_api_key {
+            None => (
+                ServiceUrls {
+                    source: shared.source.url(),
+                    l1: anvil_url.clone(),
+                    els: shared.els.iter().map(|e| e.url()).collect(),
+                },
+                Vec::new(),
+                None,
+            ),
+            Some(key) => {
+                let (urls, fronts, ca) =
+                    https_fronts(&shared, anvil_port, key, &dir).await.map_err(io("TLS fronts"))?;
+                (urls, fronts, Some(ca))
+            }
+        };
+        let mut cfg = cfg;
+        if let Some(ca) = ca_file {
+            cfg.extra_env.push(("SSL_CERT_FILE".into(), ca.display().to_string()));
+        }
         let cancel = CancellationToken::new();
         let mut me = Self {
             cfg,
@@ -368,6 +440,8 @@ impl Devnet {
             anvil,
             anvil_url,
             services: HashMap::new(),
+            urls,
+            fronts,
             shared,
             cancel,
             tasks: Vec::new(),
@@ -415,16 +489,16 @@ impl Devnet {
         ];
         match which {
             Service::Poller => {
-                args.push(format!("--l2.follow.source={}", self.shared.source.url()));
+                args.push(format!("--l2.follow.source={}", self.urls.source));
                 args.push("--source-id=devnet-source".into());
                 args.push(format!(
                     "--poll-interval={}",
                     humantime::format_duration(self.cfg.poll_interval)
                 ));
             }
-            Service::Validator => args.push(format!("--l1.rpc={}", self.anvil_url)),
+            Service::Validator => args.push(format!("--l1.rpc={}", self.urls.l1)),
             Service::Driver(i) => {
-                args.push(format!("--l2.engine-rpc={}", self.shared.els[i].url()));
+                args.push(format!("--l2.engine-rpc={}", self.urls.els[i]));
                 if let Some(j) = jwt.first() {
                     args.push(format!("--l2.jwt-secret={}", j.display()));
                 }
@@ -441,7 +515,7 @@ impl Devnet {
         envs.extend(self.cfg.extra_env.iter().cloned());
         let log = self.dir.join(format!("{which}.log"));
         let proc = Proc::spawn(&which.to_string(), &bin_dir.join(bin), args, envs, log)?;
-        self.services.insert(which, ServiceProc { proc, admin });
+        self.services.insert(which, ServiceProc { proc, admin, grpc });
         Ok(())
     }
 
@@ -458,6 +532,16 @@ impl Devnet {
     /// The mock source's URL.
     pub fn source_url(&self) -> String {
         self.shared.source.url()
+    }
+
+    /// Requests each TLS front forwarded (`source`, `l1`, `el-<i>`); empty without HTTPS.
+    pub fn tls_forwarded(&self) -> Vec<(String, u64)> {
+        self.fronts.iter().map(|(name, f)| (name.clone(), f.forwarded())).collect()
+    }
+
+    /// The endpoint URLs the services were given (with the API key when HTTPS is on).
+    pub fn service_urls(&self) -> (&str, &str, &[String]) {
+        (&self.urls.source, &self.urls.l1, &self.urls.els)
     }
 
     /// The work directory (logs, JWT files, NATS store).
@@ -650,6 +734,11 @@ impl Devnet {
     /// The admin address of a service.
     pub fn admin_addr(&self, s: Service) -> Option<SocketAddr> {
         self.services.get(&s).map(|p| p.admin)
+    }
+
+    /// A service's gRPC control address.
+    pub fn grpc_addr(&self, s: Service) -> Option<SocketAddr> {
+        self.services.get(&s).map(|p| p.grpc)
     }
 
     /// Is the service's `/ready` answering 200?

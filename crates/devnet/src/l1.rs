@@ -2,7 +2,7 @@
 
 use lightcl_core::L1BlockRef;
 use lightcl_core::status::{parse_rpc_block, to_quantity};
-use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
+use lightcl_rpc::{Client, ClientConfig, RpcError};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub struct L1Client {
 impl L1Client {
     /// A client for `url` with a 5 s timeout.
     pub fn new(url: &str) -> Result<Self, L1Error> {
-        let u = url::Url::parse(url).map_err(|_| L1Error::Url(url.to_owned()))?;
+        let u = url.parse().map_err(|_| L1Error::Url(lightcl_rpc::redact_url(url)))?;
         let rpc = Client::new(ClientConfig::new(u).with_timeout(Duration::from_secs(5)))?;
         Ok(Self { rpc })
     }
@@ -65,14 +65,13 @@ impl L1Client {
         if from > to {
             return Ok(Vec::new());
         }
-        let calls: Vec<(&str, Value)> =
-            (from..=to).map(|n| ("eth_getBlockByNumber", json!([to_quantity(n), false]))).collect();
-        let answers = self.rpc.batch(&calls).await?;
+        let params: Vec<(String, bool)> = (from..=to).map(|n| (to_quantity(n), false)).collect();
+        let answers = self.rpc.batch::<_, Value>("eth_getBlockByNumber", &params).await?;
         let mut out = Vec::with_capacity(answers.len());
         for a in answers {
             let v = a.map_err(|e| L1Error::Parse {
                 method: "eth_getBlockByNumber".into(),
-                reason: e.message,
+                reason: e.to_string(),
             })?;
             match parse_rpc_block(&v) {
                 Ok(Some(b)) => out.push(b),

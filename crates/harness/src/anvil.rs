@@ -25,7 +25,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use lightcl_core::L1BlockRef;
 use lightcl_core::status::parse_rpc_block;
-use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
+use lightcl_rpc::{Client, ClientConfig, RpcError};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -396,7 +396,7 @@ mod tests {
         )
         .unwrap();
         let answers = client
-            .batch(&[
+            .batch_calls(&[
                 ("eth_getBlockByNumber", json!(["0x1", false])),
                 ("eth_getBlockByNumber", json!(["0x2", false])),
                 ("eth_blockNumber", json!([])),

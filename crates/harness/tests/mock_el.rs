@@ -6,7 +6,7 @@ use alloy_primitives::B256;
 use alloy_rpc_types_engine::{Claims, JwtSecret};
 use lightcl_core::status::parse_rpc_block;
 use lightcl_harness::mock_el::{FcuReply, L2Chain, MockEl, MockElConfig, l2_genesis};
-use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
+use lightcl_rpc::{Client, ClientConfig, RpcError};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,7 +23,7 @@ async fn el(download_ms: u64) -> MockEl {
 }
 
 fn client(el: &MockEl) -> Client {
-    let url = url::Url::parse(&el.url()).expect("url");
+    let url = el.url().parse().expect("url");
     Client::new(ClientConfig::new(url).with_jwt(secret()).with_timeout(Duration::from_secs(2)))
         .expect("client")
 }
@@ -74,11 +74,11 @@ async fn jwt_is_required_and_checked() {
     assert_eq!(el.unauthorized_count(), 3);
 
     // Through the real client with a wrong secret: HTTP 401, nothing executed.
-    let url = url::Url::parse(&el.url()).expect("url");
+    let url = el.url().parse().expect("url");
     let bad = Client::new(ClientConfig::new(url).with_jwt(JwtSecret::random())).expect("client");
     let chain = L2Chain::new(3);
     let err = fcu(&bad, chain.at(3).hash, B256::ZERO, B256::ZERO).await.expect_err("401");
-    assert!(matches!(err, RpcError::HttpStatus { status: 401, .. }), "{err}");
+    assert_eq!(err.http_status(), Some(401), "{err}");
     assert!(el.fcus().is_empty());
 }
 
@@ -155,7 +155,7 @@ async fn labels_off_the_head_chain_give_38002_after_moving_the_head() {
     let r = fcu(&c, b.at(20).hash, a.at(13).hash, a.at(5).hash).await.expect("fcu");
     assert_eq!(status(&r), "SYNCING");
     let err = fcu(&c, b.at(20).hash, a.at(13).hash, a.at(5).hash).await.expect_err("-38002");
-    assert!(matches!(&err, RpcError::Rpc { error, .. } if error.code == -38002), "{err}");
+    assert_eq!(err.rpc_code(), Some(-38002), "{err}");
     assert_eq!(el.head().hash, b.at(20).hash, "op-reth moves the head before checking labels");
     assert_eq!(el.safe().hash, a.at(10).hash, "labels untouched");
     // Labels on the shared prefix are fine.
@@ -163,7 +163,7 @@ async fn labels_off_the_head_chain_give_38002_after_moving_the_head() {
     assert_eq!(status(&r), "VALID");
     // Unknown safe hash.
     let err = fcu(&c, b.at(20).hash, B256::repeat_byte(7), a.at(5).hash).await.expect_err("-38002");
-    assert!(matches!(&err, RpcError::Rpc { error, .. } if error.code == -38002), "{err}");
+    assert_eq!(err.rpc_code(), Some(-38002), "{err}");
 }
 
 #[tokio::test]
@@ -171,7 +171,7 @@ async fn zero_head_is_rejected() {
     let el = el(0).await;
     let c = client(&el);
     let err = fcu(&c, B256::ZERO, B256::ZERO, B256::ZERO).await.expect_err("zero head");
-    assert!(matches!(&err, RpcError::Rpc { error, .. } if error.code == -38002), "{err}");
+    assert_eq!(err.rpc_code(), Some(-38002), "{err}");
     assert_eq!(el.head().number, 0);
 }
 
@@ -228,7 +228,7 @@ async fn downtime_and_restart_on_the_same_port() {
     let url = el.url();
     el.stop().await;
     let err = c.call("eth_chainId", json!([])).await.expect_err("down");
-    assert!(matches!(err, RpcError::Connect { .. } | RpcError::Transport { .. }), "{err}");
+    assert!(matches!(err.kind(), "connect" | "transport"), "{err}");
     el.restart().await.expect("restart");
     assert_eq!(el.url(), url);
     assert_eq!(c.call("eth_chainId", json!([])).await.expect("up again"), json!("0xa"));

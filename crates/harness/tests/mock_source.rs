@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use lightcl_core::{Severity, SyncStatus};
 use lightcl_harness::mock_source::{Failure, Heads, MockSource, l1_block_hash, synthetic_status};
-use lightcl_jsonrpc::{Client, ClientConfig};
+use lightcl_rpc::{Client, ClientConfig};
 use serde_json::{Value, json};
 
 fn heads(n: u64) -> Heads {
@@ -35,15 +35,17 @@ async fn serves_status_config_and_chain_id() {
 
     let cfg = c.call("optimism_rollupConfig", json!([])).await.unwrap();
     assert_eq!((cfg["l2_chain_id"].as_u64(), cfg["block_time"].as_u64()), (Some(10), Some(2)));
-    assert_eq!(c.call_as::<String>("eth_chainId", json!([])).await.unwrap(), "0xa");
+    assert_eq!(c.request::<_, String>("eth_chainId", lightcl_rpc::NO_PARAMS).await.unwrap(), "0xa");
     src.set_chain_id(11);
     assert_eq!(c.call("optimism_rollupConfig", json!([])).await.unwrap()["l2_chain_id"], json!(11));
 
     let err = c.call("eth_blockNumber", json!([])).await.unwrap_err();
-    assert_eq!(err.rpc_error().unwrap().code, -32601);
+    assert_eq!(err.rpc_code(), Some(-32601));
 
-    let out =
-        c.batch(&[("eth_chainId", json!([])), ("optimism_syncStatus", json!([]))]).await.unwrap();
+    let out = c
+        .batch_calls(&[("eth_chainId", json!([])), ("optimism_syncStatus", json!([]))])
+        .await
+        .unwrap();
     assert_eq!(out[0].as_ref().unwrap(), &json!("0xb"));
 
     assert_eq!(src.requests("optimism_syncStatus"), 3);
@@ -79,7 +81,11 @@ async fn failure_modes() {
 
     src.set_failure(Failure::RpcError { code: -32000, message: "not synced".into() });
     let e = call().await.unwrap_err();
-    assert_eq!((e.kind(), e.rpc_error().unwrap().message.as_str()), ("rpc", "not synced"));
+    assert_eq!(e.kind(), "rpc");
+    assert!(
+        matches!(&e, lightcl_rpc::RpcError::Rpc { message, .. } if message == "not synced"),
+        "{e}"
+    );
 
     src.set_failure(Failure::MalformedJson);
     assert_eq!(call().await.unwrap_err().kind(), "json");

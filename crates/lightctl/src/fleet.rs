@@ -142,7 +142,7 @@ pub async fn connect(
     }
     if let Some(c) = &auth.creds {
         opts = opts.credentials_file(c).await.map_err(|e| FleetError::Connect {
-            url: url.to_owned(),
+            url: lightcl_rpc::redact_url(url),
             reason: format!("--nats.creds {}: {e}", c.display()),
         })?;
     }
@@ -152,9 +152,10 @@ pub async fn connect(
     let connect = opts.connect(url);
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(client)) => Ok(jetstream::new(client)),
-        Ok(Err(e)) => {
-            Err(FleetError::Connect { url: url.to_owned(), reason: crate::client::error_chain(&e) })
-        }
+        Ok(Err(e)) => Err(FleetError::Connect {
+            url: lightcl_rpc::redact_url(url),
+            reason: crate::client::error_chain(&e),
+        }),
         Err(_) => Err(FleetError::Timeout(timeout)),
     }
 }
@@ -200,7 +201,7 @@ pub async fn read(
 /// A fleet section with no entries yet.
 pub fn empty(url: &str, chain_id: Option<u64>) -> FleetView {
     FleetView {
-        nats_url: url.to_owned(),
+        nats_url: lightcl_rpc::redact_url(url),
         bucket: ENGINE_BUCKET.to_owned(),
         chain_id,
         nodes: Vec::new(),

@@ -395,7 +395,7 @@ impl<T> Entry<T> {
     /// A row for `endpoint` waiting for its first answer.
     pub fn pending(endpoint: &str, name: Option<String>) -> Self {
         Self {
-            endpoint: endpoint.to_owned(),
+            endpoint: lightcl_rpc::redact_url(endpoint),
             name,
             status: None,
             error: Some(ErrorView { kind: "pending".into(), message: "no answer yet".into() }),

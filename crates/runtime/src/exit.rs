@@ -108,16 +108,34 @@ pub fn init_telemetry_or_exit(
             "RUST_LOG",
             strip_prefix(&e.to_string(), "RUST_LOG: "),
         )),
-        Err(e @ TelemetryError::Exporter(_)) => exit_config_error(&ConfigError::new(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            strip_prefix(&e.to_string(), "OTEL_EXPORTER_OTLP_ENDPOINT: "),
-        )),
+        Err(e @ TelemetryError::Exporter(_)) => {
+            // The message starts with the variable at fault.
+            let text = e.to_string();
+            let var = OTEL_VARS
+                .iter()
+                .find(|v| text.starts_with(&format!("{v}: ")))
+                .copied()
+                .unwrap_or("OTEL_EXPORTER_OTLP_ENDPOINT");
+            exit_config_error(&ConfigError::new(var, strip_prefix(&text, &format!("{var}: "))))
+        }
         Err(e) => {
             eprintln!("error: telemetry: {e}");
             std::process::exit(70) // EX_SOFTWARE
         }
     }
 }
+
+/// The OTLP variables a telemetry error may name (most specific first).
+const OTEL_VARS: [&str; 8] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+];
 
 fn strip_prefix(s: &str, p: &str) -> String {
     s.strip_prefix(p).unwrap_or(s).to_owned()

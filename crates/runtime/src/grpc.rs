@@ -119,7 +119,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// rustls then refuses to pick one itself. [`serve_grpc`] calls it when TLS is on.
 pub fn install_crypto_provider() {
     // Err means a provider is already installed, which is fine.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    lightcl_rpc::tls::install_default_provider();
 }
 
 /// Where and how to serve gRPC.

@@ -128,3 +128,30 @@ fn bad_rust_log_exits_64() {
     let (code, _, stderr) = run_env("telemetry", &[("RUST_LOG", "debug")]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn bad_otlp_settings_exit_64_naming_the_variable_and_no_secret() {
+    let (code, _, stderr) = run_env(
+        "telemetry",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert!(
+        error_lines(&stderr)[0].starts_with("error: OTEL_EXPORTER_OTLP_PROTOCOL: "),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_env(
+        "telemetry",
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://u:hunter2pw@collector.example/v1/KEY123456")],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        error_lines(&stderr)[0].starts_with("error: OTEL_EXPORTER_OTLP_ENDPOINT: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2pw") && !stderr.contains("KEY123456"), "{stderr}");
+}

@@ -5,13 +5,37 @@
 //! - [`init`] installs the global `tracing` subscriber: an `EnvFilter` from `RUST_LOG`
 //!   (default `info`), text or JSON logs on stderr, and — when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set — an OpenTelemetry layer exporting spans over
-//!   OTLP/gRPC in batches, with `service.name` set. Internal h2/hyper/tonic/tower spans are never
+//!   OTLP in batches, with `service.name` set. Internal h2/hyper/tonic/tower spans are never
 //!   exported (that would feed the exporter's own traffic back into itself).
 //! - The W3C `traceparent`/`tracestate` propagator is always installed, so context flows
 //!   through gRPC metadata ([`inject_context`]/[`extract_context`]) and any string map such as
 //!   NATS headers ([`inject_map`]/[`extract_map`]) even when export is off.
 //! - [`metrics::registry`] builds a prometheus-client registry with the `lightcl_<service>_`
 //!   prefix.
+//!
+//! ## OTLP export (the OpenTelemetry exporter spec's variables)
+//!
+//! - **Protocol**: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`:
+//!   `grpc` (the default) or `http/protobuf`. Anything else (`http/json` included) makes
+//!   [`init`] fail with a [`TelemetryError::Exporter`] naming the variable and the accepted
+//!   values (the services exit 64 on it).
+//! - **Endpoint**: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as is; with `http/protobuf`,
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is a base URL that gets `/v1/traces` appended
+//!   (`https://collector:4318` → `https://collector:4318/v1/traces`). A gRPC endpoint without
+//!   a scheme is `https://` unless `OTEL_EXPORTER_OTLP_(TRACES_)INSECURE=true`. Export is off
+//!   without an endpoint, with `OTEL_SDK_DISABLED=true` or with `OTEL_TRACES_EXPORTER=none`.
+//! - **Headers, timeout**: `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS` (`k=v,k2=v2`, read by the
+//!   opentelemetry-otlp builders) and `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` (milliseconds,
+//!   default 10 s, bounding each export). Userinfo in the endpoint URL is sent as an
+//!   `Authorization: Basic` header.
+//! - **TLS**: `https://` works with both protocols: rustls with the aws-lc-rs provider (no
+//!   OpenSSL), certificates verified against the system store, or `SSL_CERT_FILE` /
+//!   `SSL_CERT_DIR` when set (`lightcl_rpc::tls::system_roots`); [`init_with`] takes other
+//!   [`TrustRoots`]. gRPC runs on tonic's rustls transport; OTLP/HTTP on hyper-util with
+//!   lightcl-rpc's HTTPS connector.
+//! - **No secrets in logs**: the endpoint is only ever shown as `scheme://host:port`
+//!   (`lightcl_rpc::redact_url`), in errors and logs alike; the OpenTelemetry crates' own debug
+//!   events that carry the full URL are not logged.
 //!
 //! Invariants: `init` succeeds at most once per process (a second call returns
 //! [`TelemetryError::AlreadyInitialized`]); OTLP export needs a live multi-thread tokio runtime,
@@ -28,6 +52,24 @@
 //!     guard.shutdown().await; // flush spans before exiting
 //!     Ok(())
 //! }
+//! ```
+//!
+//! Exporting over OTLP/HTTP to a collector with a private CA, whatever the environment says:
+//!
+//! ```no_run
+//! # async fn f(ca: std::sync::Arc<rustls::RootCertStore>) -> eyre::Result<()> {
+//! use lightcl_telemetry::{LogFormat, OtlpOptions, OtlpProtocol, TelemetryConfig, TrustRoots};
+//!
+//! let config = TelemetryConfig {
+//!     otlp_endpoint: Some("https://collector.internal:4318/v1/traces".into()),
+//!     ..TelemetryConfig::new("poller", LogFormat::Json)
+//! };
+//! let otlp = OtlpOptions {
+//!     protocol: Some(OtlpProtocol::HttpProtobuf),
+//!     tls_roots: TrustRoots::Custom(ca),
+//! };
+//! let guard = lightcl_telemetry::init_with(config, otlp)?;
+//! # guard.shutdown().await; Ok(()) }
 //! ```
 //!
 //! Propagating over gRPC:
@@ -49,17 +91,26 @@ use std::time::Duration;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{Context, global};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+mod http_client;
 pub mod metrics;
+mod otlp;
+/// The export tests' CA and OTLP/HTTP receiver, for the unit tests too.
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
+
+pub use lightcl_rpc::tls::TrustRoots;
+pub use otlp::OtlpProtocol;
 
 /// Filter applied to spans exported over OTLP: our spans at `info`+, transport internals off.
 pub const OTEL_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off";
@@ -73,16 +124,27 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
-/// What to initialise.
-#[derive(Debug, Clone)]
+/// What to initialise. `Debug` shows the endpoint as `scheme://host:port` only.
+#[derive(Clone)]
 pub struct TelemetryConfig {
     /// `service.name` of exported spans, e.g. `poller` (`OTEL_SERVICE_NAME` overrides it).
     pub service_name: String,
     /// Log line format.
     pub log_format: LogFormat,
-    /// OTLP/gRPC endpoint; `None` reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. No endpoint → no export.
+    /// OTLP endpoint, used as is (for `http/protobuf` the full URL, e.g.
+    /// `https://collector:4318/v1/traces`); `None` reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+    /// then `OTEL_EXPORTER_OTLP_ENDPOINT` (see the crate docs). No endpoint → no export.
     pub otlp_endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("service_name", &self.service_name)
+            .field("log_format", &self.log_format)
+            .field("otlp_endpoint", &self.otlp_endpoint.as_deref().map(lightcl_rpc::redact_url))
+            .finish()
+    }
 }
 
 impl TelemetryConfig {
@@ -92,7 +154,20 @@ impl TelemetryConfig {
     }
 }
 
-/// Why [`init`] failed.
+/// OTLP export settings that are not read from the environment (for tests and embedders);
+/// the default reads the protocol from the environment and trusts the system store.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpOptions {
+    /// The protocol; `None` reads `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (default `grpc`).
+    pub protocol: Option<OtlpProtocol>,
+    /// CAs trusted for an `https://` endpoint, both protocols: by default the system store, or
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set.
+    pub tls_roots: TrustRoots,
+}
+
+/// Why [`init`] failed. The configuration errors ([`Filter`](Self::Filter),
+/// [`Exporter`](Self::Exporter)) display as `<VARIABLE>: <reason>`.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// `init` was already called in this process (or another subscriber is installed).
@@ -104,8 +179,11 @@ pub enum TelemetryError {
     /// OTLP export requested outside a tokio runtime.
     #[error("OTLP export needs a running tokio runtime (call init inside #[tokio::main])")]
     NoRuntime,
-    /// The OTLP exporter could not be built.
-    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter: {0}")]
+    /// The OTLP export settings are invalid (a bad endpoint or protocol) or the exporter could
+    /// not be built. The message starts with the variable at fault, e.g.
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL: unsupported OTLP protocol "http/json"; accepted values:
+    /// grpc, http/protobuf`, and shows an endpoint only as `scheme://host:port`.
+    #[error("{0}")]
     Exporter(String),
 }
 
@@ -168,17 +246,25 @@ impl Drop for TelemetryGuard {
 /// Install logging, the W3C propagator and (if configured) OTLP trace export. Call once, inside
 /// a multi-thread tokio runtime when exporting.
 pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    init_with(config, OtlpOptions::default())
+}
+
+/// [`init`] with OTLP settings that override the environment's (protocol, trusted CAs).
+pub fn init_with(
+    config: TelemetryConfig,
+    otlp: OtlpOptions,
+) -> Result<TelemetryGuard, TelemetryError> {
     if INITIALIZED.swap(true, Ordering::SeqCst) {
         return Err(TelemetryError::AlreadyInitialized);
     }
-    let result = try_init(config);
+    let result = try_init(config, otlp);
     if result.is_err() {
         INITIALIZED.store(false, Ordering::SeqCst);
     }
     result
 }
 
-fn try_init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+fn try_init(config: TelemetryConfig, otlp: OtlpOptions) -> Result<TelemetryGuard, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => {
             EnvFilter::try_new(&v).map_err(|e| TelemetryError::Filter(format!("{v:?}: {e}")))?
@@ -195,9 +281,10 @@ fn try_init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
             .boxed(),
     };
 
-    let endpoint = config.otlp_endpoint.clone().or_else(endpoint_from_env);
-    let provider = match endpoint {
-        Some(ep) => Some(build_provider(&ep, &config.service_name)?),
+    let target =
+        otlp::resolve(&|k| std::env::var(k).ok(), config.otlp_endpoint.as_deref(), otlp.protocol)?;
+    let provider = match &target {
+        Some(t) => Some(build_provider(t, &otlp.tls_roots, &config.service_name)?),
         None => None,
     };
     let otel = provider.as_ref().map(|p| {
@@ -206,7 +293,8 @@ fn try_init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
             .with_filter(EnvFilter::new(OTEL_FILTER))
     });
 
-    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel);
+    let logged = filter.and(tracing_subscriber::filter::filter_fn(no_full_url));
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(logged)).with(otel);
     if registry.try_init().is_err() {
         if let Some(p) = provider {
             let _ = std::thread::spawn(move || p.shutdown()).join();
@@ -217,30 +305,32 @@ fn try_init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     if let Some(p) = &provider {
         global::set_tracer_provider(p.clone());
     }
+    if let Some(t) = &target {
+        // `Endpoint` displays as `scheme://host:port` only.
+        tracing::info!(protocol = %t.protocol, endpoint = %t.endpoint, "exporting spans over OTLP");
+    }
     Ok(TelemetryGuard { provider })
 }
 
-fn endpoint_from_env() -> Option<String> {
-    if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-        return None;
-    }
-    if std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.eq_ignore_ascii_case("none")) {
-        return None;
-    }
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+/// False for the OpenTelemetry crates' internal events that carry a full URL: with their
+/// `internal-logs` feature (off in this build of opentelemetry-otlp, but one dependency asking
+/// for it turns it on) the OTLP exporters log the endpoint, path and query included, at debug
+/// level. Never logged.
+fn no_full_url(meta: &tracing::Metadata<'_>) -> bool {
+    !(meta.is_event()
+        && meta.target().starts_with("opentelemetry")
+        && (meta.fields().field("url").is_some() || meta.fields().field("endpoint").is_some()))
 }
 
-fn build_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn build_provider(
+    target: &otlp::OtlpTarget,
+    roots: &TrustRoots,
+    service_name: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(TelemetryError::NoRuntime);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let exporter = otlp::build_exporter(target, roots)?;
     let name = std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -434,6 +524,38 @@ mod tests {
         bad.insert("traceparent".to_owned(), "garbage".to_owned());
         assert!(!extract_map(&bad).span().span_context().is_valid());
         assert!(!extract_context(&MetadataMap::new()).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn opentelemetry_events_with_a_url_are_not_logged() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let layer = tracing_subscriber::fmt::layer().with_writer(move || out.clone()).with_filter(
+            EnvFilter::new("debug").and(tracing_subscriber::filter::filter_fn(no_full_url)),
+        );
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let url = "https://c:4318/k3y-0123456789/v1/traces";
+            tracing::debug!(target: "opentelemetry-otlp", name = "HttpClient.NetworkError", url, "x");
+            tracing::debug!(target: "opentelemetry-otlp", endpoint = url, "TonicChannelBuilt");
+            tracing::debug!(target: "opentelemetry-otlp", "kept without a url");
+            tracing::debug!(target: "lightcl_telemetry", endpoint = "https://c:4318", "kept: ours");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("k3y"), "{text}");
+        assert!(text.contains("kept without a url") && text.contains("kept: ours"), "{text}");
     }
 
     #[test]

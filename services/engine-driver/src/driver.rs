@@ -341,7 +341,7 @@ impl Driver {
                 let heads = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return None,
-                    r = self.el.heads() => r,
+                    r = self.el.heads() => r.map_err(|e| e.to_string()),
                 };
                 match &heads {
                     Ok(h) => {
@@ -351,7 +351,7 @@ impl Driver {
                     Err(e) => {
                         self.set_el_reachable(false);
                         self.metrics.el_read_errors_total.inc();
-                        tracing::warn!(error = %e, el = %self.el.url(), "cannot read the EL's heads");
+                        tracing::warn!(error = %e, el = %self.el.endpoint(), "cannot read the EL's heads");
                     }
                 }
                 Some(self.planner.on_el_heads(heads, self.now_ms()))

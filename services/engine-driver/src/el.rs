@@ -3,30 +3,32 @@
 
 use std::time::Duration;
 
-use alloy_primitives::B256;
-use alloy_rpc_types_engine::JwtSecret;
+use alloy_provider::Provider;
+use alloy_provider::ext::EngineApi;
+use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
 use lightcl_core::Severity;
 use lightcl_core::engine::{ElBlock, ElHeads, FcuOutcome, Forkchoice};
 use lightcl_core::status::{BlockId, parse_rpc_block, to_quantity};
-use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
+use lightcl_rpc::{Client, ClientConfig, Endpoint, INVALID_FORKCHOICE_STATE, RpcError};
+use serde_json::Value;
 
 use crate::rpc::FullHeads;
-use serde_json::{Value, json};
-
-/// JSON-RPC error code of an invalid forkchoice state.
-pub const INVALID_FORKCHOICE_STATE: i64 = -38002;
 
 /// A start-up check of the EL failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ElError {
     /// The EL could not be reached or answered garbage (temporary: retry).
     #[error("execution client unavailable: {0}")]
-    Unavailable(RpcError),
+    Unavailable(#[source] RpcError),
     /// The EL refused our JWT (HTTP 401/403): the secret does not match.
     #[error(
         "execution client rejected our JWT ({0}): --l2.jwt-secret does not match the EL's secret"
     )]
-    Unauthorized(RpcError),
+    Unauthorized(#[source] RpcError),
+    /// The EL refused the request for a reason that retrying does not fix (e.g. an unknown
+    /// method: a client without the Engine API on this port).
+    #[error("execution client refused the request: {0}")]
+    Refused(#[source] RpcError),
     /// The EL does not support `engine_forkchoiceUpdatedV3`.
     #[error("execution client lacks engine_forkchoiceUpdatedV3 (capabilities: {0})")]
     MissingCapability(String),
@@ -38,25 +40,18 @@ pub enum ElError {
         /// `eth_chainId`.
         actual: u64,
     },
-    /// A response could not be understood.
-    #[error("execution client answered {method} with {reason}")]
-    BadAnswer {
-        /// Method.
-        method: &'static str,
-        /// What was wrong.
-        reason: String,
-    },
     /// The client could not be built.
     #[error("engine client: {0}")]
-    Config(RpcError),
+    Config(#[source] RpcError),
 }
 
 impl ElError {
     /// How the caller reacts: retry, or stop and tell the operator.
     pub fn severity(&self) -> Severity {
         match self {
-            Self::Unavailable(_) | Self::BadAnswer { .. } => Severity::Temporary,
+            Self::Unavailable(_) => Severity::Temporary,
             Self::Unauthorized(_)
+            | Self::Refused(_)
             | Self::MissingCapability(_)
             | Self::WrongChain { .. }
             | Self::Config(_) => Severity::Fatal,
@@ -64,15 +59,39 @@ impl ElError {
     }
 
     fn from_rpc(e: RpcError) -> Self {
-        match e {
-            RpcError::HttpStatus { status: 401 | 403, .. } => Self::Unauthorized(e),
-            other if other.severity() == Severity::Fatal => Self::Unauthorized(other),
-            other => Self::Unavailable(other),
+        match e.http_status() {
+            Some(401 | 403) => Self::Unauthorized(e),
+            _ if e.severity() == Severity::Fatal => Self::Refused(e),
+            _ => Self::Unavailable(e),
         }
     }
 }
 
-/// Client of one EL's auth RPC (fresh HS256 JWT per request).
+/// A failed block read from the EL.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    /// The call failed.
+    #[error("eth_getBlockByNumber({what}): {source}")]
+    Rpc {
+        /// Which block.
+        what: String,
+        /// Why.
+        source: RpcError,
+    },
+    /// The EL answered a block we cannot read.
+    #[error("EL block {what}: {reason}")]
+    BadBlock {
+        /// Which block.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The EL has no `latest` block.
+    #[error("EL has no latest block")]
+    NoLatest,
+}
+
+/// Client of one EL's auth RPC (fresh HS256 JWT per request), through alloy's Engine API.
 #[derive(Debug, Clone)]
 pub struct EngineClient {
     fcu: Client,
@@ -80,47 +99,48 @@ pub struct EngineClient {
 }
 
 impl EngineClient {
-    /// A client for `url` with `secret`; forkchoice updates time out after `fcu_timeout`,
+    /// A client for `endpoint` with `secret`; forkchoice updates time out after `fcu_timeout`,
     /// reads after `read_timeout`.
     pub fn new(
-        url: url::Url,
+        endpoint: Endpoint,
         secret: JwtSecret,
         fcu_timeout: Duration,
         read_timeout: Duration,
     ) -> Result<Self, ElError> {
-        let fcu =
-            Client::new(ClientConfig::new(url.clone()).with_jwt(secret).with_timeout(fcu_timeout))
-                .map_err(ElError::Config)?;
-        let reads = Client::new(ClientConfig::new(url).with_jwt(secret).with_timeout(read_timeout))
-            .map_err(ElError::Config)?;
+        Self::with_config(ClientConfig::new(endpoint).with_jwt(secret), fcu_timeout, read_timeout)
+    }
+
+    /// Like [`new`](Self::new) from a base config (endpoint, secret, trusted CAs); the two
+    /// timeouts replace its own.
+    pub fn with_config(
+        base: ClientConfig,
+        fcu_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Self, ElError> {
+        let fcu = Client::new(base.clone().with_timeout(fcu_timeout)).map_err(ElError::Config)?;
+        let reads = Client::new(base.with_timeout(read_timeout)).map_err(ElError::Config)?;
         Ok(Self { fcu, reads })
     }
 
-    /// The endpoint.
-    pub fn url(&self) -> &url::Url {
-        self.reads.url()
+    /// The endpoint (displays as `scheme://host:port`).
+    pub fn endpoint(&self) -> &Endpoint {
+        self.reads.endpoint()
     }
 
     /// Start-up checks: `engine_exchangeCapabilities` lists FCU V3 and `eth_chainId` matches.
     pub async fn check(&self, chain_id: u64) -> Result<(), ElError> {
-        let caps = self
-            .reads
-            .call("engine_exchangeCapabilities", json!([["engine_forkchoiceUpdatedV3"]]))
-            .await
-            .map_err(ElError::from_rpc)?;
-        let list = caps.as_array().ok_or_else(|| ElError::BadAnswer {
-            method: "engine_exchangeCapabilities",
-            reason: format!("a non-array {caps}"),
-        })?;
-        if !list.iter().any(|c| c == "engine_forkchoiceUpdatedV3") {
-            return Err(ElError::MissingCapability(caps.to_string()));
+        let p = self.reads.provider();
+        let caps =
+            p.exchange_capabilities(vec!["engine_forkchoiceUpdatedV3".to_owned()]).await.map_err(
+                |e| ElError::from_rpc(self.reads.classify("engine_exchangeCapabilities", e)),
+            )?;
+        if !caps.iter().any(|c| c == "engine_forkchoiceUpdatedV3") {
+            return Err(ElError::MissingCapability(caps.join(",")));
         }
-        let v = self.reads.call("eth_chainId", json!([])).await.map_err(ElError::from_rpc)?;
-        let actual = v
-            .as_str()
-            .and_then(|s| s.strip_prefix("0x"))
-            .and_then(|s| u64::from_str_radix(s, 16).ok())
-            .ok_or_else(|| ElError::BadAnswer { method: "eth_chainId", reason: format!("{v}") })?;
+        let actual = p
+            .get_chain_id()
+            .await
+            .map_err(|e| ElError::from_rpc(self.reads.classify("eth_chainId", e)))?;
         if actual != chain_id {
             return Err(ElError::WrongChain { expected: chain_id, actual });
         }
@@ -130,18 +150,30 @@ impl EngineClient {
     /// `engine_forkchoiceUpdatedV3(state, null)`, mapped onto the planner's outcomes. The
     /// second value is true when the EL was reached (any answer, even an error object).
     pub async fn forkchoice_updated(&self, fc: &Forkchoice) -> (FcuOutcome, bool) {
-        let state = json!({
-            "headBlockHash": fc.head.hash,
-            "safeBlockHash": fc.safe.hash,
-            "finalizedBlockHash": fc.finalized.hash,
-        });
-        match self.fcu.call("engine_forkchoiceUpdatedV3", json!([state, null])).await {
-            Ok(v) => (parse_fcu_result(&v), true),
-            Err(RpcError::Rpc { error, .. }) if error.code == INVALID_FORKCHOICE_STATE => {
-                (FcuOutcome::InvalidForkchoiceState { message: error.message }, true)
+        let state = ForkchoiceState {
+            head_block_hash: fc.head.hash,
+            safe_block_hash: fc.safe.hash,
+            finalized_block_hash: fc.finalized.hash,
+        };
+        match self.fcu.provider().fork_choice_updated_v3(state, None).await {
+            Ok(answer) => (fcu_outcome(&answer), true),
+            Err(e) => {
+                let e = self.fcu.classify("engine_forkchoiceUpdatedV3", e);
+                match (e.rpc_code(), e.kind()) {
+                    (Some(INVALID_FORKCHOICE_STATE), _) => {
+                        let message = match &e {
+                            RpcError::Rpc { message, .. } => message.clone(),
+                            other => other.to_string(),
+                        };
+                        (FcuOutcome::InvalidForkchoiceState { message }, true)
+                    }
+                    // The EL answered, with an error object or an answer we cannot read.
+                    (Some(_), _) | (None, "json" | "bad_response") => {
+                        (FcuOutcome::Error { message: e.to_string() }, true)
+                    }
+                    _ => (FcuOutcome::Error { message: e.to_string() }, false),
+                }
             }
-            Err(e @ RpcError::Rpc { .. }) => (FcuOutcome::Error { message: e.to_string() }, true),
-            Err(e) => (FcuOutcome::Error { message: e.to_string() }, false),
         }
     }
 
@@ -150,36 +182,38 @@ impl EngineClient {
         match self.block(&to_quantity(number)).await {
             Ok(Some(b)) => ElBlock::Found(b),
             Ok(None) => ElBlock::NotFound,
-            Err(e) => ElBlock::Error(e),
+            Err(e) => ElBlock::Error(e.to_string()),
         }
     }
 
     /// The EL's `latest`, `safe` and `finalized` blocks.
-    pub async fn heads(&self) -> Result<ElHeads, String> {
+    pub async fn heads(&self) -> Result<ElHeads, ReadError> {
         self.heads_full().await.map(|h| h.ids())
     }
 
     /// The EL's `latest`, `safe` and `finalized` blocks with parents and timestamps, read in
     /// one batch.
-    pub async fn heads_full(&self) -> Result<FullHeads, String> {
-        let calls = [
-            ("eth_getBlockByNumber", json!(["latest", false])),
-            ("eth_getBlockByNumber", json!(["safe", false])),
-            ("eth_getBlockByNumber", json!(["finalized", false])),
-        ];
-        let answers = self.reads.batch(&calls).await.map_err(|e| e.to_string())?;
+    pub async fn heads_full(&self) -> Result<FullHeads, ReadError> {
+        let tags = ["latest", "safe", "finalized"];
+        let params: Vec<(&str, bool)> = tags.iter().map(|t| (*t, false)).collect();
+        let answers =
+            self.reads.batch::<_, Value>("eth_getBlockByNumber", &params).await.map_err(
+                |source| ReadError::Rpc { what: "latest,safe,finalized".into(), source },
+            )?;
         let mut blocks = Vec::with_capacity(3);
         for (i, a) in answers.into_iter().enumerate() {
             let block = match a {
                 // A missing label (e.g. "finalized block not found") is "none", not a failure.
                 Err(_) if i > 0 => None,
-                Err(e) => return Err(format!("eth_getBlockByNumber(latest): {e}")),
-                Ok(v) => parse_rpc_block(&v).map_err(|e| format!("EL block: {e}"))?,
+                Err(source) => return Err(ReadError::Rpc { what: tags[i].into(), source }),
+                Ok(v) => parse_rpc_block(&v).map_err(|e| ReadError::BadBlock {
+                    what: tags[i].into(),
+                    reason: e.to_string(),
+                })?,
             };
             blocks.push(block);
         }
-        let latest =
-            blocks.first().copied().flatten().ok_or_else(|| "EL has no latest block".to_owned())?;
+        let latest = blocks.first().copied().flatten().ok_or(ReadError::NoLatest)?;
         Ok(FullHeads {
             latest,
             safe: blocks.get(1).copied().flatten(),
@@ -187,67 +221,90 @@ impl EngineClient {
         })
     }
 
-    async fn block(&self, tag: &str) -> Result<Option<BlockId>, String> {
-        let v = self
+    async fn block(&self, tag: &str) -> Result<Option<BlockId>, ReadError> {
+        let v: Value = self
             .reads
-            .call("eth_getBlockByNumber", json!([tag, false]))
+            .request("eth_getBlockByNumber", (tag, false))
             .await
-            .map_err(|e| e.to_string())?;
-        parse_rpc_block(&v).map(|b| b.map(|b| b.id())).map_err(|e| format!("EL block {tag}: {e}"))
+            .map_err(|source| ReadError::Rpc { what: tag.into(), source })?;
+        parse_rpc_block(&v)
+            .map(|b| b.map(|b| b.id()))
+            .map_err(|e| ReadError::BadBlock { what: tag.into(), reason: e.to_string() })
     }
 }
 
-/// Maps a forkchoice-updated result object onto an outcome.
-pub fn parse_fcu_result(v: &Value) -> FcuOutcome {
-    let ps = &v["payloadStatus"];
-    let lvh = ps["latestValidHash"].as_str().and_then(|s| s.parse::<B256>().ok());
-    let err = ps["validationError"].as_str().map(str::to_owned);
-    match ps["status"].as_str() {
-        Some("VALID") => FcuOutcome::Valid,
-        Some("SYNCING" | "ACCEPTED") => FcuOutcome::Syncing,
-        Some("INVALID" | "INVALID_BLOCK_HASH") => {
-            FcuOutcome::Invalid { latest_valid_hash: lvh, validation_error: err }
-        }
-        _ => FcuOutcome::Error { message: format!("unexpected forkchoice result {v}") },
+/// Maps a forkchoice-updated answer onto an outcome.
+pub fn fcu_outcome(answer: &ForkchoiceUpdated) -> FcuOutcome {
+    let ps = &answer.payload_status;
+    match &ps.status {
+        PayloadStatusEnum::Valid => FcuOutcome::Valid,
+        PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted => FcuOutcome::Syncing,
+        PayloadStatusEnum::Invalid { validation_error } => FcuOutcome::Invalid {
+            latest_valid_hash: ps.latest_valid_hash,
+            validation_error: Some(validation_error.clone()),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_primitives::B256;
+    use lightcl_rpc::HttpError;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<FcuOutcome, serde_json::Error> {
+        serde_json::from_value::<ForkchoiceUpdated>(v).map(|a| fcu_outcome(&a))
+    }
 
     #[test]
-    fn fcu_results_map_onto_outcomes() {
+    fn fcu_answers_map_onto_outcomes() {
         let r = |status: &str| json!({"payloadStatus": {"status": status, "latestValidHash": null}, "payloadId": null});
-        assert_eq!(parse_fcu_result(&r("VALID")), FcuOutcome::Valid);
-        assert_eq!(parse_fcu_result(&r("SYNCING")), FcuOutcome::Syncing);
-        assert_eq!(parse_fcu_result(&r("ACCEPTED")), FcuOutcome::Syncing);
+        assert_eq!(parse(r("VALID")).unwrap(), FcuOutcome::Valid);
+        assert_eq!(parse(r("SYNCING")).unwrap(), FcuOutcome::Syncing);
+        assert_eq!(parse(r("ACCEPTED")).unwrap(), FcuOutcome::Syncing);
         let lvh = B256::repeat_byte(3);
         let v = json!({"payloadStatus": {"status": "INVALID", "latestValidHash": lvh, "validationError": "bad block"}});
         assert_eq!(
-            parse_fcu_result(&v),
+            parse(v).unwrap(),
             FcuOutcome::Invalid {
                 latest_valid_hash: Some(lvh),
                 validation_error: Some("bad block".into())
             }
         );
-        assert!(matches!(parse_fcu_result(&json!({"weird": 1})), FcuOutcome::Error { .. }));
-        assert!(matches!(parse_fcu_result(&r("MAYBE")), FcuOutcome::Error { .. }));
+        // What alloy cannot decode reaches the driver as a "json" error (see forkchoice_updated).
+        assert!(parse(json!({"weird": 1})).is_err());
+        assert!(parse(r("MAYBE")).is_err());
     }
 
     #[test]
     fn el_errors_know_their_severity() {
-        let http = |status| RpcError::HttpStatus {
-            method: "m".into(),
-            status,
-            body: String::new(),
-            hint: "",
+        let http = |status| {
+            RpcError::Http(HttpError::Status {
+                endpoint: "http://el:8551".into(),
+                method: "m".into(),
+                status,
+                body: String::new(),
+                hint: "",
+            })
         };
         assert!(matches!(ElError::from_rpc(http(401)), ElError::Unauthorized(_)));
         assert_eq!(ElError::from_rpc(http(401)).severity(), Severity::Fatal);
+        assert!(ElError::from_rpc(http(401)).to_string().contains("--l2.jwt-secret"));
         assert_eq!(ElError::from_rpc(http(503)).severity(), Severity::Temporary);
-        let refused = RpcError::Connect { method: "m".into(), reason: "refused".into() };
+        let refused = RpcError::Http(HttpError::Connect {
+            endpoint: "http://el:8551".into(),
+            method: "m".into(),
+            reason: "refused".into(),
+        });
         assert_eq!(ElError::from_rpc(refused).severity(), Severity::Temporary);
+        let unknown = RpcError::Rpc {
+            endpoint: "http://el:8551".into(),
+            method: "engine_exchangeCapabilities".into(),
+            code: -32601,
+            message: "method not found".into(),
+        };
+        assert!(matches!(ElError::from_rpc(unknown), ElError::Refused(_)));
         assert_eq!(ElError::WrongChain { expected: 10, actual: 8453 }.severity(), Severity::Fatal);
         assert!(
             ElError::WrongChain { expected: 10, actual: 8453 }

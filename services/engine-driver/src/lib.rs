@@ -33,6 +33,7 @@ use clap::{ArgAction, Parser};
 use lightcl_bus::NatsArgs;
 use lightcl_core::engine::{Planner, PlannerConfig};
 use lightcl_proto::v1::engine_driver_control_server::EngineDriverControlServer;
+use lightcl_rpc::Endpoint;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
@@ -89,8 +90,8 @@ pub struct Config {
     pub common: CommonArgs,
     /// NATS.
     pub nats: NatsArgs,
-    /// EL endpoint.
-    pub engine_rpc: url::Url,
+    /// EL endpoint (displays as `scheme://host:port`).
+    pub engine_rpc: Endpoint,
     /// JWT secret.
     pub jwt: alloy_rpc_types_engine::JwtSecret,
     /// Node id.
@@ -109,16 +110,9 @@ impl Cli {
         if self.common.chain_id == 0 {
             return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
         }
-        let engine_rpc = url::Url::parse(&self.engine_rpc).map_err(|e| {
-            ConfigError::new("--l2.engine-rpc", format!("{:?}: {e}", self.engine_rpc))
-        })?;
-        if !matches!(engine_rpc.scheme(), "http" | "https") {
-            return Err(ConfigError::new(
-                "--l2.engine-rpc",
-                format!("{engine_rpc} is not an http(s) URL"),
-            ));
-        }
-        let jwt = lightcl_jsonrpc::load_jwt_secret(&self.jwt_secret)
+        let engine_rpc = Endpoint::parse("--l2.engine-rpc", &self.engine_rpc)
+            .map_err(|e| ConfigError::new(e.flag, e.reason))?;
+        let jwt = lightcl_rpc::load_jwt_secret(&self.jwt_secret)
             .map_err(|e| ConfigError::new("--l2.jwt-secret", e.to_string()))?;
         let node_id = match self.node_id {
             Some(n) => n,
@@ -137,9 +131,9 @@ impl Cli {
         if self.fcu_timeout.is_zero() {
             return Err(ConfigError::new("--fcu-timeout", "must be above zero"));
         }
-        self.nats.check().map_err(|e| match e {
-            lightcl_bus::BusError::Config { flag, reason } => ConfigError::new(flag, reason),
-            other => ConfigError::new("--nats.url", other.to_string()),
+        self.nats.check().map_err(|e| {
+            let (flag, reason) = e.flag_reason();
+            ConfigError::new(flag, reason)
         })?;
         Ok(Config {
             common: self.common,
@@ -284,7 +278,7 @@ pub async fn run(
             }
         }
         readiness.set("el", true);
-        tracing::info!(el = %el.url(), chain_id = id.chain_id, node_id = %id.node_id, "execution client checked; driving");
+        tracing::info!(el = %el.endpoint(), chain_id = id.chain_id, node_id = %id.node_id, "execution client checked; driving");
         let _guard = liveness.register("driver");
         driver.run(cancel.clone()).await;
         liveness.shutting_down();

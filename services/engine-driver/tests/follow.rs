@@ -417,8 +417,8 @@ async fn sync_status_endpoint_parses_and_matches_the_el() {
     pubr.publish(&t).await;
     assert!(el.wait_until(Duration::from_secs(5), |e| e.safe().number == 30).await);
     let rpc = d.bound.rpc.expect("rpc enabled");
-    let client = lightcl_jsonrpc::Client::new(lightcl_jsonrpc::ClientConfig::new(
-        url::Url::parse(&format!("http://{rpc}")).expect("url"),
+    let client = lightcl_rpc::Client::new(lightcl_rpc::ClientConfig::new(
+        format!("http://{rpc}").parse().expect("url"),
     ))
     .expect("client");
     let v = client.call("optimism_syncStatus", serde_json::json!([])).await.expect("syncStatus");

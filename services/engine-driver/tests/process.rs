@@ -82,3 +82,24 @@ async fn killed_driver_restarts_from_newest_target_and_el_heads() {
         .await
     );
 }
+
+/// An Engine API URL with a bad scheme is refused before any server binds or NATS is dialled,
+/// naming the flag and never printing the URL's secret parts.
+#[test]
+fn bad_engine_url_is_refused_before_anything_starts_and_hides_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = write_secret(&dir, SECRET_HEX);
+    let key = "0123456789abcdefKEYKEY";
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lightcl-engine-driver"));
+    cmd.env_clear().args([
+        "--chain-id",
+        "10",
+        "--node-id",
+        "n1",
+        "--l2.jwt-secret",
+        &secret.display().to_string(),
+        "--l2.engine-rpc",
+        &format!("ws://el.example:8551/{key}"),
+    ]);
+    lightcl_harness::config_check::assert_refused_before_start(&mut cmd, "--l2.engine-rpc", key);
+}

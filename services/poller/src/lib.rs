@@ -30,6 +30,7 @@ use clap::Parser;
 use lightcl_bus::{Bus, NatsArgs, Publisher, subjects};
 use lightcl_proto::v1;
 use lightcl_proto::v1::poller_control_server::PollerControlServer;
+use lightcl_rpc::Endpoint;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
@@ -84,8 +85,8 @@ pub struct Config {
     pub common: CommonArgs,
     /// NATS.
     pub nats: NatsArgs,
-    /// Source endpoint.
-    pub source: url::Url,
+    /// Source endpoint (displays as `scheme://host:port`).
+    pub source: Endpoint,
     /// Source id (a valid subject token).
     pub source_id: String,
     /// Poll cadence.
@@ -104,22 +105,15 @@ impl Cli {
         if self.common.chain_id == 0 {
             return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
         }
-        let source = url::Url::parse(&self.source).map_err(|e| {
-            ConfigError::new("--l2.follow.source", format!("{:?}: {e}", self.source))
-        })?;
-        if !matches!(source.scheme(), "http" | "https") || source.host_str().is_none() {
-            return Err(ConfigError::new(
-                "--l2.follow.source",
-                format!("{} is not an http(s) URL with a host", redact(&source)),
-            ));
-        }
+        let source = Endpoint::parse("--l2.follow.source", &self.source)
+            .map_err(|e| ConfigError::new(e.flag, e.reason))?;
         let source_id = match self.source_id {
             Some(id) => {
                 subjects::check_token("source id", &id)
                     .map_err(|e| ConfigError::new("--source-id", e.to_string()))?;
                 id
             }
-            None => default_source_id(&source),
+            None => default_source_id(source.url()),
         };
         if self.poll_interval < Duration::from_millis(10) {
             return Err(ConfigError::new("--poll-interval", "must be at least 10ms"));
@@ -139,6 +133,10 @@ impl Cli {
         if self.max_backoff < self.poll_interval {
             return Err(ConfigError::new("--max-backoff", "must be at least --poll-interval"));
         }
+        self.nats.check().map_err(|e| {
+            let (flag, reason) = e.flag_reason();
+            ConfigError::new(flag, reason)
+        })?;
         Ok(Config {
             common: self.common,
             nats: self.nats,
@@ -157,16 +155,6 @@ pub fn default_source_id(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or("source");
     let port = url.port_or_known_default().unwrap_or(0);
     subjects::sanitize_token(&format!("{host}_{port}"))
-}
-
-/// A URL for logs and the control API: scheme, host and port only (a path or query may carry
-/// an API key).
-pub fn redact(url: &url::Url) -> String {
-    match (url.host_str(), url.port_or_known_default()) {
-        (Some(h), Some(p)) => format!("{}://{h}:{p}", url.scheme()),
-        (Some(h), None) => format!("{}://{h}", url.scheme()),
-        _ => format!("{}://?", url.scheme()),
-    }
 }
 
 pub use lightcl_runtime::RunError;
@@ -197,7 +185,7 @@ pub async fn run(
     };
 
     let chain_id = cfg.common.chain_id;
-    let source_url = redact(&cfg.source);
+    let source_url = cfg.source.redacted().to_owned();
     let (status_tx, status_rx) = watch::channel(v1::PollerStatus {
         chain_id,
         source_id: cfg.source_id.clone(),
@@ -289,7 +277,8 @@ mod tests {
             parse(&["--l2.follow.source", "https://x.example/v2/KEY", "--source-id", "primary"])
                 .unwrap();
         assert_eq!(c.source_id, "primary");
-        assert_eq!(redact(&c.source), "https://x.example:443");
+        assert_eq!(c.source.to_string(), "https://x.example:443");
+        assert!(!format!("{c:?}").contains("KEY"), "{c:?}");
     }
 
     #[test]

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use lightcl_core::{ParseError, Severity, SyncStatus};
-use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
-use serde_json::{Value, json};
-use url::Url;
+use lightcl_rpc::{Client, ClientConfig, Endpoint, NO_PARAMS, RpcError};
+use serde_json::Value;
 
 /// Largest `optimism_syncStatus` answer accepted (a real one is a few KiB).
 pub const MAX_STATUS_BYTES: usize = 2 * 1024 * 1024;
@@ -34,13 +33,14 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// Metric label: `timeout`, `http`, `rpc`, `decode`, `too_large` or `wrong_chain`.
+    /// Metric label: `timeout`, `tls`, `http`, `rpc`, `decode`, `too_large` or `wrong_chain`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Rpc(e) => match e.kind() {
                 "timeout" => "timeout",
                 "too_large" => "too_large",
                 "rpc" => "rpc",
+                "tls" => "tls",
                 "json" | "bad_response" => "decode",
                 _ => "http",
             },
@@ -67,21 +67,24 @@ pub struct Source {
 }
 
 impl Source {
-    /// A client of `url` with a per-request `timeout`.
-    pub fn new(url: Url, timeout: Duration) -> Result<Self, RpcError> {
-        let config =
-            ClientConfig::new(url).with_timeout(timeout).with_max_response_bytes(MAX_STATUS_BYTES);
-        Ok(Self { client: Client::new(config)? })
+    /// A client of `endpoint` with a per-request `timeout`.
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Result<Self, RpcError> {
+        Self::with_config(ClientConfig::new(endpoint).with_timeout(timeout))
     }
 
-    /// The source URL.
-    pub fn url(&self) -> &Url {
-        self.client.url()
+    /// A client with `config` (its body limit is set to [`MAX_STATUS_BYTES`]).
+    pub fn with_config(config: ClientConfig) -> Result<Self, RpcError> {
+        Ok(Self { client: Client::new(config.with_max_response_bytes(MAX_STATUS_BYTES))? })
+    }
+
+    /// The source endpoint (displays as `scheme://host:port`).
+    pub fn endpoint(&self) -> &Endpoint {
+        self.client.endpoint()
     }
 
     /// Checks that the source serves `chain_id` (`optimism_rollupConfig.l2_chain_id`).
     pub async fn check_chain(&self, chain_id: u64) -> Result<(), SourceError> {
-        let cfg = self.client.call("optimism_rollupConfig", json!([])).await?;
+        let cfg: Value = self.client.request("optimism_rollupConfig", NO_PARAMS).await?;
         let actual = l2_chain_id(&cfg)?;
         if actual != chain_id {
             return Err(SourceError::WrongChain { expected: chain_id, actual });
@@ -91,7 +94,7 @@ impl Source {
 
     /// One `optimism_syncStatus` call, parsed.
     pub async fn sync_status(&self) -> Result<SyncStatus, SourceError> {
-        let v = self.client.call("optimism_syncStatus", json!([])).await?;
+        let v: Value = self.client.request("optimism_syncStatus", NO_PARAMS).await?;
         Ok(SyncStatus::from_value(&v)?)
     }
 }
@@ -117,6 +120,7 @@ fn l2_chain_id(cfg: &Value) -> Result<u64, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn chain_id_forms() {

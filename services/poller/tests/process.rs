@@ -143,3 +143,19 @@ async fn binary_configured_by_env_polls_publishes_and_drains_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert!(t.elapsed() < Duration::from_millis(3_500), "took {:?}", t.elapsed());
 }
+
+/// A source URL with a bad scheme is refused before any server binds or NATS is dialled,
+/// naming the flag and never printing the key in its path or userinfo.
+#[test]
+fn bad_source_url_is_refused_before_anything_starts_and_hides_the_key() {
+    let key = "0123456789abcdefKEYKEY";
+    for url in [format!("grpc://node.example/{key}"), format!("https://u:{key}@/x")] {
+        let mut cmd = bin();
+        cmd.args(["--chain-id", "10", "--l2.follow.source", &url]);
+        lightcl_harness::config_check::assert_refused_before_start(
+            &mut cmd,
+            "--l2.follow.source",
+            key,
+        );
+    }
+}

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use lightcl_core::status::{parse_rpc_block, to_quantity};
 use lightcl_core::validate::{L1Answers, L1Cache, L1Plan};
 use lightcl_core::{L1BlockRef, Severity};
-use lightcl_jsonrpc::{Client, ClientConfig, RpcError};
-use serde_json::{Value, json};
+use lightcl_rpc::{Client, ClientConfig, Endpoint, RpcError};
+use serde_json::Value;
 
 use crate::metrics::{Metrics, OutcomeLabel};
 
@@ -21,14 +21,12 @@ pub enum L1Error {
     #[error("L1 batch request failed: {0}")]
     Rpc(#[from] RpcError),
     /// One call of the batch failed.
-    #[error("L1 {what}: JSON-RPC error {code}: {message}")]
+    #[error("L1 {what}: {source}")]
     Call {
         /// Which read.
         what: String,
-        /// Error code.
-        code: i64,
-        /// Error message.
-        message: String,
+        /// The call's error.
+        source: RpcError,
     },
     /// The node answered a block we cannot read.
     #[error("L1 {what}: {reason}")]
@@ -59,31 +57,32 @@ pub struct L1Reader {
 }
 
 impl L1Reader {
-    /// A reader of `url` with a per-batch `timeout`.
-    pub fn new(url: url::Url, timeout: Duration, metrics: Metrics) -> Result<Self, RpcError> {
-        let client = Client::new(ClientConfig::new(url).with_timeout(timeout))?;
+    /// A reader of `endpoint` with a per-batch `timeout`.
+    pub fn new(endpoint: Endpoint, timeout: Duration, metrics: Metrics) -> Result<Self, RpcError> {
+        Self::with_config(ClientConfig::new(endpoint).with_timeout(timeout), metrics)
+    }
+
+    /// A reader with a full client config (e.g. custom trusted CAs).
+    pub fn with_config(config: ClientConfig, metrics: Metrics) -> Result<Self, RpcError> {
+        let client = Client::new(config)?;
         Ok(Self { client, cache: L1Cache::new(CACHE_CAPACITY), metrics })
     }
 
-    /// The endpoint.
-    pub fn url(&self) -> &url::Url {
-        self.client.url()
+    /// The endpoint (displays as `scheme://host:port`).
+    pub fn endpoint(&self) -> &Endpoint {
+        self.client.endpoint()
     }
 
     /// Answers `plan` with one batch request; caches what is finalized.
     pub async fn fetch(&mut self, plan: &L1Plan) -> Result<L1Answers, L1Error> {
         let (numbers, cached) = plan.split(&self.cache);
         self.metrics.cache_hits.inc_by(cached.len() as u64);
-        let mut calls: Vec<(&str, Value)> = vec![
-            ("eth_getBlockByNumber", json!(["latest", false])),
-            ("eth_getBlockByNumber", json!(["finalized", false])),
-        ];
-        calls.extend(
-            numbers.iter().map(|n| ("eth_getBlockByNumber", json!([to_quantity(*n), false]))),
-        );
+        let mut calls: Vec<(String, bool)> =
+            vec![("latest".to_owned(), false), ("finalized".to_owned(), false)];
+        calls.extend(numbers.iter().map(|n| (to_quantity(*n), false)));
         self.metrics.l1_batch_size.observe(calls.len() as f64);
         let started = Instant::now();
-        let result = self.client.batch(&calls).await;
+        let result = self.client.batch::<_, Value>("eth_getBlockByNumber", &calls).await;
         self.metrics.l1_latency.observe(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics.l1_requests.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
@@ -106,12 +105,12 @@ impl L1Reader {
 }
 
 fn block(
-    answer: Option<Result<Value, lightcl_jsonrpc::JsonRpcErrorObject>>,
+    answer: Option<Result<Value, RpcError>>,
     what: &str,
 ) -> Result<Option<L1BlockRef>, L1Error> {
     match answer {
         None => Err(L1Error::BadBlock { what: what.into(), reason: "no answer".into() }),
-        Some(Err(e)) => Err(L1Error::Call { what: what.into(), code: e.code, message: e.message }),
+        Some(Err(e)) => Err(L1Error::Call { what: what.into(), source: e }),
         Some(Ok(v)) => parse_rpc_block(&v)
             .map_err(|e| L1Error::BadBlock { what: what.into(), reason: e.to_string() }),
     }

@@ -34,6 +34,7 @@ use lightcl_bus::{Bus, NatsArgs, Publisher};
 use lightcl_core::validate::{Validator, ValidatorConfig};
 use lightcl_proto::v1;
 use lightcl_proto::v1::validator_control_server::ValidatorControlServer;
+use lightcl_rpc::Endpoint;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
@@ -82,8 +83,8 @@ pub struct Config {
     pub common: CommonArgs,
     /// NATS.
     pub nats: NatsArgs,
-    /// L1 endpoint.
-    pub l1_rpc: url::Url,
+    /// L1 endpoint (displays as `scheme://host:port`).
+    pub l1_rpc: Endpoint,
     /// k of the k-of-n quorum.
     pub quorum: usize,
     /// L1 batch timeout.
@@ -98,17 +99,18 @@ impl Cli {
         if self.common.chain_id == 0 {
             return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
         }
-        let l1_rpc = url::Url::parse(&self.l1_rpc)
-            .map_err(|e| ConfigError::new("--l1.rpc", format!("{:?}: {e}", self.l1_rpc)))?;
-        if !matches!(l1_rpc.scheme(), "http" | "https") {
-            return Err(ConfigError::new("--l1.rpc", format!("{l1_rpc} is not an http(s) URL")));
-        }
+        let l1_rpc = Endpoint::parse("--l1.rpc", &self.l1_rpc)
+            .map_err(|e| ConfigError::new(e.flag, e.reason))?;
         if !(1..=16).contains(&self.quorum) {
             return Err(ConfigError::new("--quorum", "must be 1..=16"));
         }
         if self.l1_timeout.is_zero() {
             return Err(ConfigError::new("--l1-timeout", "must be above zero"));
         }
+        self.nats.check().map_err(|e| {
+            let (flag, reason) = e.flag_reason();
+            ConfigError::new(flag, reason)
+        })?;
         Ok(Config {
             common: self.common,
             nats: self.nats,

@@ -146,7 +146,7 @@ impl Service {
         self.publish_status();
         tracing::info!(
             chain_id = self.chain_id,
-            l1 = %self.p.l1.url(),
+            l1 = %self.p.l1.endpoint(),
             quorum = self.p.validator.config().quorum,
             last_revision = self.p.validator.last().map_or(0, |t| t.revision),
             "validator started"

@@ -71,3 +71,15 @@ async fn binary_validates_and_drains_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// A hosted-provider URL with a bad scheme or shape is refused before any server binds or NATS
+/// is dialled, naming the flag and never printing the key in its path.
+#[test]
+fn bad_endpoint_is_refused_before_anything_starts_and_hides_the_key() {
+    let key = "0123456789abcdefKEYKEY";
+    for url in [format!("wss://eth.example/v2/{key}"), format!("https://u:{key}@/v2/{key}")] {
+        let mut cmd = bin();
+        cmd.args(["--chain-id", "10", "--l1.rpc", &url]);
+        lightcl_harness::config_check::assert_refused_before_start(&mut cmd, "--l1.rpc", key);
+    }
+}

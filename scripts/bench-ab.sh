@@ -6,6 +6,7 @@
 # throughput figures of each run, labelled A (OLD_REV) or B (current tree).
 #
 #   scripts/bench-ab.sh OLD_REV [ROUNDS]      e.g. scripts/bench-ab.sh 30f279e 2
+#   AB_OLD_BIN_DIR=DIR skips building OLD_REV and uses the binaries in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD_REV="${1:?usage: scripts/bench-ab.sh OLD_REV [ROUNDS]}"
@@ -21,14 +22,16 @@ export ANVIL_BIN="$ROOT/.tools/npm/node_modules/@foundry-rs/anvil-linux-amd64/bi
 PKGS=(-p lightcl-poller -p lightcl-validator -p lightcl-engine-driver)
 echo "==> building B (current tree, $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'))"
 cargo build --release --locked "${PKGS[@]}" -p lightcl-bench
-echo "==> building A ($OLD_REV)"
-if [ ! -d "$AB/src-$OLD_REV" ]; then
-  git worktree add --detach "$AB/src-$OLD_REV" "$OLD_REV" >/dev/null
+A_DIR="${AB_OLD_BIN_DIR:-$AB/target/release}"
+if [ -z "${AB_OLD_BIN_DIR:-}" ]; then
+  echo "==> building A ($OLD_REV)"
+  if [ ! -d "$AB/src-$OLD_REV" ]; then
+    git worktree add --detach "$AB/src-$OLD_REV" "$OLD_REV" >/dev/null
+  fi
+  (cd "$AB/src-$OLD_REV" && CARGO_TARGET_DIR="$AB/target" cargo build --release --locked "${PKGS[@]}")
 fi
-(cd "$AB/src-$OLD_REV" && CARGO_TARGET_DIR="$AB/target" cargo build --release --locked "${PKGS[@]}")
 
 BENCH="$ROOT/target/release/lightcl-bench"
-A_DIR="$AB/target/release"
 B_DIR="$ROOT/target/release"
 $BENCH machine
 for round in $(seq 1 "$ROUNDS"); do

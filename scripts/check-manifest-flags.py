@@ -70,7 +70,7 @@ def problem(where: str, msg: str) -> None:
 
 
 def env_twin(flag: str) -> str:
-    """DESIGN §8: --nats.token-file -> LIGHTCL_NATS_TOKEN_FILE."""
+    """docs/operations.md#conventions: --nats.token-file -> LIGHTCL_NATS_TOKEN_FILE."""
     return "LIGHTCL_" + re.sub(r"[.\-]", "_", flag.lstrip("-")).upper()
 
 

@@ -166,7 +166,7 @@ impl Rig {
             let mut c = MockElConfig::new(secret);
             c.chain_id = CHAIN_ID;
             // Every new head is first answered SYNCING and "downloaded" by the next call, as
-            // in tip following (DESIGN §6).
+            // in tip following (docs/architecture.md#forkchoice-answers).
             c.download_delay = Duration::ZERO;
             c.genesis = sim.genesis();
             let el = MockEl::start(c).await.ctx("starting a mock EL")?;

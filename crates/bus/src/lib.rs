@@ -1,6 +1,6 @@
 //! # lightcl-bus
 //!
-//! The NATS JetStream side of lightcl (DESIGN §3): subject and stream names, idempotent
+//! The NATS JetStream side of lightcl (docs/bus.md): subject and stream names, idempotent
 //! topology, deduplicated publishing, typed durable consumers and the engine-state KV bucket.
 //!
 //! What it decides and guarantees:
@@ -50,7 +50,7 @@ pub use topology::{StreamSpec, ensure_topology, stream_specs};
 
 use sha2::{Digest, Sha256};
 
-/// The `Nats-Msg-Id` of a raw status (DESIGN §4): a hash of the chain, the source, the status
+/// The `Nats-Msg-Id` of a raw status (docs/bus.md#message-ids): a hash of the chain, the source, the status
 /// content and the heartbeat slot, so replicas and retries within a slot collapse to one
 /// message while a heartbeat in a new slot is never swallowed by the duplicate window.
 pub fn status_msg_id(

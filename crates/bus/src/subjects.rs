@@ -1,4 +1,4 @@
-//! Subject, stream and bucket names (DESIGN §3).
+//! Subject, stream and bucket names (docs/bus.md#subjects).
 
 use crate::BusError;
 

@@ -23,7 +23,7 @@ pub struct StreamSpec {
 /// Duplicate window of every stream (JetStream default).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// The streams of DESIGN §3.
+/// The streams of docs/bus.md#streams.
 pub fn stream_specs() -> [StreamSpec; 3] {
     [
         StreamSpec {

@@ -1,4 +1,4 @@
-//! Engine-driver decisions (DESIGN §6): what forkchoice update to send to the execution
+//! Engine-driver decisions (docs/architecture.md#engine-driver): what forkchoice update to send to the execution
 //! client, and what to do with its answer.
 //!
 //! [`Planner`] is a pure state machine: every input (a target, an EL read, an FCU answer, a
@@ -328,7 +328,7 @@ struct Sent {
     answer: Option<FcuAnswer>,
 }
 
-/// The engine-driver's pure state machine (DESIGN §6).
+/// The engine-driver's pure state machine (docs/architecture.md#engine-driver).
 #[derive(Debug, Clone)]
 pub struct Planner {
     cfg: PlannerConfig,
@@ -738,7 +738,7 @@ impl Planner {
         }
     }
 
-    /// DESIGN §6 plan for the newest target, unless something is outstanding.
+    /// The plan (docs/architecture.md#follow-algorithm) for the newest target, unless something is outstanding.
     fn plan(&mut self, out: &mut Vec<Action>) {
         if self.awaiting != Awaiting::Nothing {
             return;
@@ -874,7 +874,7 @@ pub fn backoff(first_ms: u64, max_ms: u64, attempt: u32) -> u64 {
     first_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms)
 }
 
-/// The forkchoice invariants of DESIGN §6, checked before any update is sent.
+/// The forkchoice invariants (docs/architecture.md#forkchoice-invariants), checked before any update is sent.
 ///
 /// `accepted_finalized` is the last finalized block the EL accepted (zero when none);
 /// `invalid` holds the heads the EL answered INVALID.

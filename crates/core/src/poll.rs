@@ -1,4 +1,4 @@
-//! Poller decisions (DESIGN §4): which polled statuses are published, and when the next poll
+//! Poller decisions (docs/architecture.md#publish-decisions): which polled statuses are published, and when the next poll
 //! starts.
 //!
 //! [`Publication::decide`] is a pure state machine over (content hash, wall-clock ms):

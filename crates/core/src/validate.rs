@@ -1,4 +1,4 @@
-//! Validator decisions (DESIGN §5): whether a raw status from a source becomes the next
+//! Validator decisions (docs/architecture.md#validator): whether a raw status from a source becomes the next
 //! [`Target`], or a typed [`Rejection`].
 //!
 //! A status goes through, in order:
@@ -614,7 +614,7 @@ impl Validator {
     }
 }
 
-/// Structural checks of one status (DESIGN §5), in order: `current_l1` set, required refs
+/// Structural checks of one status (docs/architecture.md#structural-checks), in order: `current_l1` set, required refs
 /// set, `finalized ≤ safe ≤ local_safe ≤ unsafe` by number.
 pub fn check_structure(s: &SyncStatus) -> Result<(), Rejection> {
     if s.current_l1.is_unset() {

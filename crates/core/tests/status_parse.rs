@@ -1,4 +1,4 @@
-//! Fixture tests for the `optimism_syncStatus` parser (DESIGN §2).
+//! Fixture tests for the `optimism_syncStatus` parser (docs/architecture.md#status-wire-format).
 
 use lightcl_core::status::{ParseError, SyncStatus, parse_rpc_block, to_quantity};
 use serde_json::{Value, json};

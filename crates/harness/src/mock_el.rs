@@ -1,5 +1,5 @@
 //! A faithful in-process mock of an execution client's authenticated RPC, modelled on op-reth
-//! (`reference/engine-api-opnode.md` §2.2), plus a builder of consistent synthetic L2 chains.
+//! (as op-reth answers, see docs/architecture.md#forkchoice-answers), plus a builder of consistent synthetic L2 chains.
 //!
 //! Behaviour:
 //! - every HTTP request must carry `Authorization: Bearer <HS256 JWT>` with `iat` within ±60 s,

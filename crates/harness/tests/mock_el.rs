@@ -1,4 +1,4 @@
-//! The mock EL behaves like op-reth (reference/engine-api-opnode.md §2.2) over real HTTP + JWT.
+//! The mock EL behaves like op-reth (as docs/architecture.md#forkchoice-answers describes) over real HTTP + JWT.
 
 use std::time::Duration;
 

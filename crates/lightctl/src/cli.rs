@@ -1,5 +1,5 @@
 //! The command line. Flags use dotted names with `LIGHTCL_*` env twins like the services
-//! (DESIGN §8); everything can also come from a `--config` file (see [`crate::config`]).
+//! (docs/operations.md#lightctl); everything can also come from a `--config` file (see [`crate::config`]).
 
 use std::path::PathBuf;
 use std::time::Duration;

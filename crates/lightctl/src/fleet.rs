@@ -1,5 +1,5 @@
 //! The fleet section: every engine-driver's state from the KV bucket `lightcl-engine`
-//! (keys `<chain_id>.<node_id>`, values protobuf `lightcl.v1.EngineState`, DESIGN §3).
+//! (keys `<chain_id>.<node_id>`, values protobuf `lightcl.v1.EngineState`, docs/bus.md#engine-state-kv-bucket).
 //!
 //! A bucket that does not exist yet (no driver ever started) is an empty fleet, not an error.
 

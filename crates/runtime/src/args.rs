@@ -1,4 +1,4 @@
-//! Flags shared by every lightcl service (DESIGN §8), to be `#[command(flatten)]`ed.
+//! Flags shared by every lightcl service (docs/operations.md#common-service-flags), to be `#[command(flatten)]`ed.
 //!
 //! Listen addresses are optional on the command line: each service supplies its own default
 //! port through [`CommonArgs::grpc_addr_or`] / [`CommonArgs::admin_addr_or`] (see [`ports`]), so

@@ -1,4 +1,4 @@
-//! Configuration errors and the exit-64 contract (DESIGN §8): bad configuration prints ONE line
+//! Configuration errors and the exit-64 contract (docs/operations.md#exit-codes): bad configuration prints ONE line
 //! `error: <flag>: <reason>` on stderr and exits with status 64 (EX_USAGE).
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};

@@ -1,4 +1,4 @@
-//! The engine-driver's side of the bus (DESIGN §3): the newest target of
+//! The engine-driver's side of the bus (docs/bus.md): the newest target of
 //! `lightcl.target.<chain>` into a watch channel, and the EngineState into KV
 //! `lightcl-engine` under `<chain>.<node>`.
 //!

@@ -1,6 +1,6 @@
 //! # lightcl-engine-driver
 //!
-//! The sole forkchoice writer for one execution client (DESIGN §6). It consumes validated
+//! The sole forkchoice writer for one execution client (docs/architecture.md#engine-driver). It consumes validated
 //! targets from `lightcl.target.<chain>` (newest first, coalesced: only the newest target is
 //! kept while a forkchoice update is in flight), runs the pure planner of
 //! [`lightcl_core::engine`] against the EL's Engine API (`engine_forkchoiceUpdatedV3`, null

@@ -1,7 +1,7 @@
 //! # lightcl-poller
 //!
 //! Polls `optimism_syncStatus` from one trusted external consensus node and publishes each raw
-//! status to `lightcl.status.<chain>.<source>` (DESIGN §4). What is published when is decided
+//! status to `lightcl.status.<chain>.<source>` (docs/architecture.md#poller). What is published when is decided
 //! by [`lightcl_core::poll`]; this crate performs the I/O.
 //!
 //! Invariants:

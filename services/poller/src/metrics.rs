@@ -23,7 +23,8 @@ pub struct KindLabel {
 }
 
 /// Every error kind a poll can fail with (pre-created at zero).
-pub const ERROR_KINDS: [&str; 6] = ["timeout", "http", "rpc", "decode", "too_large", "wrong_chain"];
+pub const ERROR_KINDS: [&str; 7] =
+    ["timeout", "tls", "http", "rpc", "decode", "too_large", "wrong_chain"];
 
 /// Every metric the poller exports.
 #[derive(Debug, Clone)]

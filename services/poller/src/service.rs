@@ -1,4 +1,4 @@
-//! The poll loop (DESIGN §4): start-up checks, then single-flight polls on a fixed cadence,
+//! The poll loop (docs/architecture.md#poll-loop): start-up checks, then single-flight polls on a fixed cadence,
 //! each publishing its status when [`Publication::decide`] says so.
 //!
 //! Start-up retries NATS (topology) and the source's chain check until both succeed; a source

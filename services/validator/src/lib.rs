@@ -2,7 +2,7 @@
 //!
 //! Checks every raw status of `lightcl.status.<chain>.*` against our own L1 and publishes the
 //! next validated [`lightcl_core::Target`] to `lightcl.target.<chain>`, or a typed rejection
-//! to `lightcl.rejected.<chain>` (DESIGN §5). The decisions are the pure rules of
+//! to `lightcl.rejected.<chain>` (docs/architecture.md#validator). The decisions are the pure rules of
 //! [`lightcl_core::validate`]; this crate performs their I/O.
 //!
 //! Invariants:

@@ -1,4 +1,4 @@
-//! The validator loop: raw statuses in, targets or rejections out (DESIGN §5).
+//! The validator loop: raw statuses in, targets or rejections out (docs/architecture.md#validator).
 //!
 //! Per status, in order: reload the last target from the stream (so replicas and restarts
 //! agree), plan, read L1 in one batch (retried with backoff; never skipped), decide with

@@ -2,8 +2,10 @@
 
 #![allow(missing_docs)]
 
-use crate::v1;
+use crate::{names, v1};
 use alloy_primitives::B256;
+use lightcl_core::engine::{EngineSnapshot, FcuAnswer, Phase};
+use lightcl_core::validate::{Accepted, L1Evidence, RejectReason, Rejection};
 use lightcl_core::{BlockId, L1BlockRef, L2BlockRef, SyncStatus, Target};
 
 /// A protobuf message that does not convert to a core type.
@@ -164,6 +166,24 @@ impl TryFrom<&v1::SyncStatus> for SyncStatus {
 }
 
 impl v1::RawStatus {
+    /// The bus message of one poll of `source_id`: the status as read, when the poll returned
+    /// (`observed_at_ms`) and the poller's sequence number of the poll.
+    pub fn from_core(
+        chain_id: u64,
+        source_id: &str,
+        status: &SyncStatus,
+        observed_at_ms: u64,
+        poll_seq: u64,
+    ) -> Self {
+        Self {
+            chain_id,
+            source_id: source_id.to_owned(),
+            observed_at_ms,
+            poll_seq,
+            status: Some(status.into()),
+        }
+    }
+
     /// The carried status as a core type.
     pub fn core_status(&self) -> Result<SyncStatus, ProtoError> {
         sync_status(required(&self.status, "status")?, "status")
@@ -196,6 +216,191 @@ impl v1::Target {
             finalized_l2: req_l2(&self.finalized_l2, "finalized_l2")?,
             current_l1: req_l1(&self.current_l1, "current_l1")?,
         })
+    }
+}
+
+/// A message as its bus readers use it: the protobuf message on the wire, its full name (the
+/// `Lightcl-Message` header) and the strict conversion every reader applies. A message that
+/// does not decode or convert is poison, never a silently zeroed value.
+pub trait FromWire: Sized {
+    /// The protobuf message on the wire.
+    type Wire: prost::Message + Default;
+    /// Its full name, e.g. `lightcl.v1.Target` (see [`crate::names`]).
+    const NAME: &'static str;
+    /// Converts a decoded message; an error names the offending field.
+    fn from_wire(wire: Self::Wire) -> Result<Self, ProtoError>;
+}
+
+impl FromWire for Target {
+    type Wire = v1::Target;
+    const NAME: &'static str = names::TARGET;
+    fn from_wire(wire: v1::Target) -> Result<Self, ProtoError> {
+        wire.to_core()
+    }
+}
+
+/// A target as the engine-drivers follow it: the core target and when a poll observed its
+/// heads (`observed_at_ms`, 0 when unknown), for the end-to-end lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetUpdate {
+    /// The target.
+    pub target: Target,
+    /// Wall-clock ms of the poll that observed these heads (0 when unknown).
+    pub observed_at_ms: u64,
+}
+
+impl FromWire for TargetUpdate {
+    type Wire = v1::Target;
+    const NAME: &'static str = names::TARGET;
+    fn from_wire(wire: v1::Target) -> Result<Self, ProtoError> {
+        Ok(Self { target: wire.to_core()?, observed_at_ms: wire.observed_at_ms })
+    }
+}
+
+impl From<&L1Evidence> for v1::L1Evidence {
+    fn from(e: &L1Evidence) -> Self {
+        Self {
+            checked: e.checked.iter().map(|b| (*b).into()).collect(),
+            l1_head: Some(e.l1_head.into()),
+            l1_finalized: Some(e.l1_finalized.into()),
+        }
+    }
+}
+
+impl v1::Target {
+    /// The bus message of an accepted status: the target with its evidence and sources, the
+    /// time the status was observed and the time it was validated.
+    pub fn from_accepted(a: &Accepted, observed_at_ms: u64, validated_at_ms: u64) -> Self {
+        Self {
+            evidence: Some((&a.evidence).into()),
+            source_ids: a.source_ids.clone(),
+            observed_at_ms,
+            validated_at_ms,
+            ..Self::from_core(&a.target)
+        }
+    }
+}
+
+impl From<RejectReason> for v1::RejectionReason {
+    fn from(r: RejectReason) -> Self {
+        use v1::RejectionReason as P;
+        match r {
+            RejectReason::MissingRef => P::MissingRef,
+            RejectReason::BadOrdering => P::BadOrdering,
+            RejectReason::SourceNotReady => P::SourceNotReady,
+            RejectReason::L1NotFound => P::L1NotFound,
+            RejectReason::L1Mismatch => P::L1Mismatch,
+            RejectReason::L1Unavailable => P::L1Unavailable,
+            RejectReason::FinalizedRegression => P::FinalizedRegression,
+            RejectReason::FinalizedConflict => P::FinalizedConflict,
+            RejectReason::SafeReplay => P::SafeReplay,
+            RejectReason::StatusReplay => P::StatusReplay,
+            RejectReason::NoQuorum => P::NoQuorum,
+            RejectReason::WrongChain => P::WrongChain,
+        }
+    }
+}
+
+impl TryFrom<v1::RejectionReason> for RejectReason {
+    type Error = ProtoError;
+    fn try_from(r: v1::RejectionReason) -> Result<Self, ProtoError> {
+        RejectReason::ALL.into_iter().find(|c| v1::RejectionReason::from(*c) == r).ok_or_else(
+            || ProtoError::new("reason", format!("{} has no core reason", r.as_str_name())),
+        )
+    }
+}
+
+impl v1::Rejection {
+    /// The bus message of a rejected raw status: the status as received, the rule's reason
+    /// and the ref, number and hashes it names.
+    pub fn from_core(raw: &v1::RawStatus, r: &Rejection, rejected_at_ms: u64) -> Self {
+        Self {
+            chain_id: raw.chain_id,
+            source_id: raw.source_id.clone(),
+            poll_seq: raw.poll_seq,
+            status: raw.status.clone(),
+            reason: v1::RejectionReason::from(r.reason) as i32,
+            message: r.message.clone(),
+            ref_name: r.ref_name.map(|n| n.as_str().to_owned()).unwrap_or_default(),
+            number: r.number,
+            expected_hash: r.expected.map(|h| h.to_vec()).unwrap_or_default(),
+            actual_hash: r.actual.map(|h| h.to_vec()).unwrap_or_default(),
+            rejected_at_ms,
+        }
+    }
+}
+
+impl From<Phase> for v1::SyncPhase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Starting => Self::Unspecified,
+            Phase::InitialSync => Self::InitialSync,
+            Phase::Following => Self::Following,
+        }
+    }
+}
+
+impl From<v1::SyncPhase> for Phase {
+    /// `Unspecified` is a driver that has not read its EL's heads yet.
+    fn from(p: v1::SyncPhase) -> Self {
+        match p {
+            v1::SyncPhase::Unspecified => Self::Starting,
+            v1::SyncPhase::InitialSync => Self::InitialSync,
+            v1::SyncPhase::Following => Self::Following,
+        }
+    }
+}
+
+impl From<FcuAnswer> for v1::FcuAnswer {
+    fn from(a: FcuAnswer) -> Self {
+        match a {
+            FcuAnswer::Valid => Self::Valid,
+            FcuAnswer::Syncing => Self::Syncing,
+            FcuAnswer::Invalid => Self::Invalid,
+            FcuAnswer::InvalidForkchoiceState => Self::InvalidForkchoiceState,
+            FcuAnswer::Error => Self::Error,
+        }
+    }
+}
+
+impl From<v1::FcuAnswer> for Option<FcuAnswer> {
+    /// `Unspecified` is "no answer yet".
+    fn from(a: v1::FcuAnswer) -> Self {
+        match a {
+            v1::FcuAnswer::Unspecified => None,
+            v1::FcuAnswer::Valid => Some(FcuAnswer::Valid),
+            v1::FcuAnswer::Syncing => Some(FcuAnswer::Syncing),
+            v1::FcuAnswer::Invalid => Some(FcuAnswer::Invalid),
+            v1::FcuAnswer::InvalidForkchoiceState => Some(FcuAnswer::InvalidForkchoiceState),
+            v1::FcuAnswer::Error => Some(FcuAnswer::Error),
+        }
+    }
+}
+
+impl v1::EngineState {
+    /// The KV value of one engine-driver (`chain_id`, `node_id`) for a planner snapshot taken
+    /// at `updated_at_ms`.
+    pub fn from_snapshot(
+        chain_id: u64,
+        node_id: &str,
+        s: &EngineSnapshot,
+        updated_at_ms: u64,
+    ) -> Self {
+        Self {
+            chain_id,
+            node_id: node_id.to_owned(),
+            phase: v1::SyncPhase::from(s.phase) as i32,
+            head: Some(s.applied.head.into()),
+            safe: Some(s.applied.safe.into()),
+            finalized: Some(s.applied.finalized.into()),
+            target_revision: s.target_revision,
+            applied_revision: s.applied_revision,
+            last_answer: s.last_answer.map_or(v1::FcuAnswer::Unspecified, Into::into) as i32,
+            last_error: s.last_error.clone().unwrap_or_default(),
+            current_l1: s.current_l1.map(Into::into),
+            updated_at_ms,
+            target_head: Some(s.target_head.into()),
+        }
     }
 }
 
@@ -249,6 +454,17 @@ mod tests {
         };
         let decoded = v1::RawStatus::decode(raw.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded.core_status().unwrap(), s);
+    }
+
+    #[test]
+    fn a_poll_becomes_a_raw_status() {
+        let s = status();
+        let m = v1::RawStatus::from_core(10, "src", &s, 7, 3);
+        assert_eq!(
+            (m.chain_id, m.source_id.as_str(), m.observed_at_ms, m.poll_seq),
+            (10, "src", 7, 3)
+        );
+        assert_eq!(m.core_status().unwrap(), s);
     }
 
     #[test]
@@ -308,6 +524,159 @@ mod tests {
         let mut m3 = m;
         m3.current_l1.as_mut().unwrap().parent_hash = vec![];
         assert_eq!(m3.to_core().unwrap_err().field, "current_l1.parent_hash");
+    }
+
+    fn target() -> Target {
+        let s = status();
+        Target {
+            chain_id: 10,
+            revision: 7,
+            unsafe_l2: s.unsafe_l2,
+            safe_l2: s.safe_l2,
+            local_safe_l2: s.local_safe(),
+            finalized_l2: s.finalized_l2,
+            current_l1: s.current_l1,
+        }
+    }
+
+    #[test]
+    fn targets_convert_from_the_wire_with_their_observation_time() {
+        let mut m = v1::Target::from_core(&target());
+        m.observed_at_ms = 1234;
+        let u = TargetUpdate::from_wire(m.clone()).unwrap();
+        assert_eq!(u, TargetUpdate { target: target(), observed_at_ms: 1234 });
+        assert_eq!(Target::from_wire(m.clone()).unwrap(), target());
+        assert_eq!(<TargetUpdate as FromWire>::NAME, names::TARGET);
+        m.unsafe_l2.as_mut().unwrap().hash = vec![1, 2, 3];
+        assert_eq!(TargetUpdate::from_wire(m).unwrap_err().field, "unsafe_l2.hash");
+    }
+
+    #[test]
+    fn an_accepted_status_becomes_a_target_with_evidence_and_times() {
+        let s = status();
+        let a = Accepted {
+            target: target(),
+            evidence: L1Evidence {
+                checked: vec![s.current_l1.id(), s.head_l1.id()],
+                l1_head: s.head_l1.id(),
+                l1_finalized: s.finalized_l1.id(),
+            },
+            source_ids: vec!["a".into(), "b".into()],
+            kept_current_l1: false,
+            l1_reorg: false,
+        };
+        let m = v1::Target::from_accepted(&a, 11, 22);
+        assert_eq!(m.to_core().unwrap(), a.target);
+        assert_eq!((m.observed_at_ms, m.validated_at_ms), (11, 22));
+        assert_eq!(m.source_ids, a.source_ids);
+        let ev = m.evidence.unwrap();
+        let checked: Vec<BlockId> =
+            ev.checked.iter().map(|b| block_id(b, "checked").unwrap()).collect();
+        assert_eq!(checked, a.evidence.checked);
+        assert_eq!(block_id(&ev.l1_head.unwrap(), "").unwrap(), a.evidence.l1_head);
+        assert_eq!(block_id(&ev.l1_finalized.unwrap(), "").unwrap(), a.evidence.l1_finalized);
+    }
+
+    #[test]
+    fn every_reject_reason_maps_to_a_distinct_proto_reason_and_back() {
+        let mapped: std::collections::BTreeSet<i32> =
+            RejectReason::ALL.iter().map(|r| v1::RejectionReason::from(*r) as i32).collect();
+        assert_eq!(mapped.len(), RejectReason::ALL.len());
+        assert!(!mapped.contains(&(v1::RejectionReason::Unspecified as i32)));
+        for r in RejectReason::ALL {
+            assert_eq!(RejectReason::try_from(v1::RejectionReason::from(r)), Ok(r));
+        }
+        assert_eq!(
+            v1::RejectionReason::from(RejectReason::SafeReplay),
+            v1::RejectionReason::SafeReplay
+        );
+        assert!(RejectReason::try_from(v1::RejectionReason::Unspecified).is_err());
+    }
+
+    #[test]
+    fn a_rejection_carries_the_status_and_what_the_rule_names() {
+        let raw = v1::RawStatus {
+            chain_id: 10,
+            source_id: "src".into(),
+            observed_at_ms: 1,
+            poll_seq: 42,
+            status: Some((&status()).into()),
+        };
+        let r = Rejection {
+            reason: RejectReason::L1Mismatch,
+            message: "safe_l2.l1origin differs".into(),
+            ref_name: Some(lightcl_core::validate::RefName::SafeL1Origin),
+            number: 45,
+            expected: Some(h(1)),
+            actual: Some(h(2)),
+        };
+        let m = v1::Rejection::from_core(&raw, &r, 99);
+        assert_eq!((m.chain_id, m.source_id.as_str(), m.poll_seq), (10, "src", 42));
+        assert_eq!(m.status, raw.status);
+        assert_eq!(m.reason, v1::RejectionReason::L1Mismatch as i32);
+        assert_eq!(m.message, r.message);
+        assert_eq!(m.ref_name, "safe_l2.l1origin");
+        assert_eq!(m.number, 45);
+        assert_eq!(hash_from_bytes(&m.expected_hash, "e").unwrap(), h(1));
+        assert_eq!(hash_from_bytes(&m.actual_hash, "a").unwrap(), h(2));
+        assert_eq!(m.rejected_at_ms, 99);
+        let bare = v1::Rejection::from_core(&raw, &Rejection::new(RejectReason::NoQuorum, "x"), 1);
+        assert!(bare.ref_name.is_empty() && bare.expected_hash.is_empty());
+        assert!(bare.actual_hash.is_empty());
+    }
+
+    #[test]
+    fn phases_and_answers_round_trip() {
+        for p in [Phase::Starting, Phase::InitialSync, Phase::Following] {
+            assert_eq!(Phase::from(v1::SyncPhase::from(p)), p);
+        }
+        assert_eq!(v1::SyncPhase::from(Phase::Starting), v1::SyncPhase::Unspecified);
+        for a in [
+            FcuAnswer::Valid,
+            FcuAnswer::Syncing,
+            FcuAnswer::Invalid,
+            FcuAnswer::InvalidForkchoiceState,
+            FcuAnswer::Error,
+        ] {
+            assert_eq!(Option::<FcuAnswer>::from(v1::FcuAnswer::from(a)), Some(a));
+        }
+        assert_eq!(Option::<FcuAnswer>::from(v1::FcuAnswer::Unspecified), None);
+    }
+
+    #[test]
+    fn an_engine_snapshot_becomes_the_kv_value() {
+        let s = status();
+        let snap = EngineSnapshot {
+            phase: Phase::Following,
+            applied: lightcl_core::engine::Forkchoice {
+                head: s.unsafe_l2.id(),
+                safe: s.safe_l2.id(),
+                finalized: s.finalized_l2.id(),
+            },
+            target_revision: 8,
+            applied_revision: 7,
+            target_head: s.unsafe_l2.id(),
+            last_answer: Some(FcuAnswer::Syncing),
+            last_error: Some("boom".into()),
+            current_l1: Some(s.current_l1),
+            paused: false,
+        };
+        let m = v1::EngineState::from_snapshot(10, "n1", &snap, 5);
+        assert_eq!((m.chain_id, m.node_id.as_str(), m.updated_at_ms), (10, "n1", 5));
+        assert_eq!(m.phase, v1::SyncPhase::Following as i32);
+        assert_eq!(block_id(&m.head.unwrap(), "").unwrap(), snap.applied.head);
+        assert_eq!(block_id(&m.safe.unwrap(), "").unwrap(), snap.applied.safe);
+        assert_eq!(block_id(&m.finalized.unwrap(), "").unwrap(), snap.applied.finalized);
+        assert_eq!(block_id(&m.target_head.unwrap(), "").unwrap(), snap.target_head);
+        assert_eq!((m.target_revision, m.applied_revision), (8, 7));
+        assert_eq!(m.last_answer, v1::FcuAnswer::Syncing as i32);
+        assert_eq!(m.last_error, "boom");
+        assert_eq!(l1_ref(&m.current_l1.unwrap(), "").unwrap(), s.current_l1);
+        let fresh =
+            EngineSnapshot { last_answer: None, last_error: None, current_l1: None, ..snap };
+        let m = v1::EngineState::from_snapshot(10, "n1", &fresh, 5);
+        assert_eq!(m.last_answer, v1::FcuAnswer::Unspecified as i32);
+        assert!(m.last_error.is_empty() && m.current_l1.is_none());
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! `EngineState`) and one control service per lightcl service. Code is generated at build time
 //! with protox, so no `protoc` binary is needed.
 //!
-//! Conversions to and from the core types live in [`convert`]. Decoding is strict: a hash that
-//! is not exactly 32 bytes or a missing required ref is an error naming the field, never a
-//! silently zeroed value.
+//! Every mapping between these messages and the core types lives in [`convert`] (targets,
+//! statuses, rejections and their reasons, evidence, engine states, phases and answers), and
+//! [`FromWire`] ties a bus message's protobuf type, name and conversion together for typed
+//! consumers. Decoding is strict: a hash that is not exactly 32 bytes or a missing required ref
+//! is an error naming the field, never a silently zeroed value.
 
 #![allow(missing_docs, clippy::use_self)] // generated code
 
@@ -17,7 +19,7 @@ pub mod v1 {
 
 pub mod convert;
 
-pub use convert::ProtoError;
+pub use convert::{FromWire, ProtoError, TargetUpdate};
 
 /// Encoded file descriptor set of `lightcl.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lightcl_descriptor");

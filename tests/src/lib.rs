@@ -25,6 +25,7 @@ use alloy_primitives::B256;
 use lightcl_core::SyncStatus;
 use lightcl_devnet::sim::not_ready_status;
 use lightcl_devnet::{Devnet, DevnetConfig, DevnetError, Service};
+use lightcl_harness::wait;
 use tokio::time::Instant;
 
 /// The service binaries the scenarios start.
@@ -521,13 +522,10 @@ fn el_heads(net: &Devnet, i: usize) -> [B256; 3] {
 
 /// Polls `/ready` of `s` (every 50 ms) until it is `want`; `Err` at the deadline.
 async fn readiness_is(net: &Devnet, s: Service, want: bool, deadline: Instant) -> Result<(), ()> {
-    while net.is_ready(s).await != want {
-        if Instant::now() >= deadline {
-            return Err(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    let every = Duration::from_millis(50);
+    wait::until_async(deadline, every, || async { net.is_ready(s).await == want })
+        .await
+        .map_err(drop)
 }
 
 /// Safe and finalized numbers of VALID FCUs never go down on EL `i`.

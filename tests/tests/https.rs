@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use lightcl_devnet::{Devnet, DevnetConfig, Service};
 use lightcl_harness::otlp::OtlpReceiver;
+use lightcl_harness::wait;
 use lightcl_proto::v1;
 use lightcl_tests::{ensure_binaries, fast_config};
-use tokio::time::Instant;
 
 /// Looks like a hosted provider's key: long, random-looking, in the URL path.
 const KEY: &str = "sk9f8e7d6c5b4a39281706aabbccdd";
@@ -50,36 +50,31 @@ async fn control_answers(net: &Devnet) -> Result<Vec<String>, String> {
 
 async fn check(net: &Devnet, rx: &OtlpReceiver) -> Result<(), String> {
     // The EL follows the source through the TLS fronts.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let through = net.tls_forwarded();
-        let all_used = through.iter().all(|(_, n)| *n > 0);
-        if net.all_at_source() && net.targets().len() >= 3 && all_used {
-            eprintln!("following over HTTPS; requests through each front: {through:?}");
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "the EL did not follow over HTTPS within 40 s (fronts {through:?}, {} targets)",
-                net.targets().len()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let every = Duration::from_millis(100);
+    let followed = wait::until_async(Duration::from_secs(40), every, || {
+        let all_used = net.tls_forwarded().iter().all(|(_, n)| *n > 0);
+        std::future::ready(net.all_at_source() && net.targets().len() >= 3 && all_used)
+    })
+    .await;
+    let through = net.tls_forwarded();
+    if followed.is_err() {
+        return Err(format!(
+            "the EL did not follow over HTTPS within 40 s (fronts {through:?}, {} targets)",
+            net.targets().len()
+        ));
     }
+    eprintln!("following over HTTPS; requests through each front: {through:?}");
     if let Err(v) = net.check_invariants() {
         return Err(format!("invariants: {v:?}"));
     }
 
     // Spans: exported, carrying endpoints, and never the key.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let spans = loop {
-        let spans = rx.spans();
-        let has_batch = spans.iter().any(|s| s.name == "jsonrpc.batch");
-        if has_batch || Instant::now() >= deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // Whether or not one comes in time, the check below says what is missing.
+    let _ = wait::until_async(Duration::from_secs(10), Duration::from_millis(100), || {
+        std::future::ready(rx.spans().iter().any(|s| s.name == "jsonrpc.batch"))
+    })
+    .await;
+    let spans = rx.spans();
     let batch = spans
         .iter()
         .find(|s| s.name == "jsonrpc.batch")

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use lightcl_devnet::{Devnet, DevnetConfig, SeenTarget, Service};
 use lightcl_harness::otlp::{OtlpReceiver, ReceivedSpan};
+use lightcl_harness::wait;
 use lightcl_tests::{ensure_binaries, fast_config};
-use tokio::time::Instant;
 
 const SOURCE_ID: &str = "devnet-source";
 
@@ -237,10 +237,14 @@ async fn one_trace_from_poll_to_forkchoice_update() {
     };
     let net = start(cfg).await;
     let chain_id = net.config().chain_id;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let result = loop {
-        let spans = rx.spans();
-        if let Some(c) = find_chain(&spans, &net.targets()) {
+    let every = Duration::from_millis(100);
+    let found = wait::until_async(Duration::from_secs(30), every, || {
+        std::future::ready(find_chain(&rx.spans(), &net.targets()))
+    })
+    .await;
+    let spans = rx.spans();
+    let result = match found {
+        Ok(c) => {
             eprintln!(
                 "trace {} for target r{} (safe #{}): {} spans in all",
                 c.poll.trace_id,
@@ -254,18 +258,15 @@ async fn one_trace_from_poll_to_forkchoice_update() {
                     s.service, s.name, s.span_id, s.parent_span_id, s.attributes
                 );
             }
-            break assert_chain(&c, chain_id);
+            assert_chain(&c, chain_id)
         }
-        if Instant::now() >= deadline {
-            break Err(format!(
-                "no safe-head change with a complete trace (poll → status + L1 batch → target → \
-                 VALID FCU) within 30 s; {} targets seen, {} export requests, spans: {}",
-                net.targets().len(),
-                rx.requests(),
-                summary(&spans)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(_) => Err(format!(
+            "no safe-head change with a complete trace (poll → status + L1 batch → target → \
+             VALID FCU) within 30 s; {} targets seen, {} export requests, spans: {}",
+            net.targets().len(),
+            rx.requests(),
+            summary(&spans)
+        )),
     };
     let result = match result {
         Ok(()) => rejection_is_searchable(&net, &rx).await,
@@ -287,9 +288,7 @@ async fn rejection_is_searchable(net: &Devnet, rx: &OtlpReceiver) -> Result<(), 
     net.set_lying(false);
     let seen = net.rejections()[before].reason.clone();
     let reason = seen.strip_prefix("REJECTION_REASON_").unwrap_or(&seen).to_ascii_lowercase();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let spans = rx.spans();
+    let rejected_under_poll = |spans: &[ReceivedSpan]| {
         let found = spans.iter().find(|s| {
             s.name == "validator.status"
                 && s.attr("verdict") == Some("rejected")
@@ -297,22 +296,31 @@ async fn rejection_is_searchable(net: &Devnet, rx: &OtlpReceiver) -> Result<(), 
         });
         // The poller exports on its own schedule: wait for the parent too.
         let poll = found.and_then(|st| spans.iter().find(|p| p.span_id == st.parent_span_id));
-        if let (Some(status), Some(poll)) = (found, poll) {
-            check(poll.name == "poller.poll", || format!("rejection's parent is {}", poll.name))?;
-            child_of(status, poll)?;
-            attr_is(status, "source_id", SOURCE_ID)?;
-            attr_is(status, "safe_l2", poll.attr("safe_l2").unwrap_or_default())?;
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "no validator.status span with verdict=rejected reason={reason} (bus saw {seen}) \
-                 under a poll span within 10 s: {found:?}; spans: {}",
-                summary(&spans)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        found.cloned().zip(poll.cloned())
+    };
+    let every = Duration::from_millis(100);
+    let found = wait::until_async(Duration::from_secs(10), every, || {
+        std::future::ready(rejected_under_poll(&rx.spans()))
+    })
+    .await;
+    let Ok((status, poll)) = found else {
+        let spans = rx.spans();
+        let found = spans.iter().find(|s| {
+            s.name == "validator.status"
+                && s.attr("verdict") == Some("rejected")
+                && s.attr("reason") == Some(reason.as_str())
+        });
+        return Err(format!(
+            "no validator.status span with verdict=rejected reason={reason} (bus saw {seen}) \
+             under a poll span within 10 s: {found:?}; spans: {}",
+            summary(&spans)
+        ));
+    };
+    check(poll.name == "poller.poll", || format!("rejection's parent is {}", poll.name))?;
+    child_of(&status, &poll)?;
+    attr_is(&status, "source_id", SOURCE_ID)?;
+    attr_is(&status, "safe_l2", poll.attr("safe_l2").unwrap_or_default())?;
+    Ok(())
 }
 
 // ---- 2. /metrics: documented series exist and move --------------------------------------------
@@ -590,15 +598,18 @@ async fn metrics_body(net: &Devnet) -> Result<(), String> {
         })?;
     }
     // The moving series move; the heads agree along the pipeline meanwhile.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = scrape_all(net).await?;
+    // Done: Ok(the first hard failure, or Ok); not yet: Err(the series that did not move).
+    let moved = wait::until_async(Duration::from_secs(20), Duration::from_millis(300), || async {
+        let now = match scrape_all(net).await {
+            Ok(now) => now,
+            Err(e) => return Ok(Err(e)),
+        };
         // Read last: it only grows, so it bounds what the services saw before.
         let source = net.source_status();
-        heads_agree(
-            &now,
-            (source.unsafe_l2.number, source.safe_l2.number, source.finalized_l2.number),
-        )?;
+        let heads = (source.unsafe_l2.number, source.safe_l2.number, source.finalized_l2.number);
+        if let Err(e) = heads_agree(&now, heads) {
+            return Ok(Err(e));
+        }
         let still: Vec<String> = MOVING
             .iter()
             .filter(|(n, l)| match (value(&first, n, l), value(&now, n, l)) {
@@ -607,13 +618,15 @@ async fn metrics_body(net: &Devnet) -> Result<(), String> {
             })
             .map(|(n, l)| format!("{n}{l:?} {:?} → {:?}", value(&first, n, l), value(&now, n, l)))
             .collect();
-        if still.is_empty() {
-            break;
+        if still.is_empty() { Ok(Ok(())) } else { Err(still.join("; ")) }
+    })
+    .await;
+    match moved {
+        Ok(checked) => checked?,
+        Err(t) => {
+            let still = t.last_error.unwrap_or_default();
+            return Err(format!("series did not move within 20 s: {still}"));
         }
-        if Instant::now() >= deadline {
-            return Err(format!("series did not move within 20 s: {}", still.join("; ")));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let last = scrape_all(net).await?;
     for (n, want) in [

@@ -236,12 +236,12 @@ struct BusWatch {
 impl BusWatch {
     async fn start(url: &str) -> Result<Self, BenchError> {
         use futures::StreamExt;
+        use lightcl_bus::subjects;
         use prost::Message;
         let client = async_nats::connect(url).await.ctx("NATS")?;
         let mut statuses =
-            client.subscribe(format!("lightcl.status.{CHAIN_ID}.>")).await.ctx("subscribe")?;
-        let mut targets =
-            client.subscribe(format!("lightcl.target.{CHAIN_ID}")).await.ctx("subscribe")?;
+            client.subscribe(subjects::status_filter(CHAIN_ID)).await.ctx("subscribe")?;
+        let mut targets = client.subscribe(subjects::target(CHAIN_ID)).await.ctx("subscribe")?;
         client.flush().await.ctx("flush")?;
         let seen = Arc::new(std::sync::Mutex::new((HashMap::new(), HashMap::new())));
         let cancel = CancellationToken::new();

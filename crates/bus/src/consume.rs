@@ -11,6 +11,7 @@ use futures::StreamExt;
 use prost::Message;
 
 use crate::BusError;
+use crate::error::BoxError;
 use crate::publish::{decode_message, trace_headers};
 
 /// Where a new consumer starts.
@@ -70,10 +71,7 @@ impl<M> Delivery<M> {
     /// Acknowledges the message, waiting for the server's confirmation (durable consumers).
     pub async fn ack(&self) -> Result<(), BusError> {
         match &self.raw {
-            Some(m) => m
-                .double_ack()
-                .await
-                .map_err(|e| BusError::Unavailable { what: "ack", reason: e.to_string() }),
+            Some(m) => m.double_ack().await.map_err(|e| BusError::unavailable("ack", e)),
             None => Ok(()),
         }
     }
@@ -84,7 +82,7 @@ impl<M> Delivery<M> {
             Some(m) => m
                 .ack_with(jetstream::AckKind::Nak(Some(delay)))
                 .await
-                .map_err(|e| BusError::Unavailable { what: "nak", reason: e.to_string() }),
+                .map_err(|e| BusError::unavailable("nak", e)),
             None => Ok(()),
         }
     }
@@ -95,14 +93,14 @@ impl<M> Delivery<M> {
             Some(m) => m
                 .ack_with(jetstream::AckKind::Progress)
                 .await
-                .map_err(|e| BusError::Unavailable { what: "progress", reason: e.to_string() }),
+                .map_err(|e| BusError::unavailable("progress", e)),
             None => Ok(()),
         }
     }
 }
 
-type Messages =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<jetstream::Message, String>> + Send>>;
+pub(crate) type Messages =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<jetstream::Message, BoxError>> + Send>>;
 
 /// A consumer of one protobuf message type. Re-creates itself after errors (NATS restart),
 /// so [`TypedConsumer::next`] only ever returns a message; call it inside a `select!` with a
@@ -158,7 +156,7 @@ impl<M: Message + Default> TypedConsumer<M> {
                     .await
                     .map_err(|e| BusError::js("create consumer", e))?;
                 let m = c.messages().await.map_err(|e| BusError::js("consume", e))?;
-                m.map(|r| r.map_err(|e| e.to_string())).boxed()
+                m.map(|r| r.map_err(BoxError::from)).boxed()
             }
             None => {
                 let c = stream
@@ -170,7 +168,7 @@ impl<M: Message + Default> TypedConsumer<M> {
                     .await
                     .map_err(|e| BusError::js("create consumer", e))?;
                 let m = c.messages().await.map_err(|e| BusError::js("consume", e))?;
-                m.map(|r| r.map_err(|e| e.to_string())).boxed()
+                m.map(|r| r.map_err(BoxError::from)).boxed()
             }
         };
         Ok(messages)
@@ -226,9 +224,9 @@ impl<M: Message + Default> TypedConsumer<M> {
                     let raw = self.spec.durable.is_some().then_some(msg);
                     return Delivery { message, subject, sequence, delivered, trace, raw };
                 }
-                Err(reason) => {
+                Err(e) => {
                     self.undecodable.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%subject, sequence, expected = self.name, %reason, "undecodable bus message acked and skipped");
+                    tracing::error!(%subject, sequence, expected = self.name, reason = %e, "undecodable bus message acked and skipped");
                     if self.spec.durable.is_some()
                         && let Err(e) = msg.ack().await
                     {

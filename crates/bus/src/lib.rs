@@ -14,6 +14,12 @@
 //!   sequence and trace context. A message that does not decode is acked, counted and logged
 //!   with its subject and sequence — never an error that stops the stream. Consumers keep
 //!   working across a NATS restart (they are re-created when the server forgets them).
+//!   [`LatestConsumer`] follows the newest message of one subject, converted to its core type
+//!   ([`lightcl_proto::FromWire`]), and is re-created from the newest message after every
+//!   reconnect ([`Bus::connection`]).
+//! - **Names and ids** are defined once: subjects, streams, the bucket, its keys and consumer
+//!   names in [`subjects`], every `Nats-Msg-Id` in [`ids`].
+//! - **Engine states** ([`EngineStates`]): drivers write their key, `lightctl` reads the fleet.
 //! - Every payload is protobuf with `Content-Type: application/x-protobuf` and
 //!   `Lightcl-Message: <message name>`; W3C `traceparent`/`tracestate` ride in the headers.
 //!
@@ -33,64 +39,22 @@
 mod config;
 mod consume;
 mod error;
+pub mod ids;
 mod kv;
+mod latest;
 mod publish;
+mod retry;
 pub mod subjects;
 mod topology;
 
-pub use config::{Bus, NatsArgs};
+pub use config::{Bus, ConnectionState, NatsArgs};
 pub use consume::{ConsumerSpec, Delivery, StartAt, TypedConsumer};
-pub use error::BusError;
-pub use kv::EngineStates;
+pub use error::{BoxError, BusError, ConfigProblem, DecodeError, Named, NoPubAck};
+pub use ids::{rejection_msg_id, status_content_hash, status_msg_id, target_msg_id};
+pub use kv::{EngineChange, EngineEntry, EngineStates};
+pub use latest::{Latest, LatestConsumer};
 pub use publish::{
     CONTENT_TYPE_PROTOBUF, LastMessage, MESSAGE_HEADER, Published, Publisher, decode_message,
-    last_message,
+    decode_typed, last_message, trace_headers,
 };
 pub use topology::{StreamSpec, ensure_topology, stream_specs};
-
-use sha2::{Digest, Sha256};
-
-/// The `Nats-Msg-Id` of a raw status (docs/bus.md#message-ids): a hash of the chain, the source, the status
-/// content and the heartbeat slot, so replicas and retries within a slot collapse to one
-/// message while a heartbeat in a new slot is never swallowed by the duplicate window.
-pub fn status_msg_id(
-    chain_id: u64,
-    source_id: &str,
-    status: &lightcl_core::SyncStatus,
-    heartbeat_slot: u64,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(chain_id.to_be_bytes());
-    h.update((source_id.len() as u64).to_be_bytes());
-    h.update(source_id.as_bytes());
-    h.update(status_content_hash(status));
-    h.update(heartbeat_slot.to_be_bytes());
-    hex::encode(h.finalize())
-}
-
-/// A stable hash of a status's content (its protobuf encoding), for change detection.
-pub fn status_content_hash(status: &lightcl_core::SyncStatus) -> [u8; 32] {
-    use prost::Message;
-    let encoded = lightcl_proto::v1::SyncStatus::from(status).encode_to_vec();
-    Sha256::digest(&encoded).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lightcl_core::SyncStatus;
-
-    #[test]
-    fn status_msg_id_depends_on_every_input() {
-        let s = SyncStatus::default();
-        let mut s2 = s.clone();
-        s2.unsafe_l2.number = 1;
-        let base = status_msg_id(10, "a", &s, 5);
-        assert_eq!(base, status_msg_id(10, "a", &s, 5), "deterministic");
-        assert_ne!(base, status_msg_id(11, "a", &s, 5));
-        assert_ne!(base, status_msg_id(10, "b", &s, 5));
-        assert_ne!(base, status_msg_id(10, "a", &s2, 5));
-        assert_ne!(base, status_msg_id(10, "a", &s, 6));
-        assert_eq!(base.len(), 64);
-    }
-}

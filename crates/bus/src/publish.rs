@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream::LastRawMessageErrorKind};
+use lightcl_proto::FromWire;
 use prost::Message;
 
 use crate::BusError;
+use crate::error::{BoxError, DecodeError, Named, NoPubAck};
 
 /// `Content-Type` of every payload.
 pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
@@ -80,7 +82,7 @@ impl Publisher {
         let payload = bytes::Bytes::from(msg.encode_to_vec());
         let headers =
             headers(name, msg_id, expected_last, &lightcl_telemetry::current_context_map());
-        let mut last_err = None;
+        let mut last_err: Option<BoxError> = None;
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
@@ -104,18 +106,16 @@ impl Publisher {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%subject, attempt, error = %e, "publish failed; retrying");
-                    last_err = Some(e.to_string());
+                    last_err = Some(e.into());
                 }
                 Err(_) => {
                     tracing::debug!(%subject, attempt, "PubAck timed out; retrying with the same id");
-                    last_err = Some(format!("no PubAck within {:?}", self.ack_timeout));
+                    last_err = Some(NoPubAck(self.ack_timeout).into());
                 }
             }
         }
-        Err(BusError::Unavailable {
-            what: "publish",
-            reason: format!("{subject}: {}", last_err.unwrap_or_default()),
-        })
+        let cause = last_err.unwrap_or_else(|| NoPubAck(self.ack_timeout).into());
+        Err(BusError::unavailable("publish", Named::new(subject, cause)))
     }
 }
 
@@ -145,17 +145,27 @@ pub fn decode_message<M: Message + Default>(
     name: &'static str,
     headers: Option<&HeaderMap>,
     payload: &[u8],
-) -> Result<M, String> {
+) -> Result<M, DecodeError> {
     if let Some(found) = headers.and_then(|h| h.get(MESSAGE_HEADER))
         && found.as_str() != name
     {
-        return Err(format!("carries {}, expected {name}", found.as_str()));
+        return Err(DecodeError::WrongMessage { found: found.as_str().to_owned(), expected: name });
     }
-    M::decode(payload).map_err(|e| format!("protobuf: {e}"))
+    M::decode(payload).map_err(|source| DecodeError::Protobuf { len: payload.len(), source })
 }
 
-/// Extracts the W3C trace headers of a message.
-pub(crate) fn trace_headers(h: Option<&HeaderMap>) -> HashMap<String, String> {
+/// Decodes a bus payload into its core type: [`decode_message`], then the strict conversion
+/// of [`FromWire`] (a 31-byte hash or a missing ref is an error naming the field).
+pub fn decode_typed<T: FromWire>(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<T, DecodeError> {
+    let wire = decode_message::<T::Wire>(T::NAME, headers, payload)?;
+    Ok(T::from_wire(wire)?)
+}
+
+/// The W3C trace headers (`traceparent`, `tracestate`) a message carries.
+pub fn trace_headers(h: Option<&HeaderMap>) -> HashMap<String, String> {
     let mut out = HashMap::new();
     if let Some(h) = h {
         for key in ["traceparent", "tracestate"] {
@@ -192,12 +202,12 @@ pub async fn last_message<M: Message + Default>(
     match s.get_last_raw_message_by_subject(subject).await {
         Ok(raw) => {
             let message =
-                decode_message::<M>(name, Some(&raw.headers), &raw.payload).map_err(|reason| {
+                decode_message::<M>(name, Some(&raw.headers), &raw.payload).map_err(|source| {
                     BusError::Decode {
                         expected: name,
                         subject: subject.to_owned(),
                         sequence: raw.sequence,
-                        reason,
+                        source,
                     }
                 })?;
             Ok(Some(LastMessage {
@@ -233,7 +243,7 @@ mod fuzz {
             }
             let r = decode_message::<v1::Target>("lightcl.v1.Target", Some(&headers), &payload);
             if let Some(n) = name.filter(|n| n != "lightcl.v1.Target") {
-                let e = r.unwrap_err();
+                let e = r.unwrap_err().to_string();
                 prop_assert!(e.contains(&n) && e.contains("lightcl.v1.Target"), "{}", e);
             }
             let _ = decode_message::<v1::RawStatus>("lightcl.v1.RawStatus", None, &payload);

@@ -10,6 +10,15 @@ pub const TARGETS_STREAM: &str = "LIGHTCL_TARGETS";
 pub const REJECTED_STREAM: &str = "LIGHTCL_REJECTED";
 /// KV bucket of engine states.
 pub const ENGINE_BUCKET: &str = "lightcl-engine";
+/// The stream JetStream keeps [`ENGINE_BUCKET`] in (`KV_<bucket>`).
+pub const ENGINE_BUCKET_STREAM: &str = "KV_lightcl-engine";
+
+/// Subjects of [`STATUS_STREAM`]: every chain and source.
+pub const STATUS_SUBJECTS: &str = "lightcl.status.>";
+/// Subjects of [`TARGETS_STREAM`]: every chain.
+pub const TARGET_SUBJECTS: &str = "lightcl.target.>";
+/// Subjects of [`REJECTED_STREAM`]: every chain.
+pub const REJECTED_SUBJECTS: &str = "lightcl.rejected.>";
 
 /// `lightcl.status.<chain>.<source>`.
 pub fn status(chain_id: u64, source_id: &str) -> String {
@@ -34,6 +43,22 @@ pub fn rejected(chain_id: u64) -> String {
 /// KV key `<chain>.<node>` of one engine-driver.
 pub fn engine_key(chain_id: u64, node_id: &str) -> String {
     format!("{chain_id}.{node_id}")
+}
+
+/// KV key filter of [`ENGINE_BUCKET`]: every driver of `chain_id` (`<chain>.>`), or every key
+/// (`>`).
+pub fn engine_key_filter(chain_id: Option<u64>) -> String {
+    chain_id.map_or_else(|| ">".to_owned(), |c| format!("{c}.>"))
+}
+
+/// The node id in an [`ENGINE_BUCKET`] key of `chain_id` (`None`: a key of another chain).
+pub fn engine_key_node(chain_id: u64, key: &str) -> Option<&str> {
+    key.strip_prefix(&format!("{chain_id}."))
+}
+
+/// Durable consumer name shared by every validator replica of `chain_id`.
+pub fn validator_durable(chain_id: u64) -> String {
+    format!("lightcl-validator-{chain_id}")
 }
 
 /// Checks that `value` can be one subject token (a source or node id).
@@ -67,6 +92,20 @@ mod tests {
         assert_eq!(target(10), "lightcl.target.10");
         assert_eq!(rejected(10), "lightcl.rejected.10");
         assert_eq!(engine_key(10, "n1"), "10.n1");
+        assert_eq!(engine_key_filter(Some(10)), "10.>");
+        assert_eq!(engine_key_filter(None), ">");
+        assert_eq!(engine_key_node(10, &engine_key(10, "n1")), Some("n1"));
+        assert_eq!(engine_key_node(1, &engine_key(10, "n1")), None);
+        assert_eq!(validator_durable(10), "lightcl-validator-10");
+        assert_eq!(ENGINE_BUCKET_STREAM, format!("KV_{ENGINE_BUCKET}"));
+        // Every subject of a chain falls in its stream's subjects.
+        for (one, all) in [
+            (status(10, "a"), STATUS_SUBJECTS),
+            (target(10), TARGET_SUBJECTS),
+            (rejected(10), REJECTED_SUBJECTS),
+        ] {
+            assert!(one.starts_with(all.trim_end_matches('>')), "{one} in {all}");
+        }
     }
 
     #[test]

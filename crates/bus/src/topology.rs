@@ -5,7 +5,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::BusError;
-use crate::subjects::{ENGINE_BUCKET, REJECTED_STREAM, STATUS_STREAM, TARGETS_STREAM};
+use crate::error::Named;
+use crate::subjects::{
+    ENGINE_BUCKET, REJECTED_STREAM, REJECTED_SUBJECTS, STATUS_STREAM, STATUS_SUBJECTS,
+    TARGET_SUBJECTS, TARGETS_STREAM,
+};
 
 /// One stream's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,19 +32,19 @@ pub fn stream_specs() -> [StreamSpec; 3] {
     [
         StreamSpec {
             name: STATUS_STREAM,
-            subjects: "lightcl.status.>",
+            subjects: STATUS_SUBJECTS,
             max_age: Duration::from_secs(3600),
             max_per_subject: -1,
         },
         StreamSpec {
             name: TARGETS_STREAM,
-            subjects: "lightcl.target.>",
+            subjects: TARGET_SUBJECTS,
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_per_subject: 10_000,
         },
         StreamSpec {
             name: REJECTED_STREAM,
-            subjects: "lightcl.rejected.>",
+            subjects: REJECTED_SUBJECTS,
             max_age: Duration::from_secs(3600),
             max_per_subject: 1_000,
         },
@@ -68,7 +72,7 @@ pub async fn ensure_topology(js: &jetstream::Context, replicas: usize) -> Result
     for spec in stream_specs() {
         js.get_or_create_stream(stream_config(&spec, replicas))
             .await
-            .map_err(|e| BusError::js("create stream", format!("{}: {e}", spec.name)))?;
+            .map_err(|e| BusError::js("create stream", Named::new(spec.name, e)))?;
     }
     ensure_engine_bucket(js, replicas).await?;
     Ok(())
@@ -96,6 +100,6 @@ pub(crate) async fn ensure_engine_bucket(
         Err(e) => js
             .get_key_value(ENGINE_BUCKET)
             .await
-            .map_err(|_| BusError::js("create KV bucket lightcl-engine", e)),
+            .map_err(|_| BusError::js("create KV bucket", Named::new(ENGINE_BUCKET, e))),
     }
 }

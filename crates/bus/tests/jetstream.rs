@@ -10,23 +10,17 @@ use lightcl_bus::{
     last_message, subjects,
 };
 use lightcl_harness::nats::NatsServer;
+use lightcl_harness::wait::{self, Deadline};
 use lightcl_proto::{names, v1};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
 async fn bus(server: &NatsServer) -> Bus {
     let bus = Bus::connect(&NatsArgs::local(server.url()), "bus-test").await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match bus.ensure_topology().await {
-            Ok(()) => return bus,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("topology not ready yet: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("topology: {e}"),
-        }
-    }
+    wait::until_async(DEADLINE, Duration::from_millis(50), || bus.ensure_topology())
+        .await
+        .unwrap_or_else(|t| panic!("topology: {t}"));
+    bus
 }
 
 fn target(revision: u64) -> v1::Target {
@@ -53,7 +47,7 @@ async fn next<M: prost::Message + Default>(c: &mut TypedConsumer<M>) -> lightcl_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn topology_is_idempotent_even_concurrently() {
-    let server = NatsServer::start().unwrap();
+    let server = NatsServer::start().await.unwrap();
     let a = bus(&server).await;
     a.ensure_topology().await.unwrap();
     let b = Bus::connect(&NatsArgs::local(server.url()), "second").await.unwrap();
@@ -70,7 +64,7 @@ async fn topology_is_idempotent_even_concurrently() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_message_id_is_stored_once() {
-    let server = NatsServer::start().unwrap();
+    let server = NatsServer::start().await.unwrap();
     let bus = bus(&server).await;
     let p = Publisher::new(bus.jetstream(), Duration::from_secs(2));
     let subject = subjects::status(10, "src");
@@ -95,7 +89,7 @@ async fn a_duplicate_message_id_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cas_publish_refuses_a_stale_expectation() {
-    let server = NatsServer::start().unwrap();
+    let server = NatsServer::start().await.unwrap();
     let bus = bus(&server).await;
     let p = Publisher::new(bus.jetstream(), Duration::from_secs(2));
     let subject = subjects::target(10);
@@ -135,7 +129,7 @@ async fn cas_publish_refuses_a_stale_expectation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poisoned_message_is_acked_counted_and_skipped() {
-    let server = NatsServer::start().unwrap();
+    let server = NatsServer::start().await.unwrap();
     let bus = bus(&server).await;
     let js = bus.jetstream();
     let subject = subjects::target(10);
@@ -172,7 +166,7 @@ async fn a_poisoned_message_is_acked_counted_and_skipped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_durable_consumer_survives_a_server_restart_and_loses_nothing() {
-    let mut server = NatsServer::start().unwrap();
+    let mut server = NatsServer::start().await.unwrap();
     let bus = bus(&server).await;
     let p = Publisher::new(bus.jetstream(), Duration::from_secs(2));
     let subject = subjects::target(10);
@@ -181,19 +175,16 @@ async fn a_durable_consumer_survives_a_server_restart_and_loses_nothing() {
     let d = next(&mut c).await;
     assert_eq!(d.message.revision, 1);
     d.ack().await.unwrap();
-    server.restart().unwrap();
+    server.restart().await.unwrap();
     // Publishes acked after the restart must all arrive, in order.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = Deadline::after(DEADLINE);
     for rev in 2..=4u64 {
-        loop {
-            match p.publish(&subject, names::TARGET, &target(rev), Some(&format!("t{rev}"))).await {
-                Ok(_) => break,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    eprintln!("publish while reconnecting: {e}");
-                }
-                Err(e) => panic!("publish after restart: {e}"),
-            }
-        }
+        let (msg, id) = (target(rev), format!("t{rev}"));
+        wait::until_async(deadline, Duration::ZERO, || {
+            p.publish(&subject, names::TARGET, &msg, Some(&id))
+        })
+        .await
+        .unwrap_or_else(|t| panic!("publish after restart: {t}"));
     }
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -209,7 +200,7 @@ async fn a_durable_consumer_survives_a_server_restart_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn last_per_subject_consumers_start_at_the_newest_and_carry_trace_headers() {
-    let server = NatsServer::start().unwrap();
+    let server = NatsServer::start().await.unwrap();
     let bus = bus(&server).await;
     let js = bus.jetstream();
     let subject = subjects::target(10);
@@ -235,7 +226,7 @@ async fn last_per_subject_consumers_start_at_the_newest_and_carry_trace_headers(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn engine_states_round_trip_through_the_bucket() {
-    let server = NatsServer::start().unwrap();
+    let server = NatsServer::start().await.unwrap();
     let bus = bus(&server).await;
     let kv = EngineStates::open(&bus.jetstream(), 1).await.unwrap();
     for node in ["b", "a"] {
@@ -263,12 +254,12 @@ async fn engine_states_round_trip_through_the_bucket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connecting_to_a_down_server_does_not_fail_and_recovers() {
-    let mut server = NatsServer::start().unwrap();
+    let mut server = NatsServer::start().await.unwrap();
     let url = server.url();
     server.stop();
     let bus = Bus::connect(&NatsArgs::local(url), "late").await.unwrap();
     assert!(!bus.is_connected());
-    server.start_again().unwrap();
+    server.start_again().await.unwrap();
     let mut connected = bus.connected();
     tokio::time::timeout(DEADLINE, connected.wait_for(|c| *c)).await.unwrap().unwrap();
     bus.ensure_topology().await.unwrap();

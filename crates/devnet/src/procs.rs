@@ -1,4 +1,5 @@
-//! Child processes: nats-server, anvil and the three lightcl services.
+//! Child processes: the three lightcl services (nats-server and anvil are
+//! [`lightcl_harness`]'s launchers).
 //!
 //! Every child gets free loopback ports, writes its stdout/stderr to a log file in the devnet
 //! directory, runs in its own process group (a terminal's Ctrl-C reaches only the devnet,
@@ -11,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use lightcl_harness::wait;
 use tokio::process::{Child, Command};
-use tokio::time::Instant;
 
 /// Errors starting or talking to a child process.
 #[derive(Debug, thiserror::Error)]
@@ -207,16 +207,8 @@ impl Proc {
         self.start()
     }
 
-    /// The error to report when the process exited while we waited for it.
-    fn exited_error(&mut self) -> Option<ProcError> {
-        self.exit_status().map(|status| ProcError::Exited {
-            name: self.name.clone(),
-            status,
-            log: self.log.display().to_string(),
-        })
-    }
-
-    /// Waits until `probe` answers true, failing early if the process exits.
+    /// Waits until `probe` answers true (polled every 50 ms), failing early if the process
+    /// exits.
     pub async fn wait_until<F, Fut>(
         &mut self,
         timeout: Duration,
@@ -226,22 +218,22 @@ impl Proc {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(e) = self.exited_error() {
-                return Err(e);
+        let waited = wait::until_async(timeout, Duration::from_millis(50), || {
+            let exited = self.exit_status();
+            let probed = probe();
+            async move {
+                match exited {
+                    Some(status) => Some(Err(status)),
+                    None => probed.await.then_some(Ok(())),
+                }
             }
-            if probe().await {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(ProcError::NotReady {
-                    name: self.name.clone(),
-                    waited: timeout,
-                    log: self.log.display().to_string(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        let log = self.log.display().to_string();
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(ProcError::Exited { name: self.name.clone(), status, log }),
+            Err(_) => Err(ProcError::NotReady { name: self.name.clone(), waited: timeout, log }),
         }
     }
 
@@ -251,93 +243,6 @@ impl Proc {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
-}
-
-/// HTTP GET `http://addr{path}`; returns the status code (None when unreachable).
-pub async fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = [0u8; 64];
-        let mut got = 0;
-        while got < 12 {
-            let n = s.read(&mut buf[got..]).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        let line = std::str::from_utf8(&buf[..got]).ok()?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
-}
-
-/// HTTP GET `http://addr{path}`; returns the status code and the body (None when unreachable
-/// or the answer is not HTTP/1.x). The body is read to EOF (`Connection: close`), de-chunked.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        let chunked = head.lines().any(|l| {
-            let l = l.to_ascii_lowercase();
-            l.starts_with("transfer-encoding:") && l.contains("chunked")
-        });
-        let body = if chunked { dechunk(body)? } else { body.to_owned() };
-        Some((code, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten()
-}
-
-/// Decodes an HTTP/1.1 chunked body.
-fn dechunk(mut rest: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size..)?.strip_prefix("\r\n")?;
-    }
-}
-
-/// True when `addr` accepts TCP connections.
-pub async fn port_open(addr: SocketAddr) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr))
-            .await,
-        Ok(Ok(_))
-    )
-}
-
-/// Finds a tool: `$ENV_VAR` if set, else `name` on the PATH, else `.tools` of the workspace
-/// (as installed by `scripts/install-tools.sh`), else `name` (spawn then fails with a clear error).
-pub fn tool(env_var: &str, name: &str, tools_rel: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let c = dir.join(name);
-            if c.is_file() {
-                return c;
-            }
-        }
-    }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(".tools").join(tools_rel);
-    if ws.is_file() {
-        return ws;
-    }
-    PathBuf::from(name)
 }
 
 /// The directory holding the lightcl service binaries: `$LIGHTCL_BIN_DIR`, else the directory

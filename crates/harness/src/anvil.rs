@@ -1,17 +1,22 @@
-//! A private, real `anvil` L1 node for one test, plus a counting HTTP proxy in front of it.
+//! A private, real `anvil` L1 node, plus a counting HTTP proxy in front of it: the one anvil
+//! launcher of the tests, the devnet and the bench.
 //!
-//! [`Anvil::start`] spawns `anvil` (env `ANVIL_BIN`, fallback `anvil` on PATH) on 127.0.0.1
-//! with an OS-assigned port (read from its "Listening on" line), without auto-mining: blocks
-//! appear only through [`Anvil::mine`]. [`Anvil::reorg`] replaces the newest blocks
-//! (`anvil_reorg`), so hashes at those numbers change. The process is killed on drop.
+//! [`Anvil::start`] spawns `anvil` (env `ANVIL_BIN`, else `anvil` on the PATH or in the
+//! workspace's `.tools`) on 127.0.0.1 with an OS-assigned port (read from its "Listening on"
+//! line) and returns once it answers JSON-RPC. By default it does not mine on its own: blocks
+//! appear only through [`Anvil::mine`] ([`Mining`] selects otherwise). [`Anvil::reorg`] replaces
+//! the newest blocks (`anvil_reorg`), so hashes at those numbers change. The process runs in its
+//! own process group and is killed on drop; [`Anvil::terminate`] stops it gracefully.
 //!
 //! [`CountingProxy`] forwards HTTP requests to a URL and counts them (and the JSON-RPC calls
 //! inside), so a test can prove one L1 request per status; [`CountingProxy::set_down`] makes
 //! it drop every connection, which a client sees as an L1 outage.
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +36,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::process;
+use crate::wait::{self, Deadline};
+
 /// Failure to run or talk to anvil.
 #[derive(Debug, thiserror::Error)]
 pub enum AnvilError {
@@ -42,7 +50,7 @@ pub enum AnvilError {
         /// Why.
         source: std::io::Error,
     },
-    /// anvil did not print its listening address in time (or exited).
+    /// anvil did not print its listening address or answer in time (or exited).
     #[error("anvil did not become ready within {0:?}")]
     NotReady(Duration),
     /// A JSON-RPC call failed.
@@ -51,73 +59,107 @@ pub enum AnvilError {
     /// anvil answered something unexpected.
     #[error("anvil answered unexpectedly: {0}")]
     Unexpected(String),
-    /// Socket trouble (proxy).
+    /// Socket or log file trouble.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
 
 const READY_DEADLINE: Duration = Duration::from_secs(20);
 
+/// When anvil mines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mining {
+    /// Only on [`Anvil::mine`] (`--no-mining`).
+    #[default]
+    Manual,
+    /// A block every this many seconds (`--block-time`).
+    Interval(u64),
+    /// anvil's own default: a block for each transaction (and on [`Anvil::mine`]).
+    OnTransaction,
+}
+
 /// Options for [`Anvil::start_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnvilOptions {
-    /// Mine a block every this many seconds (`--block-time`); `None` = only on [`Anvil::mine`].
-    pub block_time_secs: Option<u64>,
+    /// When blocks are mined.
+    pub mining: Mining,
     /// `--slots-in-an-epoch`: anvil's `finalized` tag is `latest - 2 × slots`.
     pub slots_in_an_epoch: u64,
+    /// `--chain-id`; `None`: anvil's default (31337).
+    pub chain_id: Option<u64>,
+    /// Append anvil's output (it logs every request) here; `None`: discarded.
+    pub log_file: Option<PathBuf>,
+    /// How long the start may take until anvil answers JSON-RPC.
+    pub ready_timeout: Duration,
 }
 
 impl Default for AnvilOptions {
     fn default() -> Self {
-        Self { block_time_secs: None, slots_in_an_epoch: 32 }
+        Self {
+            mining: Mining::Manual,
+            slots_in_an_epoch: 32,
+            chain_id: None,
+            log_file: None,
+            ready_timeout: READY_DEADLINE,
+        }
     }
 }
 
 /// A running private anvil.
 #[derive(Debug)]
 pub struct Anvil {
-    child: Child,
+    child: Option<Child>,
     port: u16,
     client: Client,
 }
 
-fn binary() -> String {
-    std::env::var("ANVIL_BIN").unwrap_or_else(|_| "anvil".into())
-}
-
 impl Anvil {
     /// Starts anvil with no auto-mining and the default epoch length.
-    pub fn start() -> Result<Self, AnvilError> {
-        Self::start_with(AnvilOptions::default())
+    pub async fn start() -> Result<Self, AnvilError> {
+        Self::start_with(AnvilOptions::default()).await
     }
 
-    /// Starts anvil with `opts` and waits until it listens.
-    pub fn start_with(opts: AnvilOptions) -> Result<Self, AnvilError> {
-        let bin = binary();
+    /// Starts anvil with `opts` and waits until it answers JSON-RPC.
+    pub async fn start_with(opts: AnvilOptions) -> Result<Self, AnvilError> {
+        let deadline = Deadline::after(opts.ready_timeout);
+        let bin = process::anvil_bin();
         let mut cmd = Command::new(&bin);
         cmd.args(["--host", "127.0.0.1", "--port", "0"])
             .args(["--slots-in-an-epoch", &opts.slots_in_an_epoch.to_string()]);
-        match opts.block_time_secs {
-            Some(s) => cmd.args(["--block-time", &s.to_string()]),
-            None => cmd.arg("--no-mining"),
+        match opts.mining {
+            Mining::Manual => cmd.arg("--no-mining"),
+            Mining::Interval(s) => cmd.args(["--block-time", &s.to_string()]),
+            Mining::OnTransaction => &mut cmd,
+        };
+        if let Some(id) = opts.chain_id {
+            cmd.args(["--chain-id", &id.to_string()]);
+        }
+        let (_, stderr) = process::output_to(opts.log_file.as_deref())?;
+        let mut log = match &opts.log_file {
+            Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+            None => None,
         };
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
             .spawn()
-            .map_err(|source| AnvilError::Spawn { bin, source })?;
+            .map_err(|source| AnvilError::Spawn { bin: bin.display().to_string(), source })?;
         let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
+            process::kill(&mut child);
             return Err(AnvilError::Unexpected("no stdout pipe".into()));
         };
-        // anvil logs every request to stdout: keep draining it so it never blocks, and hand
-        // the listening port over once it appears.
-        let (tx, rx) = std::sync::mpsc::channel();
+        // anvil logs every request to stdout: keep draining it (into the log file, if any) so
+        // it never blocks, and hand the listening port over once it appears.
+        let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 if let Some(addr) = line.trim().strip_prefix("Listening on ")
                     && let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
                     && let Some(tx) = tx.take()
@@ -126,16 +168,20 @@ impl Anvil {
                 }
             }
         });
-        let Ok(port) = rx.recv_timeout(READY_DEADLINE) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(AnvilError::NotReady(READY_DEADLINE));
+        let mut anvil = Self { child: Some(child), port: 0, client: local_client(0)? };
+        // The reader ends (and drops the sender) when anvil exits before listening.
+        let Ok(Ok(port)) = tokio::time::timeout(deadline.remaining(), rx).await else {
+            return Err(AnvilError::NotReady(opts.ready_timeout));
         };
-        let url = format!("http://127.0.0.1:{port}")
-            .parse()
-            .map_err(|e| AnvilError::Unexpected(format!("url: {e}")))?;
-        let client = Client::new(ClientConfig::new(url).with_timeout(Duration::from_secs(10)))?;
-        Ok(Self { child, port, client })
+        anvil.port = port;
+        anvil.client = local_client(port)?;
+        let client = &anvil.client;
+        wait::until_async(deadline, wait::POLL, || async move {
+            client.call("eth_chainId", json!([])).await
+        })
+        .await
+        .map_err(|_| AnvilError::NotReady(opts.ready_timeout))?;
+        Ok(anvil)
     }
 
     /// The HTTP JSON-RPC URL, e.g. `http://127.0.0.1:8545`.
@@ -181,6 +227,13 @@ impl Anvil {
         parse_rpc_block(&v).map_err(|e| AnvilError::Unexpected(e.to_string()))
     }
 
+    /// Stops anvil gracefully (SIGTERM, SIGKILL after `grace`); its exit status as text, `None`
+    /// when it was not running.
+    pub async fn terminate(&mut self, grace: Duration) -> Option<String> {
+        let mut c = self.child.take()?;
+        Some(process::terminate(&mut c, grace).await)
+    }
+
     /// Replaces the newest `depth` blocks with new ones (`anvil_reorg [depth, []]`): same
     /// height, different hashes.
     pub async fn reorg(&self, depth: u64) -> Result<(), AnvilError> {
@@ -191,9 +244,17 @@ impl Anvil {
 
 impl Drop for Anvil {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            process::kill(&mut c);
+        }
     }
+}
+
+fn local_client(port: u16) -> Result<Client, AnvilError> {
+    let url = format!("http://127.0.0.1:{port}")
+        .parse()
+        .map_err(|e| AnvilError::Unexpected(format!("url: {e}")))?;
+    Ok(Client::new(ClientConfig::new(url).with_timeout(Duration::from_secs(10)))?)
 }
 
 #[derive(Debug, Default)]
@@ -362,8 +423,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn mines_reads_blocks_and_reorgs() {
-        let anvil =
-            Anvil::start_with(AnvilOptions { slots_in_an_epoch: 2, ..Default::default() }).unwrap();
+        let anvil = Anvil::start_with(AnvilOptions { slots_in_an_epoch: 2, ..Default::default() })
+            .await
+            .unwrap();
         let genesis = anvil.latest().await.unwrap();
         assert_eq!(genesis.number, 0);
         // No auto-mining.
@@ -387,8 +449,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn chain_id_log_file_and_a_graceful_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("anvil.log");
+        let opts = AnvilOptions {
+            mining: Mining::OnTransaction,
+            chain_id: Some(900),
+            log_file: Some(log.clone()),
+            ..AnvilOptions::default()
+        };
+        let mut anvil = Anvil::start_with(opts).await.unwrap();
+        assert_eq!(anvil.client().call("eth_chainId", json!([])).await.unwrap(), json!("0x384"));
+        anvil.mine(2).await.unwrap();
+        assert_eq!(anvil.latest().await.unwrap().number, 2);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("Listening on 127.0.0.1:"), "{text}");
+        let status = anvil.terminate(Duration::from_secs(5)).await.expect("was running");
+        assert!(!status.contains("killed after"), "{status}");
+        assert_eq!(anvil.terminate(Duration::from_secs(5)).await, None);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", anvil.port())).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn proxy_counts_requests_and_goes_down() {
-        let anvil = Anvil::start().unwrap();
+        let anvil = Anvil::start().await.unwrap();
         anvil.mine(3).await.unwrap();
         let proxy = CountingProxy::start(&anvil.url()).await.unwrap();
         let client = Client::new(

@@ -36,6 +36,8 @@ use jsonrpsee::types::ErrorObjectOwned;
 use lightcl_core::status::{BlockId, L2BlockRef, to_quantity};
 use serde_json::{Value, json};
 
+use crate::wait;
+
 /// JSON-RPC error code for an invalid forkchoice state.
 pub const INVALID_FORKCHOICE_STATE: i32 = -38002;
 
@@ -578,21 +580,18 @@ impl MockEl {
     /// Serves again on the same port, keeping the chain state.
     pub async fn restart(&self) -> Result<(), MockElError> {
         self.stop().await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match serve(&self.cfg, &self.state, self.addr).await {
-                Ok((_, h)) => {
-                    *self.handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(h);
-                    return Ok(());
-                }
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "mock EL rebind retry");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e),
+        wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+            let served = serve(&self.cfg, &self.state, self.addr).await;
+            if let Err(e) = &served {
+                tracing::debug!(error = %e, "mock EL rebind retry");
             }
-        }
+            served
+        })
+        .await
+        .map(|(_, h)| {
+            *self.handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(h);
+        })
+        .map_err(|t| t.last_error.expect("a failed attempt"))
     }
 
     /// Makes blocks available from peers (to be "downloaded" on an FCU to them).
@@ -734,16 +733,8 @@ impl MockEl {
 
     /// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
     pub async fn wait_until(&self, timeout: Duration, mut cond: impl FnMut(&Self) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let every = Duration::from_millis(10);
+        wait::until_async(timeout, every, || std::future::ready(cond(self))).await.is_ok()
     }
 }
 

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_primitives::B256;
 use bytes::Bytes;
@@ -43,6 +43,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::wait;
 
 /// How the mock answers (applies to every method).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -170,16 +172,10 @@ impl MockSource {
 
     /// Wait until `requests(method) >= n` or `timeout` passes; returns whether it was reached.
     pub async fn wait_for_requests(&self, method: &str, n: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.requests(method) >= n {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let every = Duration::from_millis(5);
+        wait::until_async(timeout, every, || std::future::ready(self.requests(method) >= n))
+            .await
+            .is_ok()
     }
 
     /// Stop listening and drop every open connection (clients see connection refused/reset).
@@ -188,13 +184,12 @@ impl MockSource {
         let token = self.inner.server.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(token) = token {
             token.cancel();
-            // Wait until the port is really closed.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while tokio::net::TcpStream::connect(self.inner.addr).await.is_ok()
-                && Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            // Wait (bounded) until the port is really closed.
+            let addr = self.inner.addr;
+            let _ = wait::until_async(Duration::from_secs(5), Duration::from_millis(5), || async {
+                tokio::net::TcpStream::connect(addr).await.is_err()
+            })
+            .await;
         }
     }
 
@@ -204,14 +199,11 @@ impl MockSource {
         if self.inner.server.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
             return Ok(());
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.inner.addr).await {
-                Ok(l) => break l,
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let addr = self.inner.addr;
+        let listener =
+            wait::until_async(Duration::from_secs(5), wait::POLL, || TcpListener::bind(addr))
+                .await
+                .map_err(|t| t.last_error.expect("a failed bind"))?;
         let cancel = CancellationToken::new();
         tokio::spawn(serve(listener, self.inner.state.clone(), cancel.clone()));
         *self.inner.server.lock().unwrap_or_else(PoisonError::into_inner) = Some(cancel);

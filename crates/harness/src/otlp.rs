@@ -25,6 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use tokio::task::JoinHandle;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status};
 
 /// One received span.
@@ -81,6 +82,7 @@ impl TraceService for Capture {
 #[derive(Debug)]
 pub struct OtlpReceiver {
     addr: SocketAddr,
+    https: bool,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
     requests: Arc<Mutex<usize>>,
     task: JoinHandle<()>,
@@ -89,12 +91,27 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Binds a free loopback port and serves OTLP/gRPC traces on it.
     pub async fn start() -> std::io::Result<Self> {
+        Self::serve(None).await
+    }
+
+    /// Binds a free loopback port and serves OTLP/gRPC traces on it over TLS (`tls`: e.g. a
+    /// leaf certificate a test CA signed); the endpoint is then `https://`.
+    pub async fn start_tls(tls: ServerTlsConfig) -> std::io::Result<Self> {
+        Self::serve(Some(tls)).await
+    }
+
+    async fn serve(tls: Option<ServerTlsConfig>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let https = tls.is_some();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).map_err(std::io::Error::other)?;
+        }
         let cap = Capture::default();
         let (spans, requests) = (cap.spans.clone(), cap.requests.clone());
         let task = tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = server
                 .add_service(TraceServiceServer::new(cap))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                 .await;
@@ -102,12 +119,13 @@ impl OtlpReceiver {
                 tracing::warn!(error = %e, "OTLP receiver stopped");
             }
         });
-        Ok(Self { addr, spans, requests, task })
+        Ok(Self { addr, https, spans, requests, task })
     }
 
-    /// `http://127.0.0.1:<port>`, the value for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS), the value for
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
     }
 
     /// The bound address.

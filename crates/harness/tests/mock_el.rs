@@ -6,6 +6,7 @@ use alloy_primitives::B256;
 use alloy_rpc_types_engine::{Claims, JwtSecret};
 use lightcl_core::status::parse_rpc_block;
 use lightcl_harness::mock_el::{FcuReply, L2Chain, MockEl, MockElConfig, l2_genesis};
+use lightcl_harness::wait;
 use lightcl_rpc::{Client, ClientConfig, RpcError};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -288,16 +289,11 @@ async fn downloaded_sync_target_becomes_head_without_labels() {
     el.set_network_chain(&chain);
     let (h, s, f) = (chain.at(12).hash, chain.at(10).hash, chain.at(8).hash);
     assert_eq!(status(&fcu(&c, h, s, f).await.expect("fcu")), "SYNCING");
-    let reached = async {
-        for _ in 0..300 {
-            if block(&c, "latest").await.is_some_and(|b| b.hash == h) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
-    };
-    assert!(reached.await, "the EL reports the downloaded head as latest");
+    wait::until_async(Duration::from_secs(3), Duration::from_millis(10), || async {
+        block(&c, "latest").await.is_some_and(|b| b.hash == h)
+    })
+    .await
+    .expect("the EL reports the downloaded head as latest");
     assert_eq!(el.safe().number, 0, "labels wait for a VALID forkchoice");
     assert_eq!(status(&fcu(&c, h, s, f).await.expect("fcu")), "VALID");
     assert_eq!((el.safe().number, el.finalized().number), (10, 8));

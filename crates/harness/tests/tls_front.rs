@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lightcl_harness::tls::{FrontOptions, TestCa, TlsFront};
+use lightcl_harness::wait;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -113,15 +114,6 @@ async fn keyed_front(ca: &TestCa, upstream: &Echo) -> TlsFront {
         .unwrap()
 }
 
-/// Wait (bounded) until `f` holds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn forwards_through_the_key_path_with_headers_and_body() {
     let upstream = start_echo().await;
@@ -188,7 +180,11 @@ async fn a_client_trusting_another_ca_fails_the_handshake() {
     let client = https_client(other.root_store());
     let err = client.request(post(&front.url(), "{}")).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
-    eventually("handshake_failures() == 1", || front.handshake_failures() == 1).await;
+    wait::until_async(Duration::from_secs(10), Duration::from_millis(10), || {
+        std::future::ready(front.handshake_failures() == 1)
+    })
+    .await
+    .expect("timed out waiting for handshake_failures() == 1");
     assert_eq!(front.connections(), 0);
     assert_eq!(front.forwarded(), 0);
     assert_eq!(front.unauthorized(), 0);

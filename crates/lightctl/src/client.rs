@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,11 +25,24 @@ use crate::config::{ConfigError, Setup, read_token};
 use crate::exit_code;
 
 /// Why a call to a service failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    /// Could not connect, or the connection broke.
+    /// The service said it is unavailable, or the connection broke mid-call (the text is the
+    /// service's or tonic's message).
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The address is not a valid URI.
+    #[error("unreachable: invalid address {url:?}: {source}")]
+    InvalidAddress {
+        /// The address as tried (`http://` or `https://` added).
+        url: String,
+        /// Why.
+        #[source]
+        source: Arc<tonic::transport::Error>,
+    },
+    /// Could not connect (TCP, TLS, HTTP/2), or the TLS settings are unusable.
+    #[error("unreachable: {}", error_chain(.0.as_ref()))]
+    Connect(#[source] Arc<tonic::transport::Error>),
     /// No answer within the timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -53,7 +67,7 @@ impl CallError {
     /// `wrong_service`, `failed`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Unreachable(_) => "unreachable",
+            Self::Unreachable(_) | Self::InvalidAddress { .. } | Self::Connect(_) => "unreachable",
             Self::Timeout(_) => "timeout",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::WrongService(_) => "wrong_service",
@@ -196,7 +210,7 @@ impl Connector {
     pub fn endpoint(&self, address: &str) -> Result<Endpoint, CallError> {
         let url = self.normalize(address);
         let mut ep = Endpoint::from_shared(url.clone())
-            .map_err(|e| CallError::Unreachable(format!("invalid address {url:?}: {e}")))?
+            .map_err(|e| CallError::InvalidAddress { url: url.clone(), source: Arc::new(e) })?
             .connect_timeout(self.timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
@@ -211,7 +225,7 @@ impl Connector {
             if let Some(d) = &self.tls_domain {
                 tls = tls.domain_name(d.clone());
             }
-            ep = ep.tls_config(tls).map_err(|e| CallError::Unreachable(error_chain(&e)))?;
+            ep = ep.tls_config(tls).map_err(|e| CallError::Connect(Arc::new(e)))?;
         }
         Ok(ep)
     }
@@ -221,7 +235,7 @@ impl Connector {
         let ep = self.endpoint(address)?;
         match tokio::time::timeout(self.timeout, ep.connect()).await {
             Ok(Ok(ch)) => Ok(ch),
-            Ok(Err(e)) => Err(CallError::Unreachable(error_chain(&e))),
+            Ok(Err(e)) => Err(CallError::Connect(Arc::new(e))),
             Err(_) => Err(CallError::Timeout(self.timeout)),
         }
     }
@@ -339,9 +353,10 @@ impl Connector {
 }
 
 fn read_ca(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let pem = std::fs::read(path).map_err(|e| ConfigError::Flag {
+    let pem = std::fs::read(path).map_err(|source| ConfigError::ReadFile {
         flag: "--tls.ca",
-        reason: format!("cannot read {}: {e}", path.display()),
+        path: path.to_owned(),
+        source,
     })?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(ConfigError::Flag {

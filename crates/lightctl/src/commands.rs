@@ -292,10 +292,7 @@ async fn watch_fleet(
                             }
                         }
                         None => {
-                            let e = fleet::FleetError::Kv {
-                                what: "watching the bucket",
-                                reason: "watch ended".into(),
-                            };
+                            let e = fleet::FleetError::WatchEnded;
                             if tx.send(Update::Fleet(FleetUpdate::Failed(e))).await.is_err() {
                                 return;
                             }

@@ -42,12 +42,24 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid TOML/JSON or has unknown/mistyped keys.
-    #[error("--config: {path}: {reason}")]
+    #[error("--config: {path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// What is wrong, from the parser.
-        reason: String,
+        #[source]
+        source: FormatError,
+    },
+    /// A file named by a flag (a token, a password, a CA) could not be read.
+    #[error("{flag}: cannot read {}: {source}", .path.display())]
+    ReadFile {
+        /// The flag, e.g. `--token-file`.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
     },
     /// Some flag (or its config key) has a bad value.
     #[error("{flag}: {reason}")]
@@ -64,9 +76,20 @@ impl ConfigError {
     pub fn flag(&self) -> &str {
         match self {
             Self::Read { .. } | Self::Parse { .. } => "--config",
-            Self::Flag { flag, .. } => flag,
+            Self::Flag { flag, .. } | Self::ReadFile { flag, .. } => flag,
         }
     }
+}
+
+/// Why the text of a config file does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Not TOML (shown on one line).
+    #[error("{}", one_line(&.0.to_string()))]
+    Toml(#[from] toml_edit::TomlError),
+    /// Not JSON, or not the expected keys and types.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
 
 /// The file's content.
@@ -134,7 +157,7 @@ impl ConfigFile {
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let mut file = Self::parse(&text, is_json)
-            .map_err(|reason| ConfigError::Parse { path: path.to_owned(), reason })?;
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         for p in [
             &mut file.token_file,
@@ -155,15 +178,14 @@ impl ConfigFile {
     }
 
     /// Parse the text of a config file.
-    pub fn parse(text: &str, is_json: bool) -> Result<Self, String> {
+    pub fn parse(text: &str, is_json: bool) -> Result<Self, FormatError> {
         let value = if is_json {
-            serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?
+            serde_json::from_str::<serde_json::Value>(text)?
         } else {
-            let doc: toml_edit::DocumentMut =
-                text.parse().map_err(|e: toml_edit::TomlError| one_line(&e.to_string()))?;
+            let doc: toml_edit::DocumentMut = text.parse()?;
             table_to_json(doc.as_table())
         };
-        serde_json::from_value(value).map_err(|e| e.to_string())
+        Ok(serde_json::from_value(value)?)
     }
 }
 
@@ -372,9 +394,10 @@ fn looks_like_address(s: &str) -> bool {
 /// Read a token file: its content without surrounding whitespace; empty, unreadable or not
 /// printable ASCII is an error naming `--token-file` (the token itself is never printed).
 pub fn read_token(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Flag {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         flag: "--token-file",
-        reason: format!("cannot read {}: {e}", path.display()),
+        path: path.to_owned(),
+        source,
     })?;
     let token = text.trim();
     if token.is_empty() {
@@ -437,9 +460,9 @@ url = "http://d1:7301"
 
     #[test]
     fn unknown_keys_and_bad_types_are_errors() {
-        let e = ConfigFile::parse("pollers = [\"x\"]", false).unwrap_err();
+        let e = ConfigFile::parse("pollers = [\"x\"]", false).unwrap_err().to_string();
         assert!(e.contains("pollers"), "{e}");
-        let e = ConfigFile::parse("chain_id = \"ten\"", false).unwrap_err();
+        let e = ConfigFile::parse("chain_id = \"ten\"", false).unwrap_err().to_string();
         assert!(e.contains("invalid type"), "{e}");
         assert!(ConfigFile::parse("[[driver]]\nurl = 'x'\nnmae = 'y'", false).is_err());
         assert!(ConfigFile::parse("chain_id = ", false).is_err());

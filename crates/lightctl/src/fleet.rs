@@ -3,47 +3,64 @@
 //!
 //! A bucket that does not exist yet (no driver ever started) is an empty fleet, not an error.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, ErrorCode, context::GetStreamErrorKind, kv};
+use async_nats::jetstream;
 use futures::{Stream, StreamExt};
-use lightcl_proto::v1;
-use prost::Message;
+use lightcl_bus::{BusError, EngineChange, EngineEntry, EngineStates, subjects};
 
 use crate::cli::NatsAuthArgs;
+use crate::client::error_chain;
 use crate::config::ConfigError;
 use crate::report::{EngineView, ErrorView, FleetNode, FleetView};
-
-/// The KV bucket of engine states.
-pub const ENGINE_BUCKET: &str = "lightcl-engine";
 
 /// Reading the bucket failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FleetError {
     /// Could not connect to NATS.
-    #[error("cannot connect to NATS at {url}: {reason}")]
+    #[error("cannot connect to NATS at {url}: {}", error_chain(.source.as_ref()))]
     Connect {
-        /// The URL.
+        /// The URL (`scheme://host:port`).
         url: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: Arc<async_nats::ConnectError>,
+    },
+    /// The `--nats.creds` file is unusable.
+    #[error("cannot connect to NATS at {url}: --nats.creds {}: {source}", .path.display())]
+    Credentials {
+        /// The URL (`scheme://host:port`).
+        url: String,
+        /// The credentials file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// A JetStream/KV request failed.
-    #[error("{what}: {reason}")]
+    #[error("{what}: {source}")]
     Kv {
         /// What was attempted.
         what: &'static str,
         /// Why.
-        reason: String,
+        #[source]
+        source: Arc<BusError>,
     },
+    /// The bucket's watch ended (it is started again by the caller).
+    #[error("watching the bucket: watch ended")]
+    WatchEnded,
     /// No answer within the timeout.
     #[error("no answer from NATS within {0:?}")]
     Timeout(Duration),
 }
 
 impl FleetError {
+    fn kv(what: &'static str) -> impl FnOnce(BusError) -> Self {
+        move |e| Self::Kv { what, source: Arc::new(e) }
+    }
+
     /// As a JSON error (kind `nats`).
     pub fn view(&self) -> ErrorView {
         ErrorView { kind: "nats".into(), message: self.to_string() }
@@ -73,20 +90,20 @@ impl std::fmt::Debug for NatsAuth {
 impl NatsAuth {
     /// Read the secret files named by the flags (errors name the flag).
     pub fn from_args(a: &NatsAuthArgs) -> Result<Self, ConfigError> {
-        let secret = |flag: &'static str, path: &Path| -> Result<String, ConfigError> {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Flag {
-                flag,
-                reason: format!("cannot read {}: {e}", path.display()),
-            })?;
-            let text = text.trim();
-            if text.is_empty() {
-                return Err(ConfigError::Flag {
-                    flag,
-                    reason: format!("{} is empty", path.display()),
-                });
-            }
-            Ok(text.to_owned())
-        };
+        let secret =
+            |flag: &'static str, path: &Path| -> Result<String, ConfigError> {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    ConfigError::ReadFile { flag, path: path.to_owned(), source }
+                })?;
+                let text = text.trim();
+                if text.is_empty() {
+                    return Err(ConfigError::Flag {
+                        flag,
+                        reason: format!("{} is empty", path.display()),
+                    });
+                }
+                Ok(text.to_owned())
+            };
         let file =
             |flag: &'static str, path: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
                 match path {
@@ -110,20 +127,19 @@ impl NatsAuth {
     }
 }
 
-/// The KV key filter for a chain (`<chain>.>`) or every key (`>`).
-pub fn key_filter(chain_id: Option<u64>) -> String {
-    chain_id.map_or_else(|| ">".to_owned(), |c| format!("{c}.>"))
-}
-
-/// Decode one KV value.
-pub fn decode(key: &str, value: &[u8]) -> FleetNode {
-    match v1::EngineState::decode(value) {
-        Ok(s) => FleetNode { key: key.to_owned(), state: Some(EngineView::from(&s)), error: None },
-        Err(e) => FleetNode {
-            key: key.to_owned(),
-            state: None,
-            error: Some(format!("undecodable EngineState ({} bytes): {e}", value.len())),
-        },
+/// One bucket entry as a fleet node (an undecodable value is shown with its error).
+pub fn node(entry: EngineEntry) -> FleetNode {
+    match entry.state {
+        Ok(s) => FleetNode { key: entry.key, state: Some(EngineView::from(&s)), error: None },
+        Err(e) => {
+            let error = match &e {
+                lightcl_bus::DecodeError::Protobuf { len, source } => {
+                    format!("undecodable EngineState ({len} bytes): {source}")
+                }
+                other => format!("undecodable EngineState: {other}"),
+            };
+            FleetNode { key: entry.key, state: None, error: Some(error) }
+        }
     }
 }
 
@@ -141,9 +157,10 @@ pub async fn connect(
         opts = opts.token(t.clone());
     }
     if let Some(c) = &auth.creds {
-        opts = opts.credentials_file(c).await.map_err(|e| FleetError::Connect {
+        opts = opts.credentials_file(c).await.map_err(|e| FleetError::Credentials {
             url: lightcl_rpc::redact_url(url),
-            reason: format!("--nats.creds {}: {e}", c.display()),
+            path: c.clone(),
+            source: Arc::new(e),
         })?;
     }
     if let Some(ca) = &auth.tls_ca {
@@ -152,34 +169,16 @@ pub async fn connect(
     let connect = opts.connect(url);
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(client)) => Ok(jetstream::new(client)),
-        Ok(Err(e)) => Err(FleetError::Connect {
-            url: lightcl_rpc::redact_url(url),
-            reason: crate::client::error_chain(&e),
-        }),
+        Ok(Err(e)) => {
+            Err(FleetError::Connect { url: lightcl_rpc::redact_url(url), source: Arc::new(e) })
+        }
         Err(_) => Err(FleetError::Timeout(timeout)),
     }
 }
 
-/// The bucket, or `None` when it does not exist yet.
-pub async fn open(js: &jetstream::Context) -> Result<Option<kv::Store>, FleetError> {
-    match js.get_stream(format!("KV_{ENGINE_BUCKET}")).await {
-        Ok(_) => {}
-        Err(e) => {
-            if let GetStreamErrorKind::JetStream(inner) = e.kind()
-                && inner.error_code() == ErrorCode::STREAM_NOT_FOUND
-            {
-                return Ok(None);
-            }
-            return Err(FleetError::Kv {
-                what: "looking up the bucket",
-                reason: crate::client::error_chain(&e),
-            });
-        }
-    }
-    js.get_key_value(ENGINE_BUCKET).await.map(Some).map_err(|e| FleetError::Kv {
-        what: "opening the bucket",
-        reason: crate::client::error_chain(&e),
-    })
+/// The bucket, or `None` when it does not exist yet (never created from here).
+pub async fn open(js: &jetstream::Context) -> Result<Option<EngineStates>, FleetError> {
+    EngineStates::open_existing(js).await.map_err(FleetError::kv("opening the bucket"))
 }
 
 /// Read every entry (of `chain_id`, if given) once.
@@ -202,7 +201,7 @@ pub async fn read(
 pub fn empty(url: &str, chain_id: Option<u64>) -> FleetView {
     FleetView {
         nats_url: lightcl_rpc::redact_url(url),
-        bucket: ENGINE_BUCKET.to_owned(),
+        bucket: subjects::ENGINE_BUCKET.to_owned(),
         chain_id,
         nodes: Vec::new(),
         error: None,
@@ -216,28 +215,9 @@ async fn read_nodes(
     timeout: Duration,
 ) -> Result<Vec<FleetNode>, FleetError> {
     let js = connect(url, auth, timeout).await?;
-    let Some(store) = open(&js).await? else { return Ok(Vec::new()) };
-    let prefix = chain_id.map(|c| format!("{c}."));
-    let mut keys = store
-        .keys()
-        .await
-        .map_err(|e| FleetError::Kv { what: "listing keys", reason: e.to_string() })?;
-    let mut nodes = BTreeMap::new();
-    while let Some(key) = keys.next().await {
-        let key =
-            key.map_err(|e| FleetError::Kv { what: "listing keys", reason: e.to_string() })?;
-        if prefix.as_ref().is_some_and(|p| !key.starts_with(p.as_str())) {
-            continue;
-        }
-        let value = store
-            .get(key.as_str())
-            .await
-            .map_err(|e| FleetError::Kv { what: "reading a key", reason: e.to_string() })?;
-        if let Some(value) = value {
-            nodes.insert(key.clone(), decode(&key, &value));
-        }
-    }
-    Ok(nodes.into_values().collect())
+    let Some(states) = open(&js).await? else { return Ok(Vec::new()) };
+    let entries = states.entries(chain_id).await.map_err(FleetError::kv("listing the bucket"))?;
+    Ok(entries.into_iter().map(node).collect())
 }
 
 /// A change seen by [`watch`].
@@ -261,25 +241,17 @@ pub async fn watch(
     timeout: Duration,
 ) -> Result<impl Stream<Item = FleetUpdate> + Send + 'static, FleetError> {
     let js = connect(url, auth, timeout).await?;
-    let Some(store) = open(&js).await? else {
+    let Some(states) = open(&js).await? else {
         return Ok(futures::stream::iter([FleetUpdate::NoBucket]).boxed());
     };
-    let w = store
-        .watch_with_history(key_filter(chain_id))
-        .await
-        .map_err(|e| FleetError::Kv { what: "watching the bucket", reason: e.to_string() })?;
+    let changes = states.watch(chain_id).await.map_err(FleetError::kv("watching the bucket"))?;
     // Keep the client alive as long as the stream.
-    let stream = w.map(move |entry| {
+    let stream = changes.map(move |change| {
         let _keep = &js;
-        match entry {
-            Ok(e) => match e.operation {
-                kv::Operation::Put => FleetUpdate::Put(Box::new(decode(&e.key, &e.value))),
-                kv::Operation::Delete | kv::Operation::Purge => FleetUpdate::Removed(e.key),
-            },
-            Err(e) => FleetUpdate::Failed(FleetError::Kv {
-                what: "watching the bucket",
-                reason: e.to_string(),
-            }),
+        match change {
+            Ok(EngineChange::Put(entry)) => FleetUpdate::Put(Box::new(node(*entry))),
+            Ok(EngineChange::Removed(key)) => FleetUpdate::Removed(key),
+            Err(e) => FleetUpdate::Failed(FleetError::kv("watching the bucket")(e)),
         }
     });
     Ok(stream.boxed())
@@ -288,16 +260,22 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lightcl_proto::v1;
+    use prost::Message;
 
     #[test]
-    fn filters_and_decoding() {
-        assert_eq!(key_filter(Some(10)), "10.>");
-        assert_eq!(key_filter(None), ">");
-        let bytes = v1::EngineState { chain_id: 10, node_id: "a".into(), ..Default::default() }
-            .encode_to_vec();
-        let n = decode("10.a", &bytes);
+    fn entries_become_nodes() {
+        let state = v1::EngineState { chain_id: 10, node_id: "a".into(), ..Default::default() };
+        let n = node(EngineEntry { key: "10.a".into(), state: Ok(state) });
         assert_eq!(n.state.unwrap().node_id, "a");
-        let n = decode("10.b", b"\xff\xff\xff");
-        assert!(n.state.is_none() && n.error.unwrap().contains("undecodable"));
+        let bad = b"\xff\xff\xff";
+        let source = v1::EngineState::decode(bad.as_slice()).unwrap_err();
+        let n = node(EngineEntry {
+            key: "10.b".into(),
+            state: Err(lightcl_bus::DecodeError::Protobuf { len: bad.len(), source }),
+        });
+        assert!(n.state.is_none());
+        let e = n.error.unwrap();
+        assert!(e.starts_with("undecodable EngineState (3 bytes): "), "{e}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use lightcl_harness::nats::NatsServer;
+use lightcl_harness::nats::{NatsOptions, NatsServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,7 +396,7 @@ async fn tls_with_a_ca_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_is_read_from_the_engine_kv_bucket() {
     use prost::Message;
-    let nats = NatsServer::start().expect("nats-server");
+    let nats = NatsServer::start().await.expect("nats-server");
     // No bucket yet: an empty fleet, not an error.
     let r = lightctl(&["status", "-o", "json", "--nats.url", &nats.url()]).await;
     assert_eq!(r.code, 0, "{r:?}");
@@ -448,7 +448,7 @@ async fn fleet_is_read_from_the_engine_kv_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_the_fleet() {
     use prost::Message;
-    let nats = NatsServer::start().expect("nats-server");
+    let nats = NatsServer::start().await.expect("nats-server");
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = async_nats::jetstream::new(client);
     let kv = js
@@ -513,40 +513,10 @@ async fn the_kind_is_probed_when_reflection_lists_every_service() {
     assert!(v.paused());
 }
 
-/// A nats-server that requires a token (on a free port; killed on drop).
-struct AuthNats {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for AuthNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn auth_nats(token: &str) -> AuthNats {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-    let child = std::process::Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--auth", token, "-sd"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server");
-    let up = eventually(10, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-    })
-    .await;
-    assert!(up, "nats-server with auth did not start");
-    AuthNats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+/// A nats-server that requires a token.
+async fn auth_nats(token: &str) -> NatsServer {
+    let opts = NatsOptions { auth_token: Some(token.to_owned()), ..NatsOptions::default() };
+    NatsServer::start_with(opts).await.expect("nats-server with auth")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,7 +524,7 @@ async fn the_fleet_uses_the_nats_credentials() {
     let nats = auth_nats("nats-s3cret").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let good = write_file(dir.path(), "nats-token", "nats-s3cret\n");
-    let r = lightctl(&["status", "-o", "json", "--nats.url", &nats.url]).await;
+    let r = lightctl(&["status", "-o", "json", "--nats.url", &nats.url()]).await;
     assert_eq!(r.code, 1, "no credentials: {r:?}");
     assert_eq!(r.json()["fleet"]["error"]["kind"], "nats");
     let r = lightctl(&[
@@ -562,7 +532,7 @@ async fn the_fleet_uses_the_nats_credentials() {
         "-o",
         "json",
         "--nats.url",
-        &nats.url,
+        &nats.url(),
         "--nats.token-file",
         good.to_str().expect("path"),
     ])
@@ -574,12 +544,12 @@ async fn the_fleet_uses_the_nats_credentials() {
     let cfg = write_file(
         dir.path(),
         "ctl.toml",
-        &format!("nats_url = \"{}\"\nnats_token_file = \"nats-token\"\n", nats.url),
+        &format!("nats_url = \"{}\"\nnats_token_file = \"nats-token\"\n", nats.url()),
     );
     let r = lightctl(&["status", "--config", cfg.to_str().expect("path")]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let r =
-        lightctl(&["status", "--nats.url", &nats.url, "--nats.token-file", "/nonexistent"]).await;
+        lightctl(&["status", "--nats.url", &nats.url(), "--nats.token-file", "/nonexistent"]).await;
     assert_eq!(r.code, 64, "{r:?}");
     assert!(r.stderr.starts_with("error: --nats.token-file:"), "{}", r.stderr);
 }

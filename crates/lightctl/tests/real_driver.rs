@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use alloy_rpc_types_engine::JwtSecret;
 use clap::Parser;
-use common::{eventually, lightctl, write_file};
+use common::{Ran, lightctl, write_file};
 use futures::StreamExt;
 use lightcl_bus::{Publisher, ensure_topology, subjects};
 use lightcl_core::status::L1BlockRef;
 use lightcl_core::{L2BlockRef, Target};
 use lightcl_harness::mock_el::{L2Chain, MockEl, MockElConfig, l1_origin};
 use lightcl_harness::nats::NatsServer;
+use lightcl_harness::wait;
 use lightcl_proto::v1;
 use lightcl_proto::v1::engine_driver_control_client::EngineDriverControlClient;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +68,7 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start() -> Self {
-        let nats = NatsServer::start().expect("nats-server");
+        let nats = NatsServer::start().await.expect("nats-server");
         let mut cfg = MockElConfig::new(JwtSecret::from_hex(SECRET_HEX).expect("secret"));
         cfg.chain_id = CHAIN;
         cfg.download_delay = Duration::from_millis(0);
@@ -182,37 +183,29 @@ async fn status_json_reports_the_heads_the_mock_el_holds() {
     let same = |v: &serde_json::Value, b: &L2BlockRef| {
         v["number"].as_u64() == Some(b.number) && v["hash"].as_str() == Some(&hex32(&b.hash))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let last = loop {
-        let r = lightctl(&[
-            "status",
-            "-o",
-            "json",
-            "--driver",
-            &p.grpc,
-            "--nats.url",
-            &nats_url,
-            "--chain-id",
-            "10",
-        ])
-        .await;
+    let args =
+        ["status", "-o", "json", "--driver", &p.grpc, "--nats.url", &nats_url, "--chain-id", "10"];
+    let shows_heads = |r: &Ran| {
         let j = r.json();
         let state = &j["drivers"][0]["status"]["state"];
         let node = &j["fleet"]["nodes"][0]["state"];
-        let ok = r.code == 0
+        r.code == 0
             && [state, node].iter().all(|s| {
                 same(&s["head"], &head) && same(&s["safe"], &safe) && same(&s["finalized"], &fin)
             })
             && node["node_id"] == "reth-0"
-            && j["drivers"][0]["status"]["lag_blocks"] == 0;
-        if ok {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "lightctl reports the EL's heads {head:?} {safe:?} {fin:?}; last run: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            && j["drivers"][0]["status"]["lag_blocks"] == 0
+    };
+    let shown = wait::until_async(Duration::from_secs(10), Duration::from_millis(50), || async {
+        Some(lightctl(&args).await).filter(shows_heads)
+    })
+    .await;
+    let last = match shown {
+        Ok(r) => r,
+        Err(t) => panic!(
+            "{t}: lightctl reports the EL's heads {head:?} {safe:?} {fin:?}; last run: {:?}",
+            lightctl(&args).await
+        ),
     };
     let j = last.json();
     assert_eq!(j["fleet"]["nodes"][0]["key"], "10.reth-0");
@@ -242,14 +235,12 @@ async fn pause_stops_fcus_resume_restarts_them_and_a_bad_token_changes_nothing()
     assert_eq!(r.code, 0, "{r:?}");
     let fcus_before = p.el.fcu_started_count();
     p.publish(&target(3, &p.chain, 50, 45, 40)).await;
-    assert!(
-        eventually(10, || async {
-            let s = p.driver_status().await;
-            s.paused && s.last_target.is_some_and(|t| t.revision == 3)
-        })
-        .await,
-        "the paused driver still receives targets"
-    );
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        let s = p.driver_status().await;
+        s.paused && s.last_target.is_some_and(|t| t.revision == 3)
+    })
+    .await
+    .expect("the paused driver still receives targets");
     let r = lightctl(&["status", "-o", "json", "--driver", &p.grpc]).await;
     let st = &r.json()["drivers"][0]["status"];
     assert_eq!(st["paused"], true);
@@ -315,10 +306,11 @@ async fn health_flips_with_readiness_and_reflection_lists_the_services() {
         }
     };
     let svc = "lightcl.v1.EngineDriverControl";
-    assert!(
-        eventually(10, || async { health(svc).await == ServingStatus::Serving }).await,
-        "SERVING once NATS and the EL are reachable"
-    );
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        health(svc).await == ServingStatus::Serving
+    })
+    .await
+    .expect("SERVING once NATS and the EL are reachable");
     assert_eq!(health("").await, ServingStatus::Serving);
 
     // The EL goes away; the driver notices on its next EL call (a resync re-reads the EL's
@@ -326,10 +318,11 @@ async fn health_flips_with_readiness_and_reflection_lists_the_services() {
     p.el.stop().await;
     let r = lightctl(&["resync", &p.grpc, "--token-file", &p.token_file]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        eventually(15, || async { health(svc).await == ServingStatus::NotServing }).await,
-        "NOT_SERVING while the EL is down"
-    );
+    wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+        health(svc).await == ServingStatus::NotServing
+    })
+    .await
+    .expect("NOT_SERVING while the EL is down");
     let r = lightctl(&["status", "-o", "json", "--driver", &p.grpc]).await;
     let st = &r.json()["drivers"][0]["status"];
     assert_eq!((st["ready"].as_bool(), st["el_reachable"].as_bool()), (Some(false), Some(false)));
@@ -337,10 +330,11 @@ async fn health_flips_with_readiness_and_reflection_lists_the_services() {
     p.el.restart().await.expect("EL restart");
     let r = lightctl(&["resync", &p.grpc, "--token-file", &p.token_file]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        eventually(15, || async { health(svc).await == ServingStatus::Serving }).await,
-        "SERVING again once the EL is back"
-    );
+    wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+        health(svc).await == ServingStatus::Serving
+    })
+    .await
+    .expect("SERVING again once the EL is back");
 
     // Reflection (tonic-reflection's client types) lists the control service and health.
     let mut client = ServerReflectionClient::new(ch.clone());

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_rpc_types_engine::JwtSecret;
 use clap::Parser;
@@ -14,6 +14,7 @@ use lightcl_core::{L1BlockRef, L2BlockRef, SyncStatus};
 use lightcl_harness::anvil::{Anvil, AnvilOptions};
 use lightcl_harness::mock_el::{L2Chain, MockEl, MockElConfig};
 use lightcl_harness::nats::NatsServer;
+use lightcl_harness::wait;
 use lightcl_proto::{names, v1};
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +43,9 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start() -> Self {
-        let nats = NatsServer::start().expect("nats-server");
+        let nats = NatsServer::start().await.expect("nats-server");
         let anvil = Anvil::start_with(AnvilOptions { slots_in_an_epoch: 4, ..Default::default() })
+            .await
             .expect("anvil");
         anvil.mine(40).await.expect("mine");
         let mut l1 = Vec::new();
@@ -265,9 +267,7 @@ async fn lightctl_sees_the_running_pipeline_and_pausing_the_validator_holds_targ
     p.wait_el(40, 30, 20).await;
 
     // status reports the validator's target and the heads the mock EL holds.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let j = loop {
-        let (code, j) = p.status_json().await;
+    let shows_heads = |(code, j): &(i32, serde_json::Value)| {
         let st = &j["drivers"][0]["status"]["state"];
         let node = &j["fleet"]["nodes"][0]["state"];
         let el_heads = [p.el.head(), p.el.safe(), p.el.finalized()];
@@ -276,11 +276,15 @@ async fn lightctl_sees_the_running_pipeline_and_pausing_the_validator_holds_targ
                 s[k]["number"].as_u64() == Some(b.number) && s[k]["hash"] == hex(&b.hash)
             })
         };
-        if code == 0 && matches(st) && matches(node) {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "lightctl never showed the EL's heads: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        *code == 0 && matches(st) && matches(node)
+    };
+    let shown = wait::until_async(Duration::from_secs(10), Duration::from_millis(50), || async {
+        Some(p.status_json().await).filter(shows_heads)
+    })
+    .await;
+    let j = match shown {
+        Ok((_, j)) => j,
+        Err(t) => panic!("{t}: lightctl never showed the EL's heads: {}", p.status_json().await.1),
     };
     let target = &j["validators"][0]["status"]["last_target"];
     assert_eq!(target["revision"], 1, "{j}");
@@ -293,18 +297,21 @@ async fn lightctl_sees_the_running_pipeline_and_pausing_the_validator_holds_targ
     let mut bad = p.status(41, 31, 21, 36);
     bad.current_l1.hash = alloy_primitives::B256::repeat_byte(0x77);
     p.publish(&bad).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let last_rejection = |j: &serde_json::Value| {
+        j["validators"][0]["status"]["recent_rejections"].as_array().and_then(|a| a.last()).cloned()
+    };
+    let shown = wait::until_async(Duration::from_secs(10), Duration::from_millis(50), || async {
         let (_, j) = p.status_json().await;
-        let rej = &j["validators"][0]["status"]["recent_rejections"];
-        if let Some(r) = rej.as_array().and_then(|a| a.last()) {
+        last_rejection(&j).map(|r| (r, j))
+    })
+    .await;
+    match shown {
+        Ok((r, j)) => {
             assert_eq!(r["reason"], "l1_mismatch", "{j}");
             assert_eq!(r["number"], 36);
             assert_eq!(r["actual_hash"], hex(&p.l1[36].hash));
-            break;
         }
-        assert!(Instant::now() < deadline, "no rejection shown: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(t) => panic!("{t}: no rejection shown: {}", p.status_json().await.1),
     }
     let text = lightctl(&["status", "--validator", &p.validator]).await.stdout;
     assert!(text.contains("l1_mismatch"), "{text}");

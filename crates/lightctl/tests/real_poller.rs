@@ -8,9 +8,10 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{eventually, lightctl, write_file};
+use common::{lightctl, write_file};
 use lightcl_harness::mock_source::{Heads, MockSource, synthetic_status};
 use lightcl_harness::nats::NatsServer;
+use lightcl_harness::wait;
 use tokio_util::sync::CancellationToken;
 
 const CHAIN: u64 = 10;
@@ -28,7 +29,7 @@ async fn stored(js: &async_nats::jetstream::Context) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lightctl_shows_the_source_heads_and_pauses_the_real_poller() {
-    let nats = NatsServer::start().expect("nats-server");
+    let nats = NatsServer::start().await.expect("nats-server");
     let source = MockSource::start(CHAIN, synthetic_status(heads(600))).await.expect("source");
     let dir = tempfile::tempdir().expect("tempdir");
     let token = write_file(dir.path(), "token", TOKEN).display().to_string();
@@ -82,15 +83,23 @@ async fn lightctl_shows_the_source_heads_and_pauses_the_real_poller() {
                 && p["ready"] == true
         }
     };
-    assert!(eventually(15, || shows(600)).await, "lightctl shows the source's heads");
-    assert!(eventually(10, || async { stored(&js).await == 1 }).await, "one status stored");
+    wait::until_async(Duration::from_secs(15), wait::POLL, || shows(600))
+        .await
+        .expect("lightctl shows the source's heads");
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async { stored(&js).await == 1 })
+        .await
+        .expect("one status stored");
 
     // A bad token: refused, polling goes on.
     let r = lightctl(&["pause", "poller", &grpc, "--token-file", &bad]).await;
     assert_eq!(r.code, 3, "{r:?}");
     source.set_status(synthetic_status(heads(606)));
-    assert!(eventually(10, || shows(606)).await, "still polling after the refused pause");
-    assert!(eventually(10, || async { stored(&js).await == 2 }).await, "the change is stored");
+    wait::until_async(Duration::from_secs(10), wait::POLL, || shows(606))
+        .await
+        .expect("still polling after the refused pause");
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async { stored(&js).await == 2 })
+        .await
+        .expect("the change is stored");
 
     // Paused: no polls, no publishes, even though the source moves on.
     let r = lightctl(&["pause", "poller", &grpc, "--token-file", &token]).await;
@@ -118,8 +127,12 @@ async fn lightctl_shows_the_source_heads_and_pauses_the_real_poller() {
     // Resumed: the new head is polled and stored.
     let r = lightctl(&["resume", "poller", &grpc, "--token-file", &token]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(eventually(10, || shows(612)).await, "polling again after resume");
-    assert!(eventually(10, || async { stored(&js).await == 3 }).await, "publishing again");
+    wait::until_async(Duration::from_secs(10), wait::POLL, || shows(612))
+        .await
+        .expect("polling again after resume");
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async { stored(&js).await == 3 })
+        .await
+        .expect("publishing again");
 
     cancel.cancel();
     let res =

@@ -2,6 +2,7 @@
 //! short [`kind`](RpcError::kind) label for metrics. Messages name the endpoint as
 //! `scheme://host:port` only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_json_rpc::RpcError as AlloyRpcError;
@@ -11,9 +12,13 @@ use lightcl_core::Severity;
 /// JSON-RPC error code: the Engine API refused the forkchoice state (labels inconsistent).
 pub const INVALID_FORKCHOICE_STATE: i64 = -38002;
 
+/// The cause of a failure below JSON-RPC (a hyper, I/O or rustls error), kept whole: it is the
+/// error's [`source`](std::error::Error::source), and messages show it on one line.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A failure below JSON-RPC: connecting, TLS, HTTP, limits. Raised by the transport and carried
 /// through alloy as a custom transport error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HttpError {
     /// No complete answer (connect, send, whole body) within the timeout.
     #[error("{endpoint} {method}: timed out after {after:?}")]
@@ -26,34 +31,37 @@ pub enum HttpError {
         after: Duration,
     },
     /// TCP connect failed (refused, unreachable, DNS).
-    #[error("{endpoint} {method}: cannot connect: {reason}")]
+    #[error("{endpoint} {method}: cannot connect: {}", chain(.source.as_ref()))]
     Connect {
         /// Redacted endpoint.
         endpoint: String,
         /// Method, or `batch(n)`.
         method: String,
-        /// Cause.
-        reason: String,
+        /// Cause (shown with its whole chain).
+        #[source]
+        source: Cause,
     },
     /// The TLS handshake failed (untrusted CA, wrong name, not TLS).
-    #[error("{endpoint} {method}: TLS handshake failed: {reason}")]
+    #[error("{endpoint} {method}: TLS handshake failed: {}", tls_reason(.source.as_ref()))]
     Tls {
         /// Redacted endpoint.
         endpoint: String,
         /// Method, or `batch(n)`.
         method: String,
-        /// Cause.
-        reason: String,
+        /// Cause: an error chain holding a rustls error (shown as that, with a hint).
+        #[source]
+        source: Cause,
     },
     /// The connection broke while sending or receiving.
-    #[error("{endpoint} {method}: transport error: {reason}")]
+    #[error("{endpoint} {method}: transport error: {}", chain(.source.as_ref()))]
     Transport {
         /// Redacted endpoint.
         endpoint: String,
         /// Method, or `batch(n)`.
         method: String,
-        /// Cause.
-        reason: String,
+        /// Cause (shown with its whole chain).
+        #[source]
+        source: Cause,
     },
     /// A non-2xx HTTP status.
     #[error("{endpoint} {method}: HTTP {status}{hint}: {body}")]
@@ -127,7 +135,7 @@ impl HttpError {
 }
 
 /// Any failure of a call made through [`Client`](crate::Client).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
     /// The client could not be built (bad config).
     #[error("invalid JSON-RPC client config: {0}")]
@@ -250,7 +258,7 @@ impl RpcError {
                         Err(other) => Self::Http(HttpError::Transport {
                             endpoint: ep,
                             method,
-                            reason: other.to_string(),
+                            source: Arc::from(other),
                         }),
                     }
                 }
@@ -262,7 +270,7 @@ impl RpcError {
                 other => Self::Http(HttpError::Transport {
                     endpoint: ep,
                     method,
-                    reason: other.to_string(),
+                    source: Arc::new(other),
                 }),
             },
         }
@@ -278,6 +286,25 @@ pub fn code_severity(code: i64) -> Severity {
         INVALID_FORKCHOICE_STATE => Severity::Reset,
         _ => Severity::Temporary,
     }
+}
+
+/// An error and its causes on one line (`a: b: c`): hyper's errors say little at the top
+/// level.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// The rustls failure in a TLS error's chain, described with a hint (the whole chain when
+/// there is none).
+fn tls_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::tls::tls_cause(e).unwrap_or_else(|| chain(e))
 }
 
 /// At most 256 characters of server-provided text, so an error message stays one line.

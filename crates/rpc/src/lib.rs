@@ -43,7 +43,7 @@ pub mod transport;
 
 pub use client::{Client, ClientConfig, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointError, redact_url};
-pub use error::{HttpError, INVALID_FORKCHOICE_STATE, RpcError, code_severity};
+pub use error::{Cause, HttpError, INVALID_FORKCHOICE_STATE, RpcError, code_severity};
 pub use jwt::{JwtFileError, load_jwt_secret};
 pub use transport::HttpTransport;
 

@@ -193,17 +193,17 @@ impl HttpTransport {
             custom(HttpError::Transport {
                 endpoint: ep(),
                 method: label.into(),
-                reason: e.to_string(),
+                source: Arc::new(e),
             })
         })?;
         let resp = self.inner.http.request(req).await.map_err(|e| {
             let method = label.to_owned();
-            if let Some(reason) = tls_cause(&e) {
-                custom(HttpError::Tls { endpoint: ep(), method, reason })
+            if tls_cause(&e).is_some() {
+                custom(HttpError::Tls { endpoint: ep(), method, source: Arc::new(e) })
             } else if e.is_connect() {
-                custom(HttpError::Connect { endpoint: ep(), method, reason: error_chain(&e) })
+                custom(HttpError::Connect { endpoint: ep(), method, source: Arc::new(e) })
             } else {
-                custom(HttpError::Transport { endpoint: ep(), method, reason: error_chain(&e) })
+                custom(HttpError::Transport { endpoint: ep(), method, source: Arc::new(e) })
             }
         })?;
         let status = resp.status();
@@ -251,7 +251,7 @@ impl HttpTransport {
             Err(e) => Err(custom(HttpError::Transport {
                 endpoint: ep(),
                 method: label.into(),
-                reason: error_chain(&e),
+                source: Arc::new(e),
             })),
         }
     }
@@ -348,17 +348,6 @@ fn transport_error_kind(e: &TransportError) -> &'static str {
         E::ErrorResp(_) => "rpc",
         _ => "transport",
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 fn percent_decode(s: &str) -> String {

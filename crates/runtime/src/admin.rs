@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::ServeError;
+use crate::error::ServeError;
 
 /// OpenMetrics text content type served on `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -88,9 +88,9 @@ impl Readiness {
     }
 }
 
-/// Liveness of the service's long-running loops. Each loop holds a [`LoopGuard`]; if a guard is
-/// dropped (the loop returned or panicked) before [`Liveness::shutting_down`] was called,
-/// `/live` turns 503 so the orchestrator restarts the process.
+/// Liveness of the service's long-running tasks: the [`Shell`](crate::Shell) records a critical
+/// task that ended before [`Liveness::shutting_down`] was called, and `/live` then turns 503
+/// (naming it) while the process stops.
 #[derive(Clone, Debug, Default)]
 pub struct Liveness {
     inner: Arc<Mutex<LivenessState>>,
@@ -102,22 +102,10 @@ struct LivenessState {
     shutting_down: bool,
 }
 
-/// Held by a running loop; see [`Liveness`].
-#[derive(Debug)]
-pub struct LoopGuard {
-    name: String,
-    liveness: Liveness,
-}
-
 impl Liveness {
     /// A fresh liveness tracker (alive).
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Register a loop; keep the guard alive for as long as the loop runs.
-    pub fn register(&self, name: &str) -> LoopGuard {
-        LoopGuard { name: name.to_owned(), liveness: self.clone() }
     }
 
     /// Mark the process as shutting down: loops exiting from now on are expected.
@@ -130,6 +118,15 @@ impl Liveness {
         self.lock().dead.is_empty()
     }
 
+    /// Records that the loop `name` exited unexpectedly (no-op once shutting down). The
+    /// [`Shell`](crate::Shell) calls it for a critical task that ended on its own.
+    pub fn died(&self, name: &str) {
+        let mut s = self.lock();
+        if !s.shutting_down {
+            s.dead.push(name.to_owned());
+        }
+    }
+
     /// Loops that exited unexpectedly.
     pub fn dead(&self) -> Vec<String> {
         self.lock().dead.clone()
@@ -137,16 +134,6 @@ impl Liveness {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LivenessState> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for LoopGuard {
-    fn drop(&mut self) {
-        let mut s = self.liveness.lock();
-        if !s.shutting_down {
-            tracing::error!(task = %self.name, "loop exited unexpectedly; reporting not live");
-            s.dead.push(std::mem::take(&mut self.name));
-        }
     }
 }
 

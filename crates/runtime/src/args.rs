@@ -11,7 +11,7 @@ use std::time::Duration;
 use lightcl_telemetry::LogFormat;
 use tonic::transport::{Identity, ServerTlsConfig};
 
-use crate::exit::ConfigError;
+use crate::error::ConfigError;
 use crate::grpc::Auth;
 
 /// Default listen ports per service (bound on `0.0.0.0`).
@@ -96,6 +96,14 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The checks every service's `into_config` starts with: `--chain-id` above 0.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.chain_id == 0 {
+            return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
+        }
+        Ok(())
+    }
+
     /// `--grpc.addr`, or `0.0.0.0:<default_port>`.
     pub fn grpc_addr_or(&self, default_port: u16) -> SocketAddr {
         self.grpc_addr.unwrap_or_else(|| any_addr(default_port))

@@ -2,24 +2,24 @@
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::Readiness;
 
-/// Spawns a task that, until `cancel` fires, sets readiness condition `nats` from the
-/// connection flag `connected` (e.g. `lightcl_bus::Bus::connected`), counts every reconnect
-/// after a loss in `reconnects`, and logs losses and reconnects once each.
-pub fn mirror_connection(
+/// Until `cancel` fires, sets readiness condition `nats` from the connection flag `connected`
+/// (e.g. `lightcl_bus::Bus::connected`), counts every reconnect after a loss in `reconnects`,
+/// and logs losses and reconnects once each. Not spawned: the shell runs it as a critical task
+/// ([`Shell::mirror_nats`](crate::Shell::mirror_nats)). Reads the state when called, not when
+/// first polled, so no change is missed.
+pub(crate) fn mirror(
     mut connected: watch::Receiver<bool>,
     readiness: Readiness,
     reconnects: Counter,
     cancel: CancellationToken,
-) -> JoinHandle<()> {
-    // Read the state now, not when the task first runs, so no change is missed.
+) -> impl Future<Output = ()> + Send + 'static {
     let mut was = *connected.borrow_and_update();
     let mut ever = was;
-    tokio::spawn(async move {
+    async move {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -43,7 +43,7 @@ pub fn mirror_connection(
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]
@@ -58,7 +58,7 @@ mod tests {
         let readiness = Readiness::new(&["nats"]);
         let reconnects = Counter::default();
         let cancel = CancellationToken::new();
-        let task = mirror_connection(rx, readiness.clone(), reconnects.clone(), cancel.clone());
+        let task = tokio::spawn(mirror(rx, readiness.clone(), reconnects.clone(), cancel.clone()));
         let wait = |want: bool| {
             let r = readiness.clone();
             async move {

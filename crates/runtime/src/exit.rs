@@ -3,31 +3,19 @@
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
+use crate::error::{ConfigError, RunError, TaskDied};
+
 /// Exit status for bad configuration (sysexits EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
 
-/// A configuration problem, naming the flag.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{flag}: {reason}")]
-pub struct ConfigError {
-    /// The flag, e.g. `--grpc.token-file`.
-    pub flag: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
+/// Exit status when a critical task ended (returned or panicked) before shutdown was
+/// requested ([`crate::Shell::spawn_critical`]), and when telemetry cannot be initialised for
+/// an internal reason: an internal software error (sysexits EX_SOFTWARE). The log names the
+/// task; the orchestrator restarts the process.
+pub const EXIT_TASK_DIED: i32 = 70;
 
-impl ConfigError {
-    /// A config error for `flag`.
-    pub fn new(flag: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { flag: flag.into(), reason: reason.into() }
-    }
-
-    /// The one line printed on exit: `error: <flag>: <reason>`.
-    pub fn line(&self) -> String {
-        // Keep it one line whatever the reason contains.
-        format!("error: {}: {}", self.flag, self.reason).replace(['\n', '\r'], " ")
-    }
-}
+/// Exit status when the signal handlers cannot be installed (sysexits EX_OSERR).
+pub const EXIT_SIGNALS: i32 = 71;
 
 /// Print `error: <flag>: <reason>` to stderr and exit 64.
 pub fn exit_config_error(err: &ConfigError) -> ! {
@@ -60,15 +48,44 @@ where
     }
 }
 
-/// A service's run error that may be a configuration problem found at run time (exit 64).
+/// A service's run error that may be a configuration problem found at run time (exit 64) or a
+/// critical task that died (exit 70).
 pub trait ConfigFailure {
     /// The configuration error, if this is one.
     fn config_error(&self) -> Option<&ConfigError>;
+
+    /// The critical task that ended before shutdown was requested, if this is why the service
+    /// stopped.
+    fn task_died(&self) -> Option<&TaskDied> {
+        None
+    }
+}
+
+impl ConfigFailure for RunError {
+    fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            Self::Config(c) => Some(c),
+            Self::Serve(_) | Self::TaskDied(_) => None,
+        }
+    }
+
+    fn task_died(&self) -> Option<&TaskDied> {
+        match self {
+            Self::TaskDied(d) => Some(d),
+            Self::Config(_) | Self::Serve(_) => None,
+        }
+    }
 }
 
 /// The process contract every service's `main` shares: telemetry named `service_name`,
-/// SIGTERM/SIGINT → cancellation, `run(cancel)`, telemetry flushed, and a configuration error
-/// found at run time printed as one line with exit 64. Other errors are returned.
+/// SIGTERM/SIGINT → cancellation, `run(cancel)`, telemetry flushed, and then:
+///
+/// - a configuration error found at run time: one line `error: <flag>: <reason>`, exit 64
+///   ([`EXIT_CONFIG`]);
+/// - a critical task that ended before shutdown was requested ([`crate::Shell`]): one line
+///   ``error: critical task `<name>` ...``, exit 70 ([`EXIT_TASK_DIED`]);
+///
+/// other errors are returned (`main` prints them and exits 1).
 pub async fn service_main<E, F, Fut>(
     service_name: &str,
     log_format: lightcl_telemetry::LogFormat,
@@ -83,14 +100,25 @@ where
     let cancel = tokio_util::sync::CancellationToken::new();
     if let Err(e) = crate::shutdown_on_signal(cancel.clone()) {
         eprintln!("error: cannot install the signal handlers: {e}");
-        std::process::exit(71);
+        std::process::exit(EXIT_SIGNALS);
     }
     let result = run(cancel).await;
     telemetry.shutdown().await;
     if let Err(e) = &result
-        && let Some(c) = e.config_error()
+        && (e.config_error().is_some() || e.task_died().is_some())
     {
-        exit_config_error(c);
+        // The error line below is the last thing printed (a reconnecting NATS client, say,
+        // would otherwise log after it).
+        lightcl_telemetry::mute_logs();
+    }
+    if let Err(e) = &result {
+        if let Some(c) = e.config_error() {
+            exit_config_error(c);
+        }
+        if let Some(d) = e.task_died() {
+            eprintln!("error: {}", d.to_string().replace(['\n', '\r'], " "));
+            std::process::exit(EXIT_TASK_DIED);
+        }
     }
     result
 }
@@ -120,7 +148,7 @@ pub fn init_telemetry_or_exit(
         }
         Err(e) => {
             eprintln!("error: telemetry: {e}");
-            std::process::exit(70) // EX_SOFTWARE
+            std::process::exit(EXIT_TASK_DIED) // EX_SOFTWARE
         }
     }
 }

@@ -13,8 +13,8 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 
-use crate::ServeError;
 use crate::admin::Readiness;
+use crate::error::ServeError;
 
 /// gRPC service names, for [`GrpcOptions::health_service`].
 pub mod names {
@@ -189,7 +189,7 @@ pub async fn serve_grpc(
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        .map_err(ServeError::Reflection)?;
 
     // Every call runs in an info span `grpc.request` continuing the caller's W3C trace.
     let mut builder = Server::builder().trace_fn(|req: &http::Request<()>| {
@@ -204,7 +204,7 @@ pub async fn serve_grpc(
     });
     if let Some(tls) = opts.tls.clone() {
         install_crypto_provider();
-        builder = builder.tls_config(tls).map_err(|e| ServeError::Tls(e.to_string()))?;
+        builder = builder.tls_config(tls).map_err(ServeError::Tls)?;
     }
     let router = builder.add_routes(routes).add_service(health).add_service(reflection);
 

@@ -12,17 +12,20 @@
 //! - the gRPC control port ([`serve_grpc`]): health SERVING only while ready, reflection, TLS,
 //!   bearer-token [`Auth`] (mutations refused when no token is configured);
 //! - [`watch_stream`] for `WatchStatus` (latest-wins, ends on shutdown);
-//! - [`shutdown_on_signal`] and [`drain`] (bounded by `--shutdown-grace`);
+//! - [`shutdown_on_signal`] (SIGTERM/SIGINT cancel the service token);
 //! - [`init_telemetry_or_exit`] (bad `RUST_LOG` exits 64 too);
 //! - [`Backoff`] (exponential, full jitter) and [`now_ms`];
-//! - [`mirror_connection`]: NATS connection state → readiness `nats` + a reconnect counter.
+//! - [`Shell`]: the one service shell that owns all of the above for a service's `run()` —
+//!   servers, metrics, readiness/liveness, NATS mirroring, supervised critical tasks (one that
+//!   dies stops the service: exit 70) and the bounded drain.
 //!
-//! A service's `main` typically looks like this:
+//! A service's `main` and `run` typically look like this (the service keeps only its own
+//! wiring: what it builds and which tasks it runs):
 //!
 //! ```no_run
-//! use std::sync::Arc;
 //! use clap::Parser;
 //! use lightcl_runtime::*;
+//! use tokio_util::sync::CancellationToken;
 //!
 //! #[derive(Parser)]
 //! struct Cli {
@@ -30,26 +33,29 @@
 //!     common: CommonArgs,
 //! }
 //!
+//! async fn run(cli: Cli, cancel: CancellationToken) -> Result<(), RunError> {
+//!     let registry = prometheus_client::registry::Registry::with_prefix("lightcl_poller");
+//!     let readiness = Readiness::new(&["nats", "source"]);
+//!     let _auth = cli.common.auth()?; // ... build the control service with it ...
+//!     let routes = tonic::service::Routes::default();
+//!     let spec = ServiceSpec {
+//!         admin_port: ports::POLLER_ADMIN,
+//!         grpc_port: ports::POLLER_GRPC,
+//!         health_service: grpc::names::POLLER_CONTROL,
+//!     };
+//!     let mut shell =
+//!         Shell::start(&cli.common, spec, registry, readiness, routes, cancel.clone()).await?;
+//!     // shell.mirror_nats(bus.connected(), reconnects); shell.on_drain(bus.flush(..));
+//!     shell.spawn_critical("poller", async move { cancel.cancelled().await });
+//!     shell.run().await // until SIGTERM (then drain within --shutdown-grace) or a task dies
+//! }
+//!
 //! #[tokio::main]
 //! async fn main() -> eyre::Result<()> {
 //!     let cli: Cli = parse_args_or_exit();
-//!     let telemetry = init_telemetry_or_exit("poller", cli.common.log_format);
-//!     let auth = cli.common.auth().unwrap_or_else(|e| exit_config_error(&e));
-//!     let tls = cli.common.tls().unwrap_or_else(|e| exit_config_error(&e));
-//!     let cancel = tokio_util::sync::CancellationToken::new();
-//!     shutdown_on_signal(cancel.clone())?;
-//!
-//!     let readiness = Readiness::new(&["nats", "source"]);
-//!     let liveness = Liveness::new();
-//!     let registry = prometheus_client::registry::Registry::with_prefix("lightcl_poller");
-//!     let admin = AdminState { readiness: readiness.clone(), liveness, registry: Arc::new(registry) };
-//!     let (admin_addr, admin_task) =
-//!         serve_admin(cli.common.admin_addr_or(ports::POLLER_ADMIN), admin, cancel.clone()).await?;
-//!     // ... build the control service with `auth`, then serve_grpc(..) ...
-//!     # let _ = (auth, tls, admin_addr);
-//!     cancel.cancelled().await;
-//!     drain(vec![admin_task], cli.common.shutdown_grace).await;
-//!     telemetry.shutdown().await;
+//!     let log_format = cli.common.log_format;
+//!     // exit 64 for a configuration error, 70 for a dead critical task
+//!     service_main("poller", log_format, |cancel| run(cli, cancel)).await?;
 //!     Ok(())
 //! }
 //! ```
@@ -59,62 +65,25 @@ pub mod args;
 pub mod backoff;
 pub mod connection;
 pub mod control;
+pub mod error;
 pub mod exit;
 pub mod grpc;
 pub mod servers;
+pub mod shell;
 pub mod shutdown;
 pub mod watch;
 
-pub use admin::{AdminState, Liveness, LoopGuard, Readiness, serve_admin};
+pub use admin::{AdminState, Liveness, Readiness, serve_admin};
 pub use args::{CommonArgs, ports};
 pub use backoff::{Backoff, now_ms};
-pub use connection::mirror_connection;
 pub use control::PauseControl;
+pub use error::{ConfigError, RunError, ServeError, StartError, TaskDied, TaskEnd};
 pub use exit::{
-    ConfigError, ConfigFailure, EXIT_CONFIG, exit_config_error, init_telemetry_or_exit,
-    parse_args_or_exit, parse_from_or_exit, service_main,
+    ConfigFailure, EXIT_CONFIG, EXIT_SIGNALS, EXIT_TASK_DIED, exit_config_error,
+    init_telemetry_or_exit, parse_args_or_exit, parse_from_or_exit, service_main,
 };
 pub use grpc::{Auth, GrpcOptions, serve_grpc};
-pub use servers::{RunError, Servers, ServiceSpec, StartError};
-pub use shutdown::{drain, shutdown_on_signal};
+pub use servers::{Servers, ServiceSpec};
+pub use shell::{Addrs, Shell, TaskOutput};
+pub use shutdown::shutdown_on_signal;
 pub use watch::{WatchStream, watch_stream, watch_stream_map};
-
-use std::net::SocketAddr;
-
-/// A server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The listen address could not be bound.
-    #[error("{flag}: cannot listen on {addr}: {source}")]
-    Bind {
-        /// The flag that configures this address.
-        flag: &'static str,
-        /// The requested address.
-        addr: SocketAddr,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The TLS configuration was rejected.
-    #[error("--grpc.tls-cert/--grpc.tls-key: invalid TLS configuration: {0}")]
-    Tls(String),
-    /// The reflection service could not be built.
-    #[error("gRPC reflection setup failed: {0}")]
-    Reflection(String),
-}
-
-impl ServeError {
-    /// As a [`ConfigError`] for [`exit_config_error`] (bind and TLS problems are configuration).
-    pub fn to_config_error(&self) -> ConfigError {
-        match self {
-            Self::Bind { flag, addr, source } => {
-                ConfigError::new(*flag, format!("cannot listen on {addr}: {source}"))
-            }
-            Self::Tls(e) => {
-                ConfigError::new("--grpc.tls-cert", format!("invalid TLS configuration: {e}"))
-            }
-            Self::Reflection(e) => {
-                ConfigError::new("<internal>", format!("gRPC reflection setup failed: {e}"))
-            }
-        }
-    }
-}

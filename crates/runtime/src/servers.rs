@@ -7,9 +7,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::{
-    AdminState, CommonArgs, ConfigError, GrpcOptions, ServeError, serve_admin, serve_grpc,
-};
+use crate::admin::{AdminState, serve_admin};
+use crate::args::CommonArgs;
+use crate::error::StartError;
+use crate::grpc::{GrpcOptions, serve_grpc};
 
 /// A service's default ports and the gRPC service whose health follows readiness.
 #[derive(Debug, Clone, Copy)]
@@ -20,17 +21,6 @@ pub struct ServiceSpec {
     pub grpc_port: u16,
     /// Fully-qualified control service name (health reports it).
     pub health_service: &'static str,
-}
-
-/// Why the servers did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// `--grpc.tls-cert`/`--grpc.tls-key` are unusable.
-    #[error("{}", .0.line())]
-    Config(ConfigError),
-    /// A listen address could not be bound.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
 }
 
 /// The running admin and gRPC servers.
@@ -84,34 +74,5 @@ impl Servers {
             tracing::warn!(error = %e, "gRPC server ended with an error");
         }
         let _ = self.admin_task.await;
-    }
-}
-
-/// Why a service stopped with an error (every service's `run` returns it).
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// A misconfiguration detected at run time, e.g. a peer serving another chain (exit 64).
-    #[error("{}", .0.line())]
-    Config(ConfigError),
-    /// A server could not start.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-}
-
-impl From<StartError> for RunError {
-    fn from(e: StartError) -> Self {
-        match e {
-            StartError::Config(c) => Self::Config(c),
-            StartError::Serve(s) => Self::Serve(s),
-        }
-    }
-}
-
-impl crate::ConfigFailure for RunError {
-    fn config_error(&self) -> Option<&ConfigError> {
-        match self {
-            Self::Config(c) => Some(c),
-            Self::Serve(_) => None,
-        }
     }
 }

@@ -2,30 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use lightcl_harness::{HttpAnswer, http_get, wait};
 use lightcl_runtime::{AdminState, Liveness, Readiness, serve_admin};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-
-/// Minimal HTTP/1.1 GET: (status, content-type, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let ctype = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
-        .unwrap_or_default();
-    (status, ctype, body.to_owned())
-}
 
 async fn start(
     readiness: Readiness,
@@ -45,21 +28,21 @@ async fn ready_flips_and_lists_missing_conditions() {
     let readiness = Readiness::new(&["nats", "source"]);
     let (addr, cancel, task) = start(readiness.clone(), Liveness::new(), Registry::default()).await;
 
-    let (status, _, body) = get(addr, "/ready").await;
+    let HttpAnswer { status, body, .. } = http_get(addr, "/ready").await;
     assert_eq!(status, 503);
     assert!(body.contains("nats") && body.contains("source"), "{body}");
 
     readiness.set("nats", true);
-    let (status, _, body) = get(addr, "/ready").await;
+    let HttpAnswer { status, body, .. } = http_get(addr, "/ready").await;
     assert_eq!(status, 503);
     assert!(!body.contains("nats") && body.contains("source"), "{body}");
 
     readiness.set("source", true);
-    assert_eq!(get(addr, "/ready").await.0, 200);
+    assert_eq!(http_get(addr, "/ready").await.status, 200);
     readiness.set("source", false);
-    assert_eq!(get(addr, "/ready").await.0, 503);
+    assert_eq!(http_get(addr, "/ready").await.status, 503);
 
-    assert_eq!(get(addr, "/nope").await.0, 404);
+    assert_eq!(http_get(addr, "/nope").await.status, 404);
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
@@ -71,20 +54,18 @@ async fn live_reports_dead_loops() {
     let liveness = Liveness::new();
     let (addr, cancel, _task) =
         start(Readiness::default(), liveness.clone(), Registry::default()).await;
-    let guard = liveness.register("poll-loop");
-    let (status, _, _) = get(addr, "/live").await;
+    let HttpAnswer { status, .. } = http_get(addr, "/live").await;
     assert_eq!(status, 200);
-    // A loop ending without shutdown → not live.
-    drop(guard);
-    let (status, _, body) = get(addr, "/live").await;
+    // A task ending without shutdown → not live.
+    liveness.died("poll-loop");
+    let HttpAnswer { status, body, .. } = http_get(addr, "/live").await;
     assert_eq!(status, 503);
     assert!(body.contains("poll-loop"), "{body}");
 
     // Loops ending during shutdown are expected.
     let l2 = Liveness::new();
-    let g = l2.register("x");
     l2.shutting_down();
-    drop(g);
+    l2.died("x");
     assert!(l2.is_alive());
     cancel.cancel();
 }
@@ -96,14 +77,16 @@ async fn metrics_in_openmetrics_text() {
     registry.register("polls", "Polls done", polls.clone());
     polls.inc_by(3);
     let (addr, cancel, _task) = start(Readiness::default(), Liveness::new(), registry).await;
-    let (status, ctype, body) = get(addr, "/metrics").await;
+    let m = http_get(addr, "/metrics").await;
+    let ctype = m.header("content-type").unwrap_or_default().to_ascii_lowercase();
+    let (status, body) = (m.status, m.body);
     assert_eq!(status, 200);
     assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
     assert!(body.contains("# HELP lightcl_test_polls Polls done."), "{body}");
     assert!(body.contains("lightcl_test_polls_total 3"), "{body}");
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     polls.inc();
-    assert!(get(addr, "/metrics").await.2.contains("lightcl_test_polls_total 4"));
+    assert!(http_get(addr, "/metrics").await.body.contains("lightcl_test_polls_total 4"));
     cancel.cancel();
 }
 
@@ -128,11 +111,11 @@ async fn readiness_subscribers_see_changes() {
     r.set("a", false); // no change → no notification
     assert!(!rx.has_changed().unwrap());
     r.set("a", true);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !rx.has_changed().unwrap() {
-        assert!(Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    wait::until_async(Duration::from_secs(2), Duration::from_millis(1), || {
+        std::future::ready(rx.has_changed().unwrap())
+    })
+    .await
+    .expect("the subscriber sees the change");
     assert!(r.is_ready());
     assert!(r.not_ready().is_empty());
 }

@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
+use lightcl_harness::wait;
 use lightcl_proto::v1::poller_control_client::PollerControlClient;
 use lightcl_proto::v1::poller_control_server::{PollerControl, PollerControlServer};
 use lightcl_proto::v1::{
@@ -113,14 +114,13 @@ async fn health(ch: &Channel, service: &str) -> ServingStatus {
 }
 
 async fn wait_health(ch: &Channel, service: &str, want: ServingStatus) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let reached = wait::until_async(Duration::from_secs(5), Duration::from_millis(10), || async {
+        health(ch, service).await == want
+    })
+    .await;
+    if reached.is_err() {
         let got = health(ch, service).await;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "health of {service:?} stuck at {got:?}, want {want:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        panic!("health of {service:?} stuck at {got:?}, want {want:?}");
     }
 }
 

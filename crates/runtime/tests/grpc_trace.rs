@@ -1,64 +1,26 @@
 //! A gRPC call continues the caller's trace: the server's `grpc.request` span is exported under
 //! the client's trace id (own test binary: telemetry init is process-global).
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use lightcl_harness::otlp::OtlpReceiver;
+use lightcl_harness::wait;
 use lightcl_runtime::{GrpcOptions, Readiness, serve_grpc};
 use lightcl_telemetry::{LogFormat, TelemetryConfig};
 use opentelemetry::trace::TraceContextExt;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Capture {
-    async fn export(
-        &self,
-        r: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.0.lock().unwrap().push(r.into_inner());
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-/// (span name, trace id, parent span id) of every received span.
-fn spans(cap: &Capture) -> Vec<(String, Vec<u8>, Vec<u8>)> {
-    let reqs = cap.0.lock().unwrap();
-    reqs.iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .map(|s| (s.name.clone(), s.trace_id.clone(), s.parent_span_id.clone()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_span_continues_the_client_trace() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = listener.local_addr().unwrap();
-    let cap = Capture::default();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(cap.clone()))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let otlp = OtlpReceiver::start().await.unwrap();
     let guard = lightcl_telemetry::init(TelemetryConfig {
         service_name: "poller".into(),
         log_format: LogFormat::Text,
-        otlp_endpoint: Some(format!("http://{otlp}")),
+        otlp_endpoint: Some(otlp.endpoint()),
     })
     .unwrap();
 
@@ -88,18 +50,15 @@ async fn server_span_continues_the_client_trace() {
     .instrument(client_span)
     .await;
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let server = loop {
+    let exported = wait::until_async(Duration::from_secs(10), wait::POLL, || async {
         guard.force_flush().await;
-        let got = spans(&cap);
-        if let Some(s) = got.iter().find(|s| s.0 == "grpc.request") {
-            break s.clone();
-        }
-        assert!(Instant::now() < deadline, "no grpc.request span exported: {got:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(server.1, trace_id.to_bytes().to_vec(), "server span in the client's trace");
-    assert!(!server.2.is_empty(), "server span has a remote parent");
+        otlp.spans().into_iter().find(|s| s.name == "grpc.request")
+    })
+    .await;
+    let server = exported
+        .unwrap_or_else(|t| panic!("{t}: no grpc.request span exported: {:?}", otlp.spans()));
+    assert_eq!(server.trace_id, trace_id.to_string(), "server span in the client's trace");
+    assert!(!server.parent_span_id.is_empty(), "server span has a remote parent");
     cancel.cancel();
     guard.shutdown().await;
 }

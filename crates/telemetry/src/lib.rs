@@ -101,6 +101,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+mod error;
 mod http_client;
 pub mod metrics;
 mod otlp;
@@ -109,6 +110,7 @@ mod otlp;
 #[path = "../tests/common/mod.rs"]
 mod test_common;
 
+pub use error::TelemetryError;
 pub use lightcl_rpc::tls::TrustRoots;
 pub use otlp::OtlpProtocol;
 
@@ -164,27 +166,6 @@ pub struct OtlpOptions {
     /// CAs trusted for an `https://` endpoint, both protocols: by default the system store, or
     /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set.
     pub tls_roots: TrustRoots,
-}
-
-/// Why [`init`] failed. The configuration errors ([`Filter`](Self::Filter),
-/// [`Exporter`](Self::Exporter)) display as `<VARIABLE>: <reason>`.
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    /// `init` was already called in this process (or another subscriber is installed).
-    #[error("telemetry already initialised in this process")]
-    AlreadyInitialized,
-    /// `RUST_LOG` does not parse.
-    #[error("RUST_LOG: invalid filter: {0}")]
-    Filter(String),
-    /// OTLP export requested outside a tokio runtime.
-    #[error("OTLP export needs a running tokio runtime (call init inside #[tokio::main])")]
-    NoRuntime,
-    /// The OTLP export settings are invalid (a bad endpoint or protocol) or the exporter could
-    /// not be built. The message starts with the variable at fault, e.g.
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL: unsupported OTLP protocol "http/json"; accepted values:
-    /// grpc, http/protobuf`, and shows an endpoint only as `scheme://host:port`.
-    #[error("{0}")]
-    Exporter(String),
 }
 
 /// Keeps the trace pipeline alive; flush it with [`shutdown`](Self::shutdown) before exiting
@@ -272,12 +253,12 @@ fn try_init(config: TelemetryConfig, otlp: OtlpOptions) -> Result<TelemetryGuard
         _ => EnvFilter::new(DEFAULT_LOG_FILTER),
     };
     let fmt = match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(log_writer).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(log_writer)
             .boxed(),
     };
 
@@ -471,6 +452,24 @@ impl std::fmt::Display for LogFormat {
             Self::Text => "text",
             Self::Json => "json",
         })
+    }
+}
+
+static LOGS_MUTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops all further log output of this process (lines already written stay). A service calls
+/// it right before printing its final one-line error and exiting, so no background task's log
+/// line lands after that line.
+pub fn mute_logs() {
+    LOGS_MUTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// stderr, or nowhere once [`mute_logs`] was called.
+fn log_writer() -> Box<dyn std::io::Write> {
+    if LOGS_MUTED.load(std::sync::atomic::Ordering::SeqCst) {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stderr())
     }
 }
 

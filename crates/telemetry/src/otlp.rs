@@ -15,7 +15,7 @@ use opentelemetry_otlp::{
 };
 use url::Url;
 
-use crate::TelemetryError;
+use crate::error::TelemetryError;
 use crate::http_client::OtlpHttpClient;
 
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the traces URL, used as is.

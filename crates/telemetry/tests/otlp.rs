@@ -1,82 +1,20 @@
 //! OTLP export end to end against an in-process OTLP/gRPC receiver. One test per binary:
 //! `init` installs process-global state.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use lightcl_harness::otlp::OtlpReceiver;
+use lightcl_harness::wait;
 use lightcl_telemetry::{LogFormat, TelemetryConfig, TelemetryError};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use tonic::{Request, Response, Status};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Capture {
-    async fn export(
-        &self,
-        r: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.0.lock().unwrap().push(r.into_inner());
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-/// (service.name, span name, trace id, span id, parent span id) of a received span.
-type Received = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
-
-/// Every received span.
-fn spans(cap: &Capture) -> Vec<Received> {
-    let mut out = Vec::new();
-    for req in cap.0.lock().unwrap().iter() {
-        for rs in &req.resource_spans {
-            let service = rs
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                .and_then(|a| a.value.as_ref())
-                .and_then(|v| match &v.value {
-                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in &rs.scope_spans {
-                for s in &ss.spans {
-                    out.push((
-                        service.clone(),
-                        s.name.clone(),
-                        s.trace_id.clone(),
-                        s.span_id.clone(),
-                        s.parent_span_id.clone(),
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_the_collector_under_one_trace() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cap = Capture::default();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(cap.clone()))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let otlp = OtlpReceiver::start().await.unwrap();
 
     let cfg = TelemetryConfig {
         service_name: "poller".into(),
         log_format: LogFormat::Json,
-        otlp_endpoint: Some(format!("http://{addr}")),
+        otlp_endpoint: Some(otlp.endpoint()),
     };
     let guard = lightcl_telemetry::init(cfg).unwrap();
     assert!(guard.exporting());
@@ -106,27 +44,25 @@ async fn spans_reach_the_collector_under_one_trace() {
     tracing::info_span!(target: "h2::proto", "h2_internal").in_scope(|| {});
 
     guard.force_flush().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        let got = spans(&cap);
-        if got.len() >= 3 || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Whether or not 3 arrive in time, the assertions below say what is missing.
+    let _ = wait::until_async(Duration::from_secs(10), wait::POLL, || {
+        std::future::ready(otlp.spans().len() >= 3)
+    })
+    .await;
+    let got = otlp.spans();
     let find = |name: &str| {
         got.iter()
-            .find(|s| s.1 == name)
+            .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no span {name}: {got:?}"))
             .clone()
     };
     let (poll, publish, pause) = (find("poll"), find("publish"), find("control.pause"));
-    assert_eq!(poll.0, "poller");
-    assert_eq!(poll.2, publish.2, "child in the same trace");
-    assert_eq!(publish.4, poll.3, "publish's parent is poll");
-    assert_eq!(pause.2, poll.2, "remote continuation shares the trace id");
-    assert_eq!(pause.4, publish.3, "pause's parent is the injected span");
-    assert!(got.iter().all(|s| s.1 != "too_verbose" && s.1 != "h2_internal"), "{got:?}");
+    assert_eq!(poll.service, "poller");
+    assert_eq!(poll.trace_id, publish.trace_id, "child in the same trace");
+    assert_eq!(publish.parent_span_id, poll.span_id, "publish's parent is poll");
+    assert_eq!(pause.trace_id, poll.trace_id, "remote continuation shares the trace id");
+    assert_eq!(pause.parent_span_id, publish.span_id, "pause's parent is the injected span");
+    assert!(got.iter().all(|s| s.name != "too_verbose" && s.name != "h2_internal"), "{got:?}");
 
     // A second init is an error, not a panic.
     let again = lightcl_telemetry::init(TelemetryConfig::new("x", LogFormat::Text));

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
+use lightcl_bus::Latest;
 use lightcl_core::engine::{Action, Alert, EngineSnapshot, FcuAnswer, FcuOutcome, Phase, Planner};
 use lightcl_core::status::{L1BlockRef, L2BlockRef};
-use lightcl_proto::v1;
+use lightcl_proto::{TargetUpdate, v1};
 use lightcl_runtime::Readiness;
 use opentelemetry::trace::TraceContextExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::bus::TargetMsg;
 use crate::el::EngineClient;
 use crate::metrics::{AnswerLabel, KindLabel, Metrics, gauge_value};
 
@@ -89,7 +89,7 @@ pub struct Driver {
     planner: Planner,
     el: EngineClient,
     id: Identity,
-    targets: watch::Receiver<Option<TargetMsg>>,
+    targets: watch::Receiver<Option<Latest<TargetUpdate>>>,
     commands: mpsc::Receiver<Command>,
     status_tx: watch::Sender<v1::EngineDriverStatus>,
     current_l1_tx: watch::Sender<Option<L1BlockRef>>,
@@ -123,8 +123,8 @@ pub struct DriverParts {
     pub el: EngineClient,
     /// Identity.
     pub id: Identity,
-    /// Newest target.
-    pub targets: watch::Receiver<Option<TargetMsg>>,
+    /// Newest target, with the trace context it carried.
+    pub targets: watch::Receiver<Option<Latest<TargetUpdate>>>,
     /// Operator commands.
     pub commands: mpsc::Receiver<Command>,
     /// Whether the bus is connected (for the status).
@@ -232,8 +232,8 @@ impl Driver {
         }
     }
 
-    fn on_target(&mut self, msg: TargetMsg) -> Vec<Action> {
-        let t = msg.target;
+    fn on_target(&mut self, msg: Latest<TargetUpdate>) -> Vec<Action> {
+        let TargetUpdate { target: t, observed_at_ms } = msg.message;
         self.metrics.targets_total.inc();
         if t.chain_id != self.id.chain_id {
             tracing::warn!(
@@ -263,8 +263,8 @@ impl Driver {
             let _ = span.set_parent(cx);
         }
         self.span = span;
-        if msg.observed_at_ms > 0 {
-            self.observed = Some((t.unsafe_l2.hash, t.safe_l2.hash, msg.observed_at_ms));
+        if observed_at_ms > 0 {
+            self.observed = Some((t.unsafe_l2.hash, t.safe_l2.hash, observed_at_ms));
         }
         tracing::debug!(parent: &self.span, "target received");
         let now = self.now_ms();
@@ -398,7 +398,12 @@ impl Driver {
     /// Rebuilds the EngineState from the planner snapshot (on PublishEngineState only).
     fn publish_state(&mut self) {
         let snap = self.planner.snapshot();
-        self.state = engine_state(&self.id, &snap, lightcl_runtime::now_ms());
+        self.state = v1::EngineState::from_snapshot(
+            self.id.chain_id,
+            &self.id.node_id,
+            &snap,
+            lightcl_runtime::now_ms(),
+        );
         self.metrics.applied_head.set(gauge_value(snap.applied.head.number));
         self.metrics.applied_safe.set(gauge_value(snap.applied.safe.number));
         self.metrics.applied_finalized.set(gauge_value(snap.applied.finalized.number));
@@ -439,35 +444,6 @@ impl Driver {
 
 fn lag(s: &EngineSnapshot) -> u64 {
     s.target_head.number.saturating_sub(s.applied.head.number)
-}
-
-/// The `EngineState` message for a planner snapshot.
-pub fn engine_state(id: &Identity, s: &EngineSnapshot, now_ms: u64) -> v1::EngineState {
-    v1::EngineState {
-        chain_id: id.chain_id,
-        node_id: id.node_id.clone(),
-        phase: match s.phase {
-            Phase::Starting => v1::SyncPhase::Unspecified,
-            Phase::InitialSync => v1::SyncPhase::InitialSync,
-            Phase::Following => v1::SyncPhase::Following,
-        } as i32,
-        head: Some(s.applied.head.into()),
-        safe: Some(s.applied.safe.into()),
-        finalized: Some(s.applied.finalized.into()),
-        target_revision: s.target_revision,
-        applied_revision: s.applied_revision,
-        last_answer: s.last_answer.map_or(v1::FcuAnswer::Unspecified, |a| match a {
-            FcuAnswer::Valid => v1::FcuAnswer::Valid,
-            FcuAnswer::Syncing => v1::FcuAnswer::Syncing,
-            FcuAnswer::Invalid => v1::FcuAnswer::Invalid,
-            FcuAnswer::InvalidForkchoiceState => v1::FcuAnswer::InvalidForkchoiceState,
-            FcuAnswer::Error => v1::FcuAnswer::Error,
-        }) as i32,
-        last_error: s.last_error.clone().unwrap_or_default(),
-        current_l1: s.current_l1.map(Into::into),
-        updated_at_ms: now_ms,
-        target_head: Some(s.target_head.into()),
-    }
 }
 
 /// Metric label of an answer.

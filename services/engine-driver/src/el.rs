@@ -8,11 +8,9 @@ use alloy_provider::ext::EngineApi;
 use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
 use lightcl_core::Severity;
 use lightcl_core::engine::{ElBlock, ElHeads, FcuOutcome, Forkchoice};
-use lightcl_core::status::{BlockId, parse_rpc_block, to_quantity};
+use lightcl_core::status::{BlockId, L1BlockRef, ParseError, parse_rpc_block, to_quantity};
 use lightcl_rpc::{Client, ClientConfig, Endpoint, INVALID_FORKCHOICE_STATE, RpcError};
 use serde_json::Value;
-
-use crate::rpc::FullHeads;
 
 /// A start-up check of the EL failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +77,38 @@ pub enum ReadError {
         source: RpcError,
     },
     /// The EL answered a block we cannot read.
-    #[error("EL block {what}: {reason}")]
+    #[error("EL block {what}: {source}")]
     BadBlock {
         /// Which block.
         what: String,
-        /// Why.
-        reason: String,
+        /// Why (names the field).
+        source: ParseError,
     },
     /// The EL has no `latest` block.
     #[error("EL has no latest block")]
     NoLatest,
+}
+
+/// The EL's heads with parent hashes and timestamps.
+#[derive(Debug, Clone, Copy)]
+pub struct FullHeads {
+    /// Latest block.
+    pub latest: L1BlockRef,
+    /// Safe block.
+    pub safe: Option<L1BlockRef>,
+    /// Finalized block.
+    pub finalized: Option<L1BlockRef>,
+}
+
+impl FullHeads {
+    /// Just the ids.
+    pub fn ids(&self) -> ElHeads {
+        ElHeads {
+            latest: self.latest.id(),
+            safe: self.safe.map(|b| b.id()),
+            finalized: self.finalized.map(|b| b.id()),
+        }
+    }
 }
 
 /// Client of one EL's auth RPC (fresh HS256 JWT per request), through alloy's Engine API.
@@ -206,10 +226,8 @@ impl EngineClient {
                 // A missing label (e.g. "finalized block not found") is "none", not a failure.
                 Err(_) if i > 0 => None,
                 Err(source) => return Err(ReadError::Rpc { what: tags[i].into(), source }),
-                Ok(v) => parse_rpc_block(&v).map_err(|e| ReadError::BadBlock {
-                    what: tags[i].into(),
-                    reason: e.to_string(),
-                })?,
+                Ok(v) => parse_rpc_block(&v)
+                    .map_err(|source| ReadError::BadBlock { what: tags[i].into(), source })?,
             };
             blocks.push(block);
         }
@@ -229,7 +247,7 @@ impl EngineClient {
             .map_err(|source| ReadError::Rpc { what: tag.into(), source })?;
         parse_rpc_block(&v)
             .map(|b| b.map(|b| b.id()))
-            .map_err(|e| ReadError::BadBlock { what: tag.into(), reason: e.to_string() })
+            .map_err(|source| ReadError::BadBlock { what: tag.into(), source })
     }
 }
 
@@ -295,7 +313,9 @@ mod tests {
         let refused = RpcError::Http(HttpError::Connect {
             endpoint: "http://el:8551".into(),
             method: "m".into(),
-            reason: "refused".into(),
+            source: std::sync::Arc::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )),
         });
         assert_eq!(ElError::from_rpc(refused).severity(), Severity::Temporary);
         let unknown = RpcError::Rpc {

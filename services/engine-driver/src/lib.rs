@@ -13,11 +13,15 @@
 //! (retry with backoff, not ready); a misconfiguration (unreadable JWT secret, a JWT the EL
 //! rejects, wrong chain, no FCU V3) stops it with exit status 64 and one line naming the flag.
 //!
-//! Also served: admin HTTP (`/live`, `/ready`, `/metrics` with `lightcl_engine_driver_*`),
-//! the `EngineDriverControl` gRPC service, and optionally `optimism_syncStatus` on
-//! `--rpc.addr`.
+//! Also served, by [`lightcl_runtime::Shell`]: admin HTTP (`/live`, `/ready`, `/metrics` with
+//! `lightcl_engine_driver_*`) and the `EngineDriverControl` gRPC service; and optionally
+//! `optimism_syncStatus` on `--rpc.addr`. The driver loop and the bus side are the shell's
+//! critical tasks: one that ends before shutdown stops the process (exit 70).
+//!
+//! The bus side is `lightcl-bus`: [`lightcl_bus::LatestConsumer`] delivers the newest target,
+//! [`lightcl_bus::EngineStates::publish_changes`] keeps this driver's KV key current; this
+//! crate only wires them ([`follow_bus`]).
 
-pub mod bus;
 pub mod control;
 pub mod driver;
 pub mod el;
@@ -26,23 +30,23 @@ pub mod rpc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
-use lightcl_bus::NatsArgs;
+use lightcl_bus::{Bus, EngineStates, Latest, LatestConsumer, NatsArgs, subjects};
 use lightcl_core::engine::{Planner, PlannerConfig};
+use lightcl_proto::TargetUpdate;
+use lightcl_proto::v1;
 use lightcl_proto::v1::engine_driver_control_server::EngineDriverControlServer;
 use lightcl_rpc::Endpoint;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
 use lightcl_runtime::{
-    AdminState, Backoff, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, ports,
+    Backoff, CommonArgs, ConfigError, Readiness, ServeError, ServiceSpec, Shell, TaskOutput, ports,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::BusParts;
 use crate::driver::{Driver, DriverParts, Identity};
 use crate::el::{ElError, EngineClient};
 use crate::metrics::Metrics;
@@ -172,28 +176,88 @@ pub struct Bound {
     pub rpc: Option<SocketAddr>,
 }
 
+/// The engine-driver's ports and control service.
+const SPEC: ServiceSpec = ServiceSpec {
+    admin_port: ports::ENGINE_DRIVER_ADMIN,
+    grpc_port: ports::ENGINE_DRIVER_GRPC,
+    health_service: names::ENGINE_DRIVER_CONTROL,
+};
+
+/// Name of the critical task that checks the EL, then drives it (the driver loop).
+pub const DRIVER_TASK: &str = "driver";
+
+/// Name of the critical task that runs the bus side ([`follow_bus`]).
+pub const BUS_TASK: &str = "bus";
+
 /// Runs the engine-driver until `cancel` fires. `on_bound` is called once the servers listen.
+///
+/// [`start`], then `on_bound`, then [`Started::run`]: the [`Shell`] runs the servers, the
+/// drain and the critical tasks [`DRIVER_TASK`] (the EL check, then the driver loop),
+/// [`BUS_TASK`] (targets in, engine state out) and `nats-connection`; one of them ending
+/// before shutdown stops the driver with [`RunError::TaskDied`] (exit 70). A misconfigured EL
+/// (the fatal start-up check) stops it with [`RunError::Config`] naming the flag (exit 64).
 pub async fn run(
     cfg: Config,
     cancel: CancellationToken,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), RunError> {
+    let started = start(cfg, cancel).await?;
+    on_bound(started.bound());
+    started.run().await
+}
+
+/// A driver whose servers listen and whose critical tasks run, until [`Started::run`] waits
+/// for the shutdown (or a dead task) and drains. Dropping it stops everything.
+#[derive(Debug)]
+pub struct Started {
+    shell: Shell,
+    bound: Bound,
+}
+
+impl Started {
+    /// Where the servers listen.
+    pub fn bound(&self) -> Bound {
+        self.bound
+    }
+
+    /// Adds a critical task next to the driver's own (for an embedding program or a test;
+    /// see [`Shell::spawn_critical`]): if it ends before shutdown, the driver stops.
+    pub fn spawn_critical<F>(&mut self, name: &str, task: F)
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        self.shell.spawn_critical(name, task);
+    }
+
+    /// Runs until shutdown is requested or a critical task ends, then drains within
+    /// `--shutdown-grace`: the critical tasks first (the bus side puts the final engine state
+    /// and flushes), then the `--rpc.addr` server, then the admin and gRPC servers.
+    pub async fn run(self) -> Result<(), RunError> {
+        self.shell.run().await
+    }
+}
+
+/// Starts the engine-driver on its [`Shell`] (see [`run`]): checks what can be checked
+/// without I/O (exit 64), starts the admin, gRPC and optional `--rpc.addr` servers and spawns
+/// the critical tasks. NATS and the EL may be down: the tasks wait for them (not ready).
+pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, RunError> {
     let mut registry = prometheus_client::registry::Registry::with_prefix("lightcl_engine_driver");
     let metrics = Metrics::new(&mut registry);
     let readiness = Readiness::new(&["nats", "el"]);
-    let liveness = Liveness::new();
-    let admin = AdminState {
-        readiness: readiness.clone(),
-        liveness: liveness.clone(),
-        registry: Arc::new(registry),
-    };
 
     let el =
         EngineClient::new(cfg.engine_rpc.clone(), cfg.jwt, cfg.fcu_timeout, Duration::from_secs(2))
-            .map_err(|e| RunError::Config(ConfigError::new("--l2.engine-rpc", e.to_string())))?;
+            .map_err(|e| ConfigError::new("--l2.engine-rpc", e.to_string()))?;
+
+    // Returns at once even when NATS is down (the client keeps reconnecting); only a bad NATS
+    // flag fails, with exit 64.
+    let bus = Bus::connect(&cfg.nats, "lightcl-engine-driver").await.map_err(|e| {
+        let (flag, reason) = e.flag_reason();
+        ConfigError::new(flag, reason)
+    })?;
 
     let (targets_tx, targets_rx) = watch::channel(None);
-    let (connected_tx, connected_rx) = watch::channel(false);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let id = Identity { chain_id: cfg.common.chain_id, node_id: cfg.node_id.clone() };
     let (driver, shared) = Driver::new(DriverParts {
@@ -202,26 +266,17 @@ pub async fn run(
         id: id.clone(),
         targets: targets_rx,
         commands: cmd_rx,
-        nats_connected: connected_rx,
+        nats_connected: bus.connected(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     });
 
-    let auth = cfg.common.auth().map_err(RunError::Config)?;
+    let auth = cfg.common.auth()?;
     let control = control::Control::new(shared.status.clone(), cmd_tx, auth, cancel.clone());
     let routes = tonic::service::Routes::new(EngineDriverControlServer::new(control));
-    let servers = Servers::start(
-        &cfg.common,
-        ServiceSpec {
-            admin_port: ports::ENGINE_DRIVER_ADMIN,
-            grpc_port: ports::ENGINE_DRIVER_GRPC,
-            health_service: names::ENGINE_DRIVER_CONTROL,
-        },
-        admin,
-        routes,
-        &cancel,
-    )
-    .await?;
+    let mut shell =
+        Shell::start(&cfg.common, SPEC, registry, readiness.clone(), routes, cancel.clone())
+            .await?;
     let rpc = match cfg.rpc_addr {
         Some(addr) => Some(
             rpc::serve_sync_status(
@@ -231,75 +286,110 @@ pub async fn run(
                 shared.current_l1.clone(),
             )
             .await
-            .map_err(|source| {
-                RunError::Serve(lightcl_runtime::ServeError::Bind {
-                    flag: "--rpc.addr",
-                    addr,
-                    source,
-                })
-            })?,
+            .map_err(|source| ServeError::Bind { flag: "--rpc.addr", addr, source })?,
         ),
         None => None,
     };
-    on_bound(Bound { admin: servers.admin, grpc: servers.grpc, rpc: rpc.as_ref().map(|r| r.0) });
+    let bound = Bound {
+        admin: shell.addrs().admin,
+        grpc: shell.addrs().grpc,
+        rpc: rpc.as_ref().map(|r| r.0),
+    };
 
-    // The bus side starts at once: NATS may come up before or after the EL.
-    let bus_task = tokio::spawn(bus::run(
-        BusParts {
-            nats: cfg.nats.clone(),
-            chain_id: id.chain_id,
-            node_id: id.node_id.clone(),
-            targets: targets_tx,
-            connected: connected_tx,
-            status: shared.status.clone(),
-            readiness: readiness.clone(),
-            metrics: metrics.clone(),
-        },
-        cancel.clone(),
-    ));
+    // The bus side starts at once: NATS may come up before or after the EL. Readiness `nats`
+    // and `nats_reconnects_total` follow the connection as in every service.
+    readiness.set("nats", *bus.connected().borrow());
+    shell.mirror_nats(bus.connected(), metrics.nats_reconnects_total.clone());
+    shell.spawn_critical(
+        BUS_TASK,
+        follow_bus(bus, id.chain_id, targets_tx, shared.status.clone(), metrics, cancel.clone()),
+    );
+    shell.spawn_critical(DRIVER_TASK, check_then_drive(el, id, driver, readiness, cancel));
+    // After the critical tasks (the bus side has put the final engine state), before the
+    // admin and gRPC servers.
+    if let Some((_, handle)) = rpc {
+        shell.on_drain(async move {
+            if handle.stop().is_ok() {
+                handle.stopped().await;
+            }
+        });
+    }
+    Ok(Started { shell, bound })
+}
 
-    let result = async {
-        // Fail fast on a misconfigured EL; wait (not ready) while it is unreachable.
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            match el.check(id.chain_id).await {
-                Ok(()) => break,
-                Err(e) if e.severity() == lightcl_core::Severity::Fatal => {
-                    return Err(RunError::Config(el_config_error(&e)));
-                }
-                Err(e) => {
-                    readiness.set("el", false);
-                    tracing::warn!(error = %e, "execution client not ready; retrying");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
+/// The [`DRIVER_TASK`]: fails fast on a misconfigured EL (a [`ConfigError`] naming the flag,
+/// exit 64), waits (not ready) while it is unreachable, then runs the driver loop until
+/// `cancel`.
+async fn check_then_drive(
+    el: EngineClient,
+    id: Identity,
+    driver: Driver,
+    readiness: Readiness,
+    cancel: CancellationToken,
+) -> Result<(), ConfigError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match el.check(id.chain_id).await {
+            Ok(()) => break,
+            Err(e) if e.severity() == lightcl_core::Severity::Fatal => {
+                return Err(el_config_error(&e));
+            }
+            Err(e) => {
+                readiness.set("el", false);
+                tracing::warn!(error = %e, "execution client not ready; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
         }
-        readiness.set("el", true);
-        tracing::info!(el = %el.endpoint(), chain_id = id.chain_id, node_id = %id.node_id, "execution client checked; driving");
-        let _guard = liveness.register("driver");
-        driver.run(cancel.clone()).await;
-        liveness.shutting_down();
-        Ok(())
     }
-    .await;
+    readiness.set("el", true);
+    tracing::info!(el = %el.endpoint(), chain_id = id.chain_id, node_id = %id.node_id, "execution client checked; driving");
+    driver.run(cancel).await;
+    Ok(())
+}
 
-    // Drain: stop everything, let the bus put the final state.
-    cancel.cancel();
-    liveness.shutting_down();
-    let drain = async {
-        let _ = bus_task.await;
-        if let Some((_, h)) = rpc {
-            let _ = h.stop();
+/// The bus side until `cancel` (the critical task [`BUS_TASK`] of [`run`]): the newest target
+/// of the chain into `targets` (undecodable ones counted in `bad_messages_total`), and the
+/// driver's `EngineState` (the `state` of its status) into KV `lightcl-engine` under
+/// `<chain>.<node>`, once more at shutdown; then a bounded flush. Does not return before
+/// `cancel`: NATS may be down at start-up or go away later, it waits and retries.
+pub async fn follow_bus(
+    bus: Bus,
+    chain_id: u64,
+    targets: watch::Sender<Option<Latest<TargetUpdate>>>,
+    status: watch::Receiver<v1::EngineDriverStatus>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) {
+    let bad = metrics.bad_messages_total.clone();
+    let mut consumer = LatestConsumer::<TargetUpdate>::new(
+        &bus,
+        subjects::TARGETS_STREAM,
+        subjects::target(chain_id),
+    )
+    .on_poisoned(move || {
+        bad.inc();
+    });
+    let consume = async {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                t = consumer.next() => {
+                    targets.send_replace(Some(t));
+                }
+            }
         }
-        servers.stopped().await;
     };
-    if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
-        tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");
-    }
-    result
+    let states = EngineStates::publish_changes(
+        &bus,
+        status,
+        |s: &v1::EngineDriverStatus| s.state.clone().unwrap_or_default(),
+        &cancel,
+    );
+    tokio::join!(consume, states);
+    bus.flush(Duration::from_secs(1)).await;
 }
 
 fn el_config_error(e: &ElError) -> ConfigError {

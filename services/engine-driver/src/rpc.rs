@@ -13,12 +13,11 @@ use std::sync::{Arc, Mutex};
 use jsonrpsee::RpcModule;
 use jsonrpsee::server::{Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
-use lightcl_core::engine::ElHeads;
 use lightcl_core::status::{L1BlockRef, L2BlockRef, SyncStatus};
 use tokio::sync::watch;
 
 use crate::driver::RefCache;
-use crate::el::EngineClient;
+use crate::el::{EngineClient, FullHeads};
 
 struct Ctx {
     el: EngineClient,
@@ -87,27 +86,5 @@ fn sync_status(
         pending_safe_l2: Some(safe_l2),
         cross_unsafe_l2: Some(unsafe_l2),
         local_safe_l2: Some(safe_l2),
-    }
-}
-
-/// The EL's heads with parent hashes and timestamps.
-#[derive(Debug, Clone, Copy)]
-pub struct FullHeads {
-    /// Latest block.
-    pub latest: L1BlockRef,
-    /// Safe block.
-    pub safe: Option<L1BlockRef>,
-    /// Finalized block.
-    pub finalized: Option<L1BlockRef>,
-}
-
-impl FullHeads {
-    /// Just the ids.
-    pub fn ids(&self) -> ElHeads {
-        ElHeads {
-            latest: self.latest.id(),
-            safe: self.safe.map(|b| b.id()),
-            finalized: self.finalized.map(|b| b.id()),
-        }
     }
 }

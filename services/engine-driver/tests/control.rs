@@ -7,6 +7,8 @@ use std::time::Duration;
 use common::*;
 use lightcl_engine_driver::RunError;
 use lightcl_harness::mock_el::L2Chain;
+use lightcl_harness::nats::NatsServer;
+use lightcl_harness::wait;
 use lightcl_proto::v1;
 use lightcl_proto::v1::engine_driver_control_client::EngineDriverControlClient;
 use tonic::Request;
@@ -19,36 +21,35 @@ fn authed<T>(msg: T, token: &str) -> Request<T> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn control_api_status_pause_resume_resync() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(40);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
+    let pubr = Publisher::connect(&nats.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret\n").expect("token");
     let token_arg = token_file.display().to_string();
-    let d = start_driver(&nats.url, &el, "n1", &["--grpc.token-file", &token_arg]).await;
+    let d = start_driver(&nats.url(), &el, "n1", &["--grpc.token-file", &token_arg]).await;
     let mut c =
         EngineDriverControlClient::connect(format!("http://{}", d.bound.grpc)).await.expect("grpc");
 
     pubr.publish(&target(1, &chain, 20, 15, 10)).await;
     assert!(el.wait_until(Duration::from_secs(5), |e| e.safe().number == 15).await);
-    assert!(
-        eventually_async(5, || {
-            let mut c = c.clone();
-            async move {
-                let s = c.get_status(v1::GetStatusRequest {}).await.expect("status").into_inner();
-                s.el_reachable
-                    && s.nats_connected
-                    && s.ready
-                    && s.lag_blocks == 0
-                    && s.last_target.is_some_and(|t| t.revision == 1)
-                    && s.state.is_some_and(|st| st.head.is_some_and(|h| h.number == 20))
-            }
-        })
-        .await
-    );
+    wait::until_async(Duration::from_secs(5), wait::POLL, || {
+        let mut c = c.clone();
+        async move {
+            let s = c.get_status(v1::GetStatusRequest {}).await.expect("status").into_inner();
+            s.el_reachable
+                && s.nats_connected
+                && s.ready
+                && s.lag_blocks == 0
+                && s.last_target.is_some_and(|t| t.revision == 1)
+                && s.state.is_some_and(|st| st.head.is_some_and(|h| h.number == 20))
+        }
+    })
+    .await
+    .unwrap();
     let mut watch = c.watch_status(v1::WatchStatusRequest {}).await.expect("watch").into_inner();
     assert!(watch.message().await.expect("stream").is_some());
 
@@ -59,16 +60,15 @@ async fn control_api_status_pause_resume_resync() {
     assert!(p.expect("pause").into_inner().paused);
     let before = el.fcu_started_count();
     pubr.publish(&target(2, &chain, 30, 25, 20)).await;
-    assert!(
-        eventually_async(5, || {
-            let mut c = c.clone();
-            async move {
-                let s = c.get_status(v1::GetStatusRequest {}).await.expect("status").into_inner();
-                s.paused && s.last_target.is_some_and(|t| t.revision == 2) && s.lag_blocks == 10
-            }
-        })
-        .await
-    );
+    wait::until_async(Duration::from_secs(5), wait::POLL, || {
+        let mut c = c.clone();
+        async move {
+            let s = c.get_status(v1::GetStatusRequest {}).await.expect("status").into_inner();
+            s.paused && s.last_target.is_some_and(|t| t.revision == 2) && s.lag_blocks == 10
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(el.fcu_started_count(), before, "no FCU while paused");
     let r = c.resume(authed(v1::ResumeRequest {}, "s3cret")).await.expect("resume");
     assert!(!r.into_inner().paused);
@@ -88,14 +88,14 @@ async fn control_api_status_pause_resume_resync() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_jwt_secret_is_a_clear_error_and_no_fcu_is_accepted() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(10);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
+    let pubr = Publisher::connect(&nats.url()).await;
     pubr.publish(&target(1, &chain, 10, 8, 5)).await;
     let wrong = "11".repeat(32);
-    let d = start_driver_with_secret(&nats.url, &el.url(), &wrong, "n1", &[]).await;
+    let d = start_driver_with_secret(&nats.url(), &el.url(), &wrong, "n1", &[]).await;
     let res =
         tokio::time::timeout(Duration::from_secs(10), d.task).await.expect("stops").expect("task");
     match res {

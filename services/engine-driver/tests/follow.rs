@@ -7,6 +7,8 @@ use std::time::Duration;
 use alloy_primitives::B256;
 use common::*;
 use lightcl_harness::mock_el::{FcuReply, L2Chain};
+use lightcl_harness::nats::NatsServer;
+use lightcl_harness::{HttpAnswer, http_get, wait};
 use lightcl_proto::v1;
 
 fn zero_labels(r: &lightcl_harness::mock_el::FcuRecord) -> bool {
@@ -15,12 +17,12 @@ fn zero_labels(r: &lightcl_harness::mock_el::FcuRecord) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_sync_sends_zero_labels_until_first_valid_then_all_three() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(80).await;
     let chain = L2Chain::new(40);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;
 
     assert!(
@@ -49,7 +51,7 @@ async fn initial_sync_sends_zero_labels_until_first_valid_then_all_three() {
 
     // EngineState in KV.
     assert!(
-        eventually_async(5, || async {
+        wait::until_async(Duration::from_secs(5), wait::POLL, || async {
             pubr.engine_state("n1").await.is_some_and(|s| {
                 s.phase == v1::SyncPhase::Following as i32
                     && s.safe.as_ref().is_some_and(|b| b.number == 25)
@@ -59,32 +61,35 @@ async fn initial_sync_sends_zero_labels_until_first_valid_then_all_three() {
                     && s.current_l1.is_some()
             })
         })
-        .await,
+        .await
+        .is_ok(),
         "engine state published: {:?}",
         pubr.engine_state("n1").await
     );
 
     // Metrics and readiness.
-    let (code, body) = http_get(d.bound.admin, "/metrics").await;
+    let HttpAnswer { status: code, body, .. } = http_get(d.bound.admin, "/metrics").await;
     assert_eq!(code, 200);
     assert!(body.contains("lightcl_engine_driver_fcu_total{answer=\"valid\"}"), "{body}");
     assert!(body.contains("lightcl_engine_driver_fcu_total{answer=\"syncing\"}"), "{body}");
     assert!(body.contains("lightcl_engine_driver_applied_safe 25"), "{body}");
     assert!(body.contains("lightcl_engine_driver_sync_phase 2"), "{body}");
-    assert!(
-        eventually_async(5, || async { http_get(d.bound.admin, "/ready").await.0 == 200 }).await
-    );
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        http_get(d.bound.admin, "/ready").await.status == 200
+    })
+    .await
+    .unwrap();
     d.stop().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_land_while_the_tip_moves_every_500ms() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(150).await;
     let mut chain = L2Chain::new(20);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
 
     let rounds = 10u64;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
@@ -127,12 +132,12 @@ async fn labels_land_while_the_tip_moves_every_500ms() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tip_following_advances_head_each_target_and_ignores_garbage() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(30);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     for (rev, tip) in (20..26).enumerate() {
         pubr.publish(&target(rev as u64 + 1, &chain, tip, tip - 5, tip - 10)).await;
         assert!(
@@ -149,7 +154,7 @@ async fn tip_following_advances_head_each_target_and_ignores_garbage() {
             pubr.publish_raw(prost::Message::encode_to_vec(&bad)).await;
         }
     }
-    let (_, body) = http_get(d.bound.admin, "/metrics").await;
+    let HttpAnswer { body, .. } = http_get(d.bound.admin, "/metrics").await;
     assert!(body.contains("lightcl_engine_driver_bad_messages_total 2"), "{body}");
     // A stale revision (replay) changes nothing.
     let before = el.fcus().len();
@@ -163,13 +168,13 @@ async fn tip_following_advances_head_each_target_and_ignores_garbage() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reorged_target_same_height_other_hash_moves_head() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(50).await;
     let a = L2Chain::new(30);
     let b = a.fork(25, 7, 30);
     el.set_network_chain(&a);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     pubr.publish(&target(1, &a, 30, 24, 20)).await;
     assert!(
         el.wait_until(Duration::from_secs(5), |e| e.head().hash == a.at(30).hash
@@ -197,14 +202,14 @@ async fn reorged_target_same_height_other_hash_moves_head() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_forkchoice_state_triggers_a_reread_and_a_corrected_fcu() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let a = L2Chain::new(20);
     let b = a.fork(12, 3, 20);
     el.seed(&a, 14, 10, 5);
     el.add_network_blocks(b.blocks().iter().copied());
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     // A torn status: unsafe on fork b, safe still on fork a above the fork point.
     let mut t = target(1, &b, 20, 10, 5);
     t.safe_l2 = a.at(13);
@@ -246,14 +251,14 @@ async fn invalid_forkchoice_state_triggers_a_reread_and_a_corrected_fcu() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_head_is_never_sent_again() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(30);
     el.set_network_chain(&chain);
     el.seed(&chain, 20, 15, 10);
     el.force_invalid(chain.at(25).hash);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     let bad = chain.at(25).hash;
     pubr.publish(&target(1, &chain, 25, 18, 12)).await;
     assert!(
@@ -266,10 +271,11 @@ async fn invalid_head_is_never_sent_again() {
     for rev in 2..=3 {
         pubr.publish(&target(rev, &chain, 25, 18 + rev, 12)).await;
         assert!(
-            eventually_async(5, || async {
+            wait::until_async(Duration::from_secs(5), wait::POLL, || async {
                 pubr.engine_state("n1").await.is_some_and(|s| s.target_revision == rev)
             })
-            .await,
+            .await
+            .is_ok(),
             "revision {rev} seen"
         );
     }
@@ -280,9 +286,14 @@ async fn invalid_head_is_never_sent_again() {
     );
     let with_bad = el.fcus().iter().filter(|f| f.state.head_block_hash == bad).count();
     assert_eq!(with_bad, 1, "the INVALID head was sent exactly once");
-    let state = pubr.engine_state("n1").await.expect("state");
-    assert_eq!(state.head.as_ref().map(|h| h.number), Some(24));
-    let (_, body) = http_get(d.bound.admin, "/metrics").await;
+    // The engine state is written after the FCU answer, asynchronously (rate-limited puts).
+    let state = wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        pubr.engine_state("n1").await.filter(|s| s.head.as_ref().map(|h| h.number) == Some(24))
+    })
+    .await
+    .expect("the engine state shows head 24");
+    assert_eq!(state.target_revision, 4);
+    let HttpAnswer { body, .. } = http_get(d.bound.admin, "/metrics").await;
     assert!(body.contains("lightcl_engine_driver_alerts_total{kind=\"invalid_head\"} 1"), "{body}");
     assert!(
         body.contains("lightcl_engine_driver_alerts_total{kind=\"target_head_invalid\"} 2"),
@@ -293,14 +304,14 @@ async fn invalid_head_is_never_sent_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn burst_of_100_targets_during_a_slow_fcu_applies_only_the_newest() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(130);
     el.set_network_chain(&chain);
     el.seed(&chain, 10, 8, 5);
     el.set_fcu_latency(Duration::from_millis(1_000));
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     pubr.publish(&target(1, &chain, 20, 15, 10)).await;
     assert!(el.wait_until(Duration::from_secs(5), |e| e.fcu_started_count() >= 1).await);
     for rev in 2..=101u64 {
@@ -329,32 +340,34 @@ async fn burst_of_100_targets_during_a_slow_fcu_applies_only_the_newest() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn el_down_for_a_while_driver_survives_and_catches_up() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(60);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;
     assert!(el.wait_until(Duration::from_secs(5), |e| e.safe().number == 25).await);
-    assert!(
-        eventually_async(5, || async { http_get(d.bound.admin, "/ready").await.0 == 200 }).await
-    );
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        http_get(d.bound.admin, "/ready").await.status == 200
+    })
+    .await
+    .unwrap();
 
     el.stop().await;
     pubr.publish(&target(2, &chain, 40, 35, 30)).await;
-    assert!(
-        eventually_async(8, || async { http_get(d.bound.admin, "/ready").await.0 == 503 }).await,
-        "not ready while the EL is down"
-    );
-    assert!(
-        eventually_async(5, || async {
-            pubr.engine_state("n1").await.is_some_and(|s| {
-                s.last_answer == v1::FcuAnswer::Error as i32 && !s.last_error.is_empty()
-            })
+    wait::until_async(Duration::from_secs(8), wait::POLL, || async {
+        http_get(d.bound.admin, "/ready").await.status == 503
+    })
+    .await
+    .expect("not ready while the EL is down");
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        pubr.engine_state("n1").await.is_some_and(|s| {
+            s.last_answer == v1::FcuAnswer::Error as i32 && !s.last_error.is_empty()
         })
-        .await
-    );
+    })
+    .await
+    .unwrap();
     pubr.publish(&target(3, &chain, 50, 45, 40)).await;
     assert!(!d.task.is_finished(), "the driver survives");
     el.restart().await.expect("EL back");
@@ -365,21 +378,23 @@ async fn el_down_for_a_while_driver_survives_and_catches_up() {
             .await,
         "caught up"
     );
-    assert!(
-        eventually_async(5, || async { http_get(d.bound.admin, "/ready").await.0 == 200 }).await
-    );
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        http_get(d.bound.admin, "/ready").await.status == 200
+    })
+    .await
+    .unwrap();
     assert_eq!(el.check_invariants(), Ok(()));
     d.stop().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restarted_driver_resumes_from_newest_target_and_el_heads() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(60);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d1 = start_driver(&nats.url, &el, "n1", &[]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d1 = start_driver(&nats.url(), &el, "n1", &[]).await;
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;
     assert!(el.wait_until(Duration::from_secs(5), |e| e.finalized().number == 20).await);
     d1.stop().await.expect("clean stop");
@@ -388,7 +403,7 @@ async fn restarted_driver_resumes_from_newest_target_and_el_heads() {
     pubr.publish(&target(2, &chain, 40, 35, 30)).await;
     pubr.publish(&target(3, &chain, 45, 40, 35)).await;
     let before = el.fcus().len();
-    let d2 = start_driver(&nats.url, &el, "n1", &[]).await;
+    let d2 = start_driver(&nats.url(), &el, "n1", &[]).await;
     assert!(
         el.wait_until(Duration::from_secs(8), |e| e.head().number == 45
             && e.safe().number == 40
@@ -407,12 +422,12 @@ async fn restarted_driver_resumes_from_newest_target_and_el_heads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_status_endpoint_parses_and_matches_the_el() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(40);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &["--rpc.addr", "127.0.0.1:0"]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &["--rpc.addr", "127.0.0.1:0"]).await;
     let t = target(1, &chain, 36, 30, 24);
     pubr.publish(&t).await;
     assert!(el.wait_until(Duration::from_secs(5), |e| e.safe().number == 30).await);
@@ -428,28 +443,24 @@ async fn sync_status_endpoint_parses_and_matches_the_el() {
     assert_eq!(s.local_safe_l2, Some(chain.at(30)));
     assert_eq!(s.finalized_l2, chain.at(24));
     assert_eq!(s.unsafe_l2.hash, el.head().hash);
-    assert!(
-        eventually_async(3, || async {
-            let v = client
-                .call("optimism_syncStatus", serde_json::json!([]))
-                .await
-                .expect("syncStatus");
-            lightcl_core::SyncStatus::from_value(&v).is_ok_and(|s| s.current_l1 == t.current_l1)
-        })
-        .await,
-        "current_l1 mirrored once safe reached"
-    );
+    wait::until_async(Duration::from_secs(3), wait::POLL, || async {
+        let v =
+            client.call("optimism_syncStatus", serde_json::json!([])).await.expect("syncStatus");
+        lightcl_core::SyncStatus::from_value(&v).is_ok_and(|s| s.current_l1 == t.current_l1)
+    })
+    .await
+    .expect("current_l1 mirrored once safe reached");
     d.stop().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_follow_unsafe_the_head_is_the_local_safe_head() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(40);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
-    let d = start_driver(&nats.url, &el, "n1", &["--follow-unsafe", "false"]).await;
+    let pubr = Publisher::connect(&nats.url()).await;
+    let d = start_driver(&nats.url(), &el, "n1", &["--follow-unsafe", "false"]).await;
     let mut t = target(1, &chain, 38, 30, 24);
     t.local_safe_l2 = chain.at(33);
     pubr.publish(&t).await;
@@ -465,11 +476,11 @@ async fn without_follow_unsafe_the_head_is_the_local_safe_head() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_chain_on_the_el_is_refused() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let mut cfg = lightcl_harness::mock_el::MockElConfig::new(secret());
     cfg.chain_id = 8453;
     let el = lightcl_harness::mock_el::MockEl::start(cfg).await.expect("mock EL");
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
     let res =
         tokio::time::timeout(Duration::from_secs(10), d.task).await.expect("stops").expect("task");
     match res {
@@ -481,42 +492,44 @@ async fn wrong_chain_on_the_el_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_down_at_start_and_restarted_the_driver_waits_and_recovers() {
-    let mut nats = Nats::start();
+    let mut nats = NatsServer::start().await.expect("nats-server");
     nats.stop();
     let el = mock_el(0).await;
     let chain = L2Chain::new(60);
     el.set_network_chain(&chain);
-    let d = start_driver(&nats.url, &el, "n1", &[]).await;
-    assert!(
-        eventually_async(5, || async { http_get(d.bound.admin, "/ready").await.0 == 503 }).await,
-        "not ready without NATS"
-    );
+    let d = start_driver(&nats.url(), &el, "n1", &[]).await;
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        http_get(d.bound.admin, "/ready").await.status == 503
+    })
+    .await
+    .expect("not ready without NATS");
     assert!(!d.task.is_finished());
 
-    nats.restart();
-    let pubr = Publisher::connect(&nats.url).await;
+    nats.restart().await.expect("nats-server restart");
+    let pubr = Publisher::connect(&nats.url()).await;
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;
     assert!(
         el.wait_until(Duration::from_secs(10), |e| e.safe().number == 25).await,
         "follows once NATS is up"
     );
-    assert!(
-        eventually_async(5, || async { http_get(d.bound.admin, "/ready").await.0 == 200 }).await
-    );
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        http_get(d.bound.admin, "/ready").await.status == 200
+    })
+    .await
+    .unwrap();
 
     // A NATS restart mid-run: the consumer recovers and the state lands in KV again.
-    nats.restart();
-    let pubr = Publisher::connect(&nats.url).await;
+    nats.restart().await.expect("nats-server restart");
+    let pubr = Publisher::connect(&nats.url()).await;
     pubr.publish(&target(2, &chain, 40, 35, 30)).await;
     assert!(
         el.wait_until(Duration::from_secs(10), |e| e.safe().number == 35).await,
         "follows after a NATS restart"
     );
-    assert!(
-        eventually_async(10, || async {
-            pubr.engine_state("n1").await.is_some_and(|s| s.safe.is_some_and(|b| b.number == 35))
-        })
-        .await
-    );
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        pubr.engine_state("n1").await.is_some_and(|s| s.safe.is_some_and(|b| b.number == 35))
+    })
+    .await
+    .unwrap();
     d.stop().await.expect("clean stop");
 }

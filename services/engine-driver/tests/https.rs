@@ -11,9 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lightcl_harness::captured::{CapturedProc, free_addr, http_get as get};
+use lightcl_harness::captured::{CapturedProc, free_addr};
 use lightcl_harness::mock_el::L2Chain;
+use lightcl_harness::nats::NatsServer;
 use lightcl_harness::tls::{FrontOptions, TestCa, TlsFront};
+use lightcl_harness::{HttpAnswer, http_get, wait};
 
 /// The driver binary on `el_url`, trusting only `ca_pem`, with debug logs.
 fn spawn_driver(
@@ -38,17 +40,17 @@ fn spawn_driver(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_drives_an_https_engine_api() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(60);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
+    let pubr = Publisher::connect(&nats.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new("el");
     let pem = ca.write_pem(dir.path());
     let front = TlsFront::start(&ca, el.addr(), FrontOptions::default()).await.expect("tls front");
     let admin = free_addr();
-    let (mut proc, _secret_dir) = spawn_driver(&nats.url, &front.base_url(), &pem, admin);
+    let (mut proc, _secret_dir) = spawn_driver(&nats.url(), &front.base_url(), &pem, admin);
 
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;
     assert!(
@@ -73,11 +75,11 @@ async fn binary_drives_an_https_engine_api() {
     assert_eq!(front.handshake_failures(), 0);
     assert_eq!(el.unauthorized_count(), 0, "the JWT did not survive the front");
     assert_eq!(el.check_invariants(), Ok(()));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while get(admin, "/ready").await.0 != 200 {
-        assert!(Instant::now() < deadline, "not ready: {:?}", get(admin, "/ready").await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ready = wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+        http_get(admin, "/ready").await.status == 200
+    })
+    .await;
+    assert!(ready.is_ok(), "not ready: {:?}", http_get(admin, "/ready").await);
     assert!(proc.running());
 
     let (status, out) = proc.terminate(Duration::from_secs(10)).await;
@@ -92,29 +94,37 @@ async fn binary_drives_an_https_engine_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_with_an_untrusted_ca_sends_no_forkchoice_and_names_the_tls_failure() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(60);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
+    let pubr = Publisher::connect(&nats.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new("el");
     let other = TestCa::new("other");
     let other_pem = other.write_pem(dir.path());
     let front = TlsFront::start(&ca, el.addr(), FrontOptions::default()).await.expect("tls front");
     let admin = free_addr();
-    let (mut proc, _secret_dir) = spawn_driver(&nats.url, &front.base_url(), &other_pem, admin);
+    let (mut proc, _secret_dir) = spawn_driver(&nats.url(), &front.base_url(), &other_pem, admin);
 
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;
     let base = front.base_url();
     proc.wait_line(Duration::from_secs(15), |l| l.contains("TLS") && l.contains(&base)).await;
-    assert!(front.handshake_failures() > 0, "the client never tried a handshake");
+    // The server side records the failed handshake when it sees the client's alert, which may
+    // come after the client logged its error.
+    lightcl_harness::wait::until_async(
+        Duration::from_secs(5),
+        lightcl_harness::wait::POLL,
+        || async { front.handshake_failures() > 0 },
+    )
+    .await
+    .expect("the client tried a handshake");
 
     // Up (live), not ready for want of the EL, and nothing reaches the EL.
-    let (live, _) = get(admin, "/live").await;
+    let HttpAnswer { status: live, .. } = http_get(admin, "/live").await;
     assert_eq!(live, 200, "/live");
     let check = || async {
-        let (code, body) = get(admin, "/ready").await;
+        let HttpAnswer { status: code, body, .. } = http_get(admin, "/ready").await;
         code == 503
             && body.lines().any(|l| l.trim() == "el")
             && el.fcus().is_empty()
@@ -126,7 +136,7 @@ async fn binary_with_an_untrusted_ca_sends_no_forkchoice_and_names_the_tls_failu
         assert!(
             check().await,
             "ready {:?}, fcus {:?}, forwarded {}",
-            get(admin, "/ready").await,
+            http_get(admin, "/ready").await,
             el.fcus(),
             front.forwarded()
         );

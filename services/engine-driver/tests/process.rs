@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use lightcl_harness::mock_el::L2Chain;
+use lightcl_harness::nats::NatsServer;
+use lightcl_harness::wait;
 
 struct Proc(Child);
 
@@ -31,14 +33,14 @@ fn spawn(args: &[String]) -> Proc {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_driver_restarts_from_newest_target_and_el_heads() {
-    let nats = Nats::start();
+    let nats = NatsServer::start().await.expect("nats-server");
     let el = mock_el(0).await;
     let chain = L2Chain::new(60);
     el.set_network_chain(&chain);
-    let pubr = Publisher::connect(&nats.url).await;
+    let pubr = Publisher::connect(&nats.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = write_secret(&dir, SECRET_HEX);
-    let args = base_args(&nats.url, &el.url(), &secret, "n1");
+    let args = base_args(&nats.url(), &el.url(), &secret, "n1");
 
     let mut first = spawn(&args);
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;
@@ -73,14 +75,11 @@ async fn killed_driver_restarts_from_newest_target_and_el_heads() {
         el.calls().into_iter().rev().find(|c| c.method == "engine_exchangeCapabilities");
     assert!(first_call.is_some(), "capabilities checked at start-up");
     assert_eq!(el.check_invariants(), Ok(()), "finalized never moved back");
-    assert!(
-        eventually_async(5, || async {
-            pubr.engine_state("n1")
-                .await
-                .is_some_and(|s| s.finalized.is_some_and(|f| f.number == 40))
-        })
-        .await
-    );
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        pubr.engine_state("n1").await.is_some_and(|s| s.finalized.is_some_and(|f| f.number == 40))
+    })
+    .await
+    .unwrap();
 }
 
 /// An Engine API URL with a bad scheme is refused before any server binds or NATS is dialled,

@@ -14,8 +14,8 @@
 //! - nothing is polled before the source proved it serves `--chain-id`
 //!   (`optimism_rollupConfig`); a source serving another chain stops the poller (exit 64).
 //!
-//! Also served: admin HTTP (`/live`, `/ready`, `/metrics` with `lightcl_poller_*`) and the
-//! `PollerControl` gRPC service (status, watch, pause/resume).
+//! Also served, by [`lightcl_runtime::Shell`]: admin HTTP (`/live`, `/ready`, `/metrics` with
+//! `lightcl_poller_*`) and the `PollerControl` gRPC service (status, watch, pause/resume).
 
 pub mod control;
 pub mod metrics;
@@ -23,7 +23,6 @@ pub mod service;
 pub mod source;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -33,9 +32,7 @@ use lightcl_proto::v1::poller_control_server::PollerControlServer;
 use lightcl_rpc::Endpoint;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
-use lightcl_runtime::{
-    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, ports,
-};
+use lightcl_runtime::{CommonArgs, ConfigError, Readiness, ServiceSpec, Shell, ports};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -102,9 +99,7 @@ pub struct Config {
 impl Cli {
     /// Checks the flags; an error names the flag (exit 64).
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        if self.common.chain_id == 0 {
-            return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
-        }
+        self.common.check()?;
         let source = Endpoint::parse("--l2.follow.source", &self.source)
             .map_err(|e| ConfigError::new(e.flag, e.reason))?;
         let source_id = match self.source_id {
@@ -168,7 +163,18 @@ pub struct Bound {
     pub grpc: SocketAddr,
 }
 
+/// The poller's ports and control service.
+const SPEC: ServiceSpec = ServiceSpec {
+    admin_port: ports::POLLER_ADMIN,
+    grpc_port: ports::POLLER_GRPC,
+    health_service: names::POLLER_CONTROL,
+};
+
 /// Runs the poller until `cancel` fires. `on_bound` is called once the servers listen.
+///
+/// The [`Shell`] runs the servers, the drain and the critical tasks `poller` (the poll loop)
+/// and `nats-connection`; one of them ending before shutdown stops the poller with
+/// [`RunError::TaskDied`] (exit 70).
 pub async fn run(
     cfg: Config,
     cancel: CancellationToken,
@@ -177,12 +183,6 @@ pub async fn run(
     let mut registry = prometheus_client::registry::Registry::with_prefix("lightcl_poller");
     let metrics = Metrics::new(&mut registry);
     let readiness = Readiness::new(&["nats", "source"]);
-    let liveness = Liveness::new();
-    let admin = AdminState {
-        readiness: readiness.clone(),
-        liveness: liveness.clone(),
-        registry: Arc::new(registry),
-    };
 
     let chain_id = cfg.common.chain_id;
     let source_url = cfg.source.redacted().to_owned();
@@ -193,30 +193,22 @@ pub async fn run(
         ..Default::default()
     });
     let (paused_tx, paused_rx) = watch::channel(false);
-    let auth = cfg.common.auth().map_err(RunError::Config)?;
+    let auth = cfg.common.auth()?;
     let control = control::Control::new(status_rx, paused_tx, auth, cancel.clone());
     let routes = tonic::service::Routes::new(PollerControlServer::new(control));
-    let servers = Servers::start(
-        &cfg.common,
-        ServiceSpec {
-            admin_port: ports::POLLER_ADMIN,
-            grpc_port: ports::POLLER_GRPC,
-            health_service: names::POLLER_CONTROL,
-        },
-        admin,
-        routes,
-        &cancel,
-    )
-    .await?;
+    let mut shell =
+        Shell::start(&cfg.common, SPEC, registry, readiness.clone(), routes, cancel.clone())
+            .await?;
 
     let bus = Bus::connect(&cfg.nats, "lightcl-poller").await.map_err(|e| {
         let (flag, reason) = e.flag_reason();
-        RunError::Config(ConfigError::new(flag, reason))
+        ConfigError::new(flag, reason)
     })?;
     let source = Source::new(cfg.source.clone(), cfg.rpc_timeout)
-        .map_err(|e| RunError::Config(ConfigError::new("--l2.follow.source", e.to_string())))?;
-    on_bound(Bound { admin: servers.admin, grpc: servers.grpc });
+        .map_err(|e| ConfigError::new("--l2.follow.source", e.to_string()))?;
+    on_bound(Bound { admin: shell.addrs().admin, grpc: shell.addrs().grpc });
 
+    shell.mirror_nats(bus.connected(), metrics.nats_reconnects.clone());
     let service = Service::new(Parts {
         chain_id,
         source_id: cfg.source_id.clone(),
@@ -232,28 +224,15 @@ pub async fn run(
         status: status_tx,
         paused: paused_rx,
     });
-    let result = {
-        let _guard = liveness.register("poller");
-        let r = service.run(cancel.clone()).await;
-        liveness.shutting_down();
-        r
-    };
-
-    // Drain.
-    cancel.cancel();
-    let drain = async {
-        bus.flush(Duration::from_secs(1)).await;
-        servers.stopped().await;
-    };
-    if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
-        tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");
-    }
-    result.map_err(|e| match e {
-        SourceError::WrongChain { .. } => {
-            RunError::Config(ConfigError::new("--chain-id", e.to_string()))
-        }
-        other => RunError::Config(ConfigError::new("--l2.follow.source", other.to_string())),
-    })
+    shell.spawn_critical("poller", async move {
+        service.run(cancel).await.map_err(|e| match e {
+            SourceError::WrongChain { .. } => ConfigError::new("--chain-id", e.to_string()),
+            other => ConfigError::new("--l2.follow.source", other.to_string()),
+        })
+    });
+    // An abandoned poll is repeated under the same message id; flush what was published.
+    shell.on_drain(async move { bus.flush(Duration::from_secs(1)).await });
+    shell.run().await
 }
 
 #[cfg(test)]

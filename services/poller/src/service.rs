@@ -12,7 +12,7 @@ use lightcl_bus::{Bus, Publisher, status_content_hash, status_msg_id, subjects};
 use lightcl_core::SyncStatus;
 use lightcl_core::poll::{PollDecision, Publication, next_delay};
 use lightcl_proto::{names, v1};
-use lightcl_runtime::{Backoff, Readiness, mirror_connection, now_ms};
+use lightcl_runtime::{Backoff, Readiness, now_ms};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -102,24 +102,16 @@ impl Service {
     }
 
     /// Runs until `cancel` fires. Returns an error only when the source serves another chain.
+    /// (The NATS connection state is mirrored into readiness `nats` by the caller's shell.)
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), SourceError> {
-        let mirror = mirror_connection(
-            self.p.bus.connected(),
-            self.p.readiness.clone(),
-            self.p.metrics.nats_reconnects.clone(),
-            cancel.clone(),
-        );
-        let started = self.start_up(&cancel).await;
-        let result = match started {
+        match self.start_up(&cancel).await {
             Err(e) => Err(e),
             Ok(false) => Ok(()),
             Ok(true) => {
                 self.poll_loop(&cancel).await;
                 Ok(())
             }
-        };
-        mirror.abort();
-        result
+        }
     }
 
     /// Ensures the topology and checks the chain, retrying both. `Ok(false)`: cancelled.
@@ -276,13 +268,13 @@ impl Service {
             }
             PollDecision::Publish { slot, reason } => {
                 span.record("publish", reason.as_str());
-                let msg = v1::RawStatus {
-                    chain_id: self.p.chain_id,
-                    source_id: self.p.source_id.clone(),
-                    observed_at_ms: now,
-                    poll_seq: self.poll_seq,
-                    status: Some(v1::SyncStatus::from(&status)),
-                };
+                let msg = v1::RawStatus::from_core(
+                    self.p.chain_id,
+                    &self.p.source_id,
+                    &status,
+                    now,
+                    self.poll_seq,
+                );
                 let id = status_msg_id(self.p.chain_id, &self.p.source_id, &status, slot);
                 match self
                     .p

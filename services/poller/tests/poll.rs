@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lightcl_core::SyncStatus;
+use lightcl_harness::HttpAnswer;
 use lightcl_harness::mock_source::Failure;
 use lightcl_poller::RunError;
 use lightcl_proto::v1;
@@ -81,10 +82,11 @@ async fn statuses_are_published_on_change_and_at_the_heartbeat_only() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "poll_seq increases: {seqs:?}");
 
     // The poller itself publishes only these (JetStream did not have to drop any).
-    wait_until(Duration::from_secs(5), || async {
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
         p.metric(PUB_OK).await as usize == env.stored(SRC).await.len()
     })
-    .await;
+    .await
+    .expect("every publish is stored once");
     let m = p.metrics().await;
     assert_eq!(metric(&m, PUB_DUP), 0.0, "{m}");
     assert_eq!(metric(&m, "lightcl_poller_publishes_total{result=\"error\"}"), 0.0, "{m}");
@@ -108,18 +110,22 @@ async fn two_pollers_of_one_source_store_each_status_once() {
     let b = env.start(&[]).await;
     for n in 1..=4 {
         env.source.set_status(status(n));
-        wait_until(Duration::from_secs(10), || async { has(&env.stored(SRC).await, &status(n)) })
-            .await;
+        wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+            has(&env.stored(SRC).await, &status(n))
+        })
+        .await
+        .expect("the status is stored");
     }
     // Both poll and publish; every publish is either the one stored copy or a duplicate.
     let sum = |series: &'static str| {
         let (a, b) = (&a, &b);
         async move { a.metric(series).await + b.metric(series).await }
     };
-    wait_until(Duration::from_secs(5), || async {
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
         sum(PUB_OK).await as usize == env.stored(SRC).await.len()
     })
-    .await;
+    .await
+    .expect("every publish is stored once");
     assert!(sum(PUB_DUP).await >= 1.0, "the second poller's copies were duplicates");
     assert!(a.metric(OK).await >= 1.0 && b.metric(OK).await >= 1.0, "both poll");
 
@@ -186,7 +192,11 @@ async fn a_source_down_at_start_and_later_is_retried_until_it_returns() {
 
     env.source.restart().await.unwrap();
     p.wait_ready(200).await;
-    wait_until(Duration::from_secs(10), || async { has(&env.stored(SRC).await, &status(1)) }).await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        has(&env.stored(SRC).await, &status(1))
+    })
+    .await
+    .expect("the status is stored");
     p.stop().await;
 }
 
@@ -237,7 +247,11 @@ async fn bad_answers_are_counted_by_kind_never_published_and_survived() {
         // Healed: the source's status is published again.
         env.source.set_failure(Failure::None);
         env.source.set_status(good.clone());
-        wait_until(Duration::from_secs(10), || async { has(&env.stored(SRC).await, &good) }).await;
+        wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+            has(&env.stored(SRC).await, &good)
+        })
+        .await
+        .expect("the status is stored");
         p.wait_ready(200).await;
     }
     let m = p.metrics().await;
@@ -257,9 +271,13 @@ async fn reconnects_and_publishes_again_after_a_nats_restart() {
         "the first connection is no reconnect"
     );
 
-    env.nats.restart().unwrap();
+    env.nats.restart().await.unwrap();
     env.source.set_status(status(1));
-    wait_until(Duration::from_secs(15), || async { has(&env.stored(SRC).await, &status(1)) }).await;
+    wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+        has(&env.stored(SRC).await, &status(1))
+    })
+    .await
+    .expect("the status is stored");
     p.wait_ready(200).await;
     assert_eq!(p.wait_metric("lightcl_poller_nats_reconnects_total", 1.0).await, 1.0);
 
@@ -272,8 +290,12 @@ async fn reconnects_and_publishes_again_after_a_nats_restart() {
     let ok = p.metric(OK).await;
     p.wait_metric(OK, ok + 2.0).await; // status 2 was polled while NATS was away
     assert_eq!(p.live().await, 200);
-    env.nats.start_again().unwrap();
-    wait_until(Duration::from_secs(15), || async { has(&env.stored(SRC).await, &status(2)) }).await;
+    env.nats.start_again().await.unwrap();
+    wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+        has(&env.stored(SRC).await, &status(2))
+    })
+    .await
+    .expect("the status is stored");
     p.wait_ready(200).await;
     assert_eq!(p.wait_metric("lightcl_poller_nats_reconnects_total", 2.0).await, 2.0);
     assert!(!p.handle.is_finished(), "no restart of its own");
@@ -286,11 +308,12 @@ async fn nats_down_at_start_means_not_ready_until_it_comes() {
     env.nats.stop();
     let p = env.spawn(&[]).await;
     let admin = p.bound.admin;
-    wait_until(Duration::from_secs(10), || async move {
-        let (code, body) = http_get(admin, "/ready").await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async move {
+        let HttpAnswer { status: code, body, .. } = http_get(admin, "/ready").await;
         code == 503 && body.contains("nats")
     })
-    .await;
+    .await
+    .expect("/ready names nats");
     assert_eq!(p.live().await, 200);
     // Cancelled while still waiting for NATS: a clean, prompt exit.
     let other = env.spawn(&[]).await;
@@ -298,7 +321,7 @@ async fn nats_down_at_start_means_not_ready_until_it_comes() {
     other.stop().await;
     assert!(t.elapsed() < Duration::from_secs(3), "stop took {:?}", t.elapsed());
 
-    env.nats.start_again().unwrap();
+    env.nats.start_again().await.unwrap();
     p.wait_ready(200).await;
     env.wait_stored(SRC, 1).await[0].check(SRC, &status(0));
     p.stop().await;
@@ -325,7 +348,11 @@ async fn control_shows_the_heads_and_pause_stops_polling() {
     assert_eq!(last(&s), Some(status(0)));
     assert!(s.polls_ok >= 1 && s.published >= 1 && s.last_success_ms > 0, "{s:?}");
     env.source.set_status(status(1));
-    wait_until(Duration::from_secs(10), || async { last(&get(&c).await) == Some(status(1)) }).await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        last(&get(&c).await) == Some(status(1))
+    })
+    .await
+    .expect("WatchStatus shows the status");
 
     // No token or a wrong one: refused, no effect.
     let e = c.pause(v1::PauseRequest { reason: "x".into() }).await.unwrap_err();
@@ -340,10 +367,11 @@ async fn control_shows_the_heads_and_pause_stops_polling() {
     let st = c.pause(authed(v1::PauseRequest { reason: "test".into() }, TOKEN)).await.unwrap();
     assert!(st.into_inner().paused);
     let mut watch = c.watch_status(v1::WatchStatusRequest {}).await.unwrap().into_inner();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !watch.message().await.unwrap().expect("stream open").paused {
-        assert!(Instant::now() < deadline, "WatchStatus never showed paused");
-    }
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !watch.message().await.unwrap().expect("stream open").paused {}
+    })
+    .await
+    .expect("WatchStatus never showed paused");
     p.wait_metric("lightcl_poller_paused", 1.0).await;
     let r = env.source.requests(SYNC);
     let stored = env.stored(SRC).await.len();
@@ -361,7 +389,11 @@ async fn control_shows_the_heads_and_pause_stops_polling() {
     // Resumed: polls and publishes again.
     let st = c.resume(authed(v1::ResumeRequest {}, TOKEN)).await.unwrap();
     assert!(!st.into_inner().paused);
-    wait_until(Duration::from_secs(10), || async { has(&env.stored(SRC).await, &status(2)) }).await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        has(&env.stored(SRC).await, &status(2))
+    })
+    .await
+    .expect("the status is stored");
     assert!(env.source.wait_for_requests(SYNC, r + 3, Duration::from_secs(5)).await, "polling");
     assert_eq!(p.metric("lightcl_poller_paused").await, 0.0);
     assert_eq!(last(&get(&c).await), Some(status(2)));
@@ -425,7 +457,11 @@ async fn a_nats_outage_does_not_slow_polling_down() {
     let ok = p.metric(OK).await;
     p.wait_metric(OK, ok + 3.0).await;
     assert_eq!(p.metric(ERR).await, 0.0, "the source never failed");
-    env.nats.start_again().unwrap();
-    wait_until(Duration::from_secs(5), || async { has(&env.stored(SRC).await, &status(1)) }).await;
+    env.nats.start_again().await.unwrap();
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        has(&env.stored(SRC).await, &status(1))
+    })
+    .await
+    .expect("the status is stored");
     p.stop().await;
 }

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use lightcl_harness::captured::free_addr;
 use lightcl_harness::mock_source::Failure;
 
 fn bin() -> Command {
@@ -28,14 +29,10 @@ impl Drop for Proc {
 impl Proc {
     /// Waits for the exit status, at most `timeout`.
     async fn exit_within(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "no exit within {timeout:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = &mut self.0;
+        wait::until_async(timeout, wait::POLL, || std::future::ready(child.try_wait().unwrap()))
+            .await
+            .unwrap_or_else(|_| panic!("no exit within {timeout:?}"))
     }
 }
 
@@ -44,11 +41,6 @@ fn one_line_naming(out: &Output, flag: &str, what: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
     assert!(err.contains(flag), "{what}: {err}");
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 #[test]
@@ -103,11 +95,11 @@ async fn a_source_of_another_chain_exits_64_naming_chain_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_configured_by_env_polls_publishes_and_drains_on_sigterm() {
     let env = Env::new().await;
-    let admin: std::net::SocketAddr = free_addr().parse().unwrap();
+    let admin = free_addr();
     let child = bin()
         .args(["--chain-id", "10"])
         .env("LIGHTCL_ADMIN_ADDR", admin.to_string())
-        .env("LIGHTCL_GRPC_ADDR", free_addr())
+        .env("LIGHTCL_GRPC_ADDR", free_addr().to_string())
         .env("LIGHTCL_L2_FOLLOW_SOURCE", env.source.url())
         .env("LIGHTCL_NATS_URL", env.nats.url())
         .env("LIGHTCL_SOURCE_ID", "proc")
@@ -122,8 +114,11 @@ async fn binary_configured_by_env_polls_publishes_and_drains_on_sigterm() {
         .spawn()
         .unwrap();
     let mut child = Proc(child);
-    wait_until(Duration::from_secs(15), || async move { http_get(admin, "/ready").await.0 == 200 })
-        .await;
+    wait::until_async(Duration::from_secs(15), wait::POLL, || async move {
+        http_get(admin, "/ready").await.status == 200
+    })
+    .await
+    .expect("/ready answers 200");
     // Published under the source id from the env, re-published at the 1 s heartbeat from the env
     // (the default heartbeat is 10 s).
     let got = env.wait_stored("proc", 2).await;

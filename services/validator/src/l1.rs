@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use lightcl_core::status::{parse_rpc_block, to_quantity};
 use lightcl_core::validate::{L1Answers, L1Cache, L1Plan};
-use lightcl_core::{L1BlockRef, Severity};
+use lightcl_core::{L1BlockRef, ParseError, Severity};
 use lightcl_rpc::{Client, ClientConfig, Endpoint, RpcError};
 use serde_json::Value;
 
@@ -29,12 +29,20 @@ pub enum L1Error {
         source: RpcError,
     },
     /// The node answered a block we cannot read.
-    #[error("L1 {what}: {reason}")]
+    #[error("L1 {what}: {source}")]
     BadBlock {
         /// Which read.
         what: String,
-        /// Why.
-        reason: String,
+        /// Why (names the field).
+        source: ParseError,
+    },
+    /// The batch answer lacks this read, or it is `null` where a block is required.
+    #[error("L1 {what}: {missing}")]
+    Missing {
+        /// Which read.
+        what: String,
+        /// `no answer` or `null`.
+        missing: &'static str,
     },
 }
 
@@ -43,7 +51,7 @@ impl L1Error {
     pub fn severity(&self) -> Severity {
         match self {
             Self::Rpc(e) => e.severity(),
-            Self::Call { .. } | Self::BadBlock { .. } => Severity::Temporary,
+            Self::Call { .. } | Self::BadBlock { .. } | Self::Missing { .. } => Severity::Temporary,
         }
     }
 }
@@ -89,7 +97,7 @@ impl L1Reader {
         let mut answers = result?.into_iter();
 
         let head = block(answers.next(), "latest")?
-            .ok_or_else(|| L1Error::BadBlock { what: "latest".into(), reason: "null".into() })?;
+            .ok_or_else(|| L1Error::Missing { what: "latest".into(), missing: "null" })?;
         // A node without the `finalized` tag (or before finality) caches nothing.
         let finalized = block(answers.next(), "finalized").ok().flatten();
         let mut out = L1Answers { head, finalized, ..L1Answers::default() };
@@ -109,9 +117,10 @@ fn block(
     what: &str,
 ) -> Result<Option<L1BlockRef>, L1Error> {
     match answer {
-        None => Err(L1Error::BadBlock { what: what.into(), reason: "no answer".into() }),
+        None => Err(L1Error::Missing { what: what.into(), missing: "no answer" }),
         Some(Err(e)) => Err(L1Error::Call { what: what.into(), source: e }),
-        Some(Ok(v)) => parse_rpc_block(&v)
-            .map_err(|e| L1Error::BadBlock { what: what.into(), reason: e.to_string() }),
+        Some(Ok(v)) => {
+            parse_rpc_block(&v).map_err(|source| L1Error::BadBlock { what: what.into(), source })
+        }
     }
 }

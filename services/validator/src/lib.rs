@@ -17,8 +17,8 @@
 //!   targets with the same revision;
 //! - a status is acked only once its target or rejection is stored.
 //!
-//! Also served: admin HTTP (`/live`, `/ready`, `/metrics` with `lightcl_validator_*`) and the
-//! `ValidatorControl` gRPC service (status, watch, pause/resume).
+//! Also served, by [`lightcl_runtime::Shell`]: admin HTTP (`/live`, `/ready`, `/metrics` with
+//! `lightcl_validator_*`) and the `ValidatorControl` gRPC service (status, watch, pause/resume).
 
 pub mod control;
 pub mod l1;
@@ -26,7 +26,6 @@ pub mod metrics;
 pub mod service;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -37,9 +36,7 @@ use lightcl_proto::v1::validator_control_server::ValidatorControlServer;
 use lightcl_rpc::Endpoint;
 use lightcl_runtime::args::parse_duration;
 use lightcl_runtime::grpc::names;
-use lightcl_runtime::{
-    AdminState, CommonArgs, ConfigError, Liveness, Readiness, Servers, ServiceSpec, ports,
-};
+use lightcl_runtime::{CommonArgs, ConfigError, Readiness, ServiceSpec, Shell, ports};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -96,9 +93,7 @@ pub struct Config {
 impl Cli {
     /// Checks the flags; an error names the flag (exit 64).
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        if self.common.chain_id == 0 {
-            return Err(ConfigError::new("--chain-id", "must be a positive chain id"));
-        }
+        self.common.check()?;
         let l1_rpc = Endpoint::parse("--l1.rpc", &self.l1_rpc)
             .map_err(|e| ConfigError::new(e.flag, e.reason))?;
         if !(1..=16).contains(&self.quorum) {
@@ -133,7 +128,18 @@ pub struct Bound {
     pub grpc: SocketAddr,
 }
 
+/// The validator's ports and control service.
+const SPEC: ServiceSpec = ServiceSpec {
+    admin_port: ports::VALIDATOR_ADMIN,
+    grpc_port: ports::VALIDATOR_GRPC,
+    health_service: names::VALIDATOR_CONTROL,
+};
+
 /// Runs the validator until `cancel` fires. `on_bound` is called once the servers listen.
+///
+/// The [`Shell`] runs the servers, the drain and the critical tasks `validator` (the
+/// validation loop) and `nats-connection`; one of them ending before shutdown stops the
+/// validator with [`RunError::TaskDied`] (exit 70).
 pub async fn run(
     cfg: Config,
     cancel: CancellationToken,
@@ -142,70 +148,42 @@ pub async fn run(
     let mut registry = prometheus_client::registry::Registry::with_prefix("lightcl_validator");
     let metrics = Metrics::new(&mut registry);
     let readiness = Readiness::new(&["nats", "l1"]);
-    let liveness = Liveness::new();
-    let admin = AdminState {
-        readiness: readiness.clone(),
-        liveness: liveness.clone(),
-        registry: Arc::new(registry),
-    };
 
     let chain_id = cfg.common.chain_id;
     let (status_tx, status_rx) =
         watch::channel(v1::ValidatorStatus { chain_id, ..Default::default() });
     let (paused_tx, paused_rx) = watch::channel(false);
-    let auth = cfg.common.auth().map_err(RunError::Config)?;
+    let auth = cfg.common.auth()?;
     let control = control::Control::new(status_rx, paused_tx, auth, cancel.clone());
     let routes = tonic::service::Routes::new(ValidatorControlServer::new(control));
-    let servers = Servers::start(
-        &cfg.common,
-        ServiceSpec {
-            admin_port: ports::VALIDATOR_ADMIN,
-            grpc_port: ports::VALIDATOR_GRPC,
-            health_service: names::VALIDATOR_CONTROL,
-        },
-        admin,
-        routes,
-        &cancel,
-    )
-    .await?;
+    let mut shell =
+        Shell::start(&cfg.common, SPEC, registry, readiness.clone(), routes, cancel.clone())
+            .await?;
 
     let bus = Bus::connect(&cfg.nats, "lightcl-validator").await.map_err(|e| {
         let (flag, reason) = e.flag_reason();
-        RunError::Config(ConfigError::new(flag, reason))
+        ConfigError::new(flag, reason)
     })?;
     let l1 = L1Reader::new(cfg.l1_rpc.clone(), cfg.l1_timeout, metrics.clone())
-        .map_err(|e| RunError::Config(ConfigError::new("--l1.rpc", e.to_string())))?;
-    on_bound(Bound { admin: servers.admin, grpc: servers.grpc });
+        .map_err(|e| ConfigError::new("--l1.rpc", e.to_string()))?;
+    on_bound(Bound { admin: shell.addrs().admin, grpc: shell.addrs().grpc });
 
+    shell.mirror_nats(bus.connected(), metrics.nats_reconnects.clone());
     let service = Service::new(Parts {
         validator: Validator::new(ValidatorConfig { chain_id, quorum: cfg.quorum }, None),
         publisher: Publisher::new(bus.jetstream(), cfg.nats.publish_timeout),
         bus: bus.clone(),
         l1,
         l1_retry_budget: cfg.l1_retry_budget,
-        durable: format!("lightcl-validator-{chain_id}"),
+        durable: lightcl_bus::subjects::validator_durable(chain_id),
         ack_wait: Duration::from_secs(30),
         metrics,
         readiness,
         status: status_tx,
         paused: paused_rx,
     });
-    {
-        let _guard = liveness.register("validator");
-        service.run(cancel.clone()).await;
-        // The loop only returns on shutdown.
-        liveness.shutting_down();
-    }
-
-    // Drain.
-    cancel.cancel();
-    liveness.shutting_down();
-    let drain = async {
-        bus.flush(Duration::from_secs(1)).await;
-        servers.stopped().await;
-    };
-    if tokio::time::timeout(cfg.common.shutdown_grace, drain).await.is_err() {
-        tracing::warn!(grace = ?cfg.common.shutdown_grace, "shutdown grace period over; exiting");
-    }
-    Ok(())
+    // The loop only returns on shutdown; anything else is a dead validator.
+    shell.spawn_critical("validator", service.run(cancel));
+    shell.on_drain(async move { bus.flush(Duration::from_secs(1)).await });
+    shell.run().await
 }

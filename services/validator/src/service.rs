@@ -9,18 +9,16 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::keccak256;
 use lightcl_bus::{
     Bus, BusError, ConsumerSpec, Delivery, Publisher, StartAt, TypedConsumer, last_message,
-    subjects,
+    rejection_msg_id, subjects, target_msg_id,
 };
 use lightcl_core::validate::{
-    Accepted, L1Answers, L1Plan, Observation, RejectReason, Rejection, Validator, Verdict,
+    Accepted, L1Answers, L1Plan, Observation, Rejection, Validator, Verdict,
 };
 use lightcl_proto::{names, v1};
-use lightcl_runtime::{Backoff, Readiness, mirror_connection, now_ms};
+use lightcl_runtime::{Backoff, Readiness, now_ms};
 use opentelemetry::trace::TraceContextExt;
-use prost::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -96,14 +94,9 @@ impl Service {
         }
     }
 
-    /// Runs until `cancel` fires.
+    /// Runs until `cancel` fires. (The NATS connection state is mirrored into readiness
+    /// `nats` by the caller's shell.)
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mirror = mirror_connection(
-            self.p.bus.connected(),
-            self.p.readiness.clone(),
-            self.p.metrics.nats_reconnects.clone(),
-            cancel.clone(),
-        );
         let mut consumer = TypedConsumer::<v1::RawStatus>::new(
             self.p.bus.jetstream(),
             ConsumerSpec {
@@ -201,7 +194,6 @@ impl Service {
             }
             self.publish_status();
         }
-        mirror.abort();
     }
 
     /// Reads the newest target of the chain from the stream into the rules' state.
@@ -225,7 +217,7 @@ impl Service {
                         expected: names::TARGET,
                         subject: subjects::target(self.chain_id),
                         sequence: m.sequence,
-                        reason: e.to_string(),
+                        source: e.into(),
                     })?;
                     self.p.validator.restore(Some(core));
                     self.p.metrics.last_target(&core);
@@ -389,23 +381,10 @@ impl Service {
         raw: &v1::RawStatus,
         a: &Accepted,
     ) -> Result<(u64, v1::Target), BusError> {
-        let mut msg = v1::Target::from_core(&a.target);
-        msg.evidence = Some(v1::L1Evidence {
-            checked: a.evidence.checked.iter().map(|b| (*b).into()).collect(),
-            l1_head: Some(a.evidence.l1_head.into()),
-            l1_finalized: Some(a.evidence.l1_finalized.into()),
-        });
-        msg.source_ids = a.source_ids.clone();
-        msg.observed_at_ms = raw.observed_at_ms;
-        // The id covers the content (not the validation time), so a retried publish of the
+        // The id covers the heads (not the validation time), so a retried publish of the
         // same decision is a duplicate, while a different target at the same revision is not.
-        let id = format!(
-            "target-{}-{}-{}",
-            self.chain_id,
-            a.target.revision,
-            keccak256(v1::Target::from_core(&a.target).encode_to_vec())
-        );
-        msg.validated_at_ms = now_ms();
+        let id = target_msg_id(&a.target);
+        let msg = v1::Target::from_accepted(a, raw.observed_at_ms, now_ms());
         let published = self
             .p
             .publisher
@@ -427,26 +406,14 @@ impl Service {
         cancel: &CancellationToken,
     ) -> Stored {
         let raw = &d.message;
-        let msg = v1::Rejection {
-            chain_id: raw.chain_id,
-            source_id: raw.source_id.clone(),
-            poll_seq: raw.poll_seq,
-            status: raw.status.clone(),
-            reason: proto_reason(r.reason) as i32,
-            message: r.message.clone(),
-            ref_name: r.ref_name.map(|n| n.as_str().to_owned()).unwrap_or_default(),
-            number: r.number,
-            expected_hash: r.expected.map(|h| h.to_vec()).unwrap_or_default(),
-            actual_hash: r.actual.map(|h| h.to_vec()).unwrap_or_default(),
-            rejected_at_ms: now_ms(),
-        };
+        let msg = v1::Rejection::from_core(raw, r, now_ms());
         if r.reason.is_critical() {
             tracing::error!(reason = %r.reason, source = %raw.source_id, "CRITICAL: {}", r.message);
         } else {
             tracing::warn!(reason = %r.reason, source = %raw.source_id, "status rejected: {}", r.message);
         }
         // Redelivery of the same status maps to the same id: stored once.
-        let id = format!("rejected-{}-{}", self.chain_id, d.sequence);
+        let id = rejection_msg_id(self.chain_id, d.sequence);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self
@@ -508,25 +475,6 @@ enum Fetched {
     Cancelled,
 }
 
-/// The protobuf reason of a core reason (1:1).
-pub fn proto_reason(r: RejectReason) -> v1::RejectionReason {
-    use v1::RejectionReason as P;
-    match r {
-        RejectReason::MissingRef => P::MissingRef,
-        RejectReason::BadOrdering => P::BadOrdering,
-        RejectReason::SourceNotReady => P::SourceNotReady,
-        RejectReason::L1NotFound => P::L1NotFound,
-        RejectReason::L1Mismatch => P::L1Mismatch,
-        RejectReason::L1Unavailable => P::L1Unavailable,
-        RejectReason::FinalizedRegression => P::FinalizedRegression,
-        RejectReason::FinalizedConflict => P::FinalizedConflict,
-        RejectReason::SafeReplay => P::SafeReplay,
-        RejectReason::StatusReplay => P::StatusReplay,
-        RejectReason::NoQuorum => P::NoQuorum,
-        RejectReason::WrongChain => P::WrongChain,
-    }
-}
-
 async fn ack<M>(d: &Delivery<M>) {
     if let Err(e) = d.ack().await {
         // Redelivery is harmless: the same status decides the same way or is a replay.
@@ -539,22 +487,5 @@ async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         () = cancel.cancelled() => true,
         () = tokio::time::sleep(delay) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_reason_maps_to_a_distinct_proto_reason() {
-        let mapped: std::collections::BTreeSet<i32> =
-            RejectReason::ALL.iter().map(|r| proto_reason(*r) as i32).collect();
-        assert_eq!(mapped.len(), RejectReason::ALL.len());
-        assert!(!mapped.contains(&(v1::RejectionReason::Unspecified as i32)));
-        assert_eq!(
-            v1::RejectionReason::try_from(proto_reason(RejectReason::SafeReplay) as i32).unwrap(),
-            v1::RejectionReason::SafeReplay
-        );
     }
 }

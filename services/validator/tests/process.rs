@@ -42,10 +42,7 @@ fn bad_flags_exit_64_naming_the_flag() {
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_validates_and_drains_on_sigterm() {
     let mut env = Env::new().await;
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let admin = lightcl_harness::captured::free_addr();
     let mut child = bin()
         .args(["--chain-id", "10", "--grpc.addr", "127.0.0.1:0"])
         .args(["--admin.addr", &admin.to_string()])
@@ -54,21 +51,21 @@ async fn binary_validates_and_drains_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(Duration::from_secs(15), || async move { http_get(admin, "/ready").await.0 == 200 })
-        .await;
+    wait::until_async(Duration::from_secs(15), wait::POLL, || async move {
+        http_get(admin, "/ready").await.status == 200
+    })
+    .await
+    .expect("/ready answers 200");
     env.publish("a", &env.status(70, 60, 20, 38)).await;
     assert_eq!(env.wait_targets(1).await[0].revision, 1);
 
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait::until_async(Duration::from_secs(10), wait::POLL, || {
+        std::future::ready(child.try_wait().unwrap())
+    })
+    .await
+    .expect("no exit after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
 

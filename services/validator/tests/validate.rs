@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use lightcl_harness::HttpAnswer;
 use lightcl_proto::v1::RejectionReason as R;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,7 +44,7 @@ async fn consistent_status_becomes_target_with_one_l1_request_per_status() {
     // Batches: latest + finalized + 10, 30, 35, 38; then + 31, 36, 39 (10 came from the cache).
     assert_eq!(env.proxy.calls() - base_calls, 6 + 5);
 
-    let (code, metrics) = http_get(v.bound.admin, "/metrics").await;
+    let HttpAnswer { status: code, body: metrics, .. } = http_get(v.bound.admin, "/metrics").await;
     assert_eq!(code, 200);
     assert!(
         metrics.contains("lightcl_validator_statuses_total{verdict=\"target\",reason=\"\"} 2"),
@@ -212,16 +213,22 @@ async fn l1_down_means_no_target_until_it_returns() {
     env.proxy.set_down(true);
     env.publish("a", &env.status(70, 60, 20, 38)).await;
     let admin = v.bound.admin;
-    wait_until(Duration::from_secs(10), || async move { http_get(admin, "/ready").await.0 == 503 })
-        .await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async move {
+        http_get(admin, "/ready").await.status == 503
+    })
+    .await
+    .expect("/ready answers 503");
     assert!(env.targets().await.is_empty(), "nothing unchecked is published");
     assert!(env.rejections().await.is_empty(), "still retrying within the budget");
 
     env.proxy.set_down(false);
     let t = env.wait_targets(1).await;
     assert_eq!(t[0].revision, 1);
-    wait_until(Duration::from_secs(10), || async move { http_get(admin, "/ready").await.0 == 200 })
-        .await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async move {
+        http_get(admin, "/ready").await.status == 200
+    })
+    .await
+    .expect("/ready answers 200");
     v.stop().await;
 }
 
@@ -270,7 +277,7 @@ async fn control_shows_status_and_pauses() {
     // While paused the status stays in the stream.
     env.publish("a", &env.status(72, 62, 20, 39)).await;
     let js = env.bus.jetstream();
-    wait_until(Duration::from_secs(5), || {
+    wait::until_async(Duration::from_secs(5), wait::POLL, || {
         let js = js.clone();
         async move {
             let Ok(stream) = js.get_stream(lightcl_bus::subjects::STATUS_STREAM).await else {
@@ -287,7 +294,8 @@ async fn control_shows_status_and_pauses() {
             cons.info().await.is_ok_and(|i| i.num_pending + i.num_ack_pending as u64 >= 1)
         }
     })
-    .await;
+    .await
+    .expect("the status stays pending while paused");
     assert_eq!(env.targets().await.len(), 1);
 
     let mut req = tonic::Request::new(lightcl_proto::v1::ResumeRequest {});
@@ -304,20 +312,22 @@ async fn survives_a_nats_restart() {
     env.publish("a", &env.status(70, 60, 20, 38)).await;
     env.wait_targets(1).await;
 
-    env.nats.restart().unwrap();
+    env.nats.restart().await.unwrap();
     let admin = v.bound.admin;
     // The client reconnects on its own; the validator's consumer is re-created.
-    wait_until(Duration::from_secs(15), || async {
-        env.bus.is_connected() && http_get(admin, "/ready").await.0 == 200
+    wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+        env.bus.is_connected() && http_get(admin, "/ready").await.status == 200
     })
-    .await;
+    .await
+    .expect("reconnected and ready");
     env.publish("a", &env.status(72, 62, 20, 39)).await;
     let t = env.wait_targets(2).await;
     assert_eq!(t[1].revision, 2);
-    wait_until(Duration::from_secs(5), || async move {
-        http_get(admin, "/metrics").await.1.contains("lightcl_validator_nats_reconnects_total 1")
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async move {
+        http_get(admin, "/metrics").await.body.contains("lightcl_validator_nats_reconnects_total 1")
     })
-    .await;
+    .await
+    .expect("one NATS reconnect counted");
     v.stop().await;
 }
 
@@ -350,7 +360,11 @@ async fn a_lost_target_race_reloads_and_decides_again() {
     // Hold the validator inside its L1 read...
     env.proxy.set_delay(Duration::from_millis(700));
     env.publish("a", &env.status(70, 60, 20, 38)).await;
-    wait_until(Duration::from_secs(10), || async { env.proxy.requests() > base }).await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        env.proxy.requests() > base
+    })
+    .await
+    .expect("an L1 request");
     // ...while "another replica" stores revision 1.
     let other = env.status(60, 50, 20, 30);
     let foreign = lightcl_core::Target {
@@ -377,7 +391,7 @@ async fn a_lost_target_race_reloads_and_decides_again() {
     assert_eq!(t.len(), 2);
     assert_eq!((t[0].revision, t[0].safe_l2.as_ref().unwrap().number), (1, 50));
     assert_eq!((t[1].revision, t[1].safe_l2.as_ref().unwrap().number), (2, 60));
-    let (_, metrics) = http_get(v.bound.admin, "/metrics").await;
+    let HttpAnswer { body: metrics, .. } = http_get(v.bound.admin, "/metrics").await;
     assert!(metrics.contains("lightcl_validator_cas_conflicts_total 1"), "{metrics}");
     v.stop().await;
 }
@@ -401,11 +415,12 @@ async fn undecodable_statuses_are_acked_counted_and_skipped() {
     assert_eq!(env.wait_targets(1).await[0].revision, 1);
     env.wait_consumed().await;
     let admin = v.bound.admin;
-    wait_until(Duration::from_secs(5), || async move {
-        http_get(admin, "/metrics").await.1.contains("lightcl_validator_bad_messages_total 2")
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async move {
+        http_get(admin, "/metrics").await.body.contains("lightcl_validator_bad_messages_total 2")
     })
-    .await;
+    .await
+    .expect("two bad messages counted");
     assert!(env.rejections().await.is_empty());
-    assert_eq!(http_get(admin, "/live").await.0, 200);
+    assert_eq!(http_get(admin, "/live").await.status, 200);
     v.stop().await;
 }

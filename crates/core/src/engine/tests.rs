@@ -625,3 +625,112 @@ fn case2_after_syncing_rereads_the_el_head_before_labels_only() {
     let out = p.on_el_heads(Ok(heads), 1_001);
     assert_eq!(sends(&out), vec![fc(id(30, 1), id(26, 1), id(20, 0))], "labels at B30, never A30");
 }
+
+/// `follow` inputs: EL head `el`, block at H's number `at`, accepted finalized `floor`.
+fn follow_at(want: Forkchoice, el: BlockId, at: ElAtHead, floor: BlockId, synced: bool) -> Follow {
+    let applied = Applied { forkchoice: fc(el, zero(), floor), first_valid: synced };
+    follow(want, ElView { head: el, at_head: at }, applied)
+}
+
+#[test]
+fn follow_table_row_by_row() {
+    let want = fc(id(20, 0), id(12, 0), id(4, 0));
+    let floor = id(2, 0);
+    let send = |head| Follow::Send(fc(head, id(12, 0), id(4, 0)));
+    // (1) EL head below H: FCU(H), whatever was read.
+    for at in
+        [ElAtHead::NotRead, ElAtHead::ReadError, ElAtHead::NotFound, ElAtHead::Found(hash(20, 1))]
+    {
+        assert_eq!(follow_at(want, id(10, 0), at, floor, true), send(id(20, 0)), "{at:?}");
+    }
+    // (2) EL head is H: no read needed.
+    assert_eq!(follow_at(want, id(20, 0), ElAtHead::NotRead, floor, true), send(id(20, 0)));
+    // (2) EL at or above H's number, block there not read yet: read it first.
+    assert_eq!(
+        follow_at(want, id(30, 0), ElAtHead::NotRead, floor, true),
+        Follow::ReadBlock { number: 20 }
+    );
+    assert_eq!(
+        follow_at(want, id(20, 1), ElAtHead::NotRead, floor, true),
+        Follow::ReadBlock { number: 20 },
+        "same number, another hash"
+    );
+    // (2) not found: push H.
+    assert_eq!(follow_at(want, id(30, 0), ElAtHead::NotFound, floor, true), send(id(20, 0)));
+    // (2) read error: nothing this round.
+    assert_eq!(follow_at(want, id(30, 0), ElAtHead::ReadError, floor, true), Follow::Skip);
+    // (2) same hash: labels only, the EL's head stays.
+    let at = ElAtHead::Found(hash(20, 0));
+    assert_eq!(follow_at(want, id(30, 0), at, floor, true), send(id(30, 0)));
+    // (2) another hash: reorg to H.
+    let at = ElAtHead::Found(hash(20, 1));
+    assert_eq!(follow_at(want, id(30, 1), at, floor, true), send(id(20, 0)));
+    assert_eq!(ElAtHead::from(&ElBlock::Found(id(20, 1))), at);
+    assert_eq!(ElAtHead::from(&ElBlock::NotFound), ElAtHead::NotFound);
+    assert_eq!(ElAtHead::from(&ElBlock::Error("x".into())), ElAtHead::ReadError);
+}
+
+#[test]
+fn follow_sends_zero_labels_until_the_first_valid() {
+    let want = fc(id(20, 0), id(12, 0), id(4, 0));
+    assert_eq!(
+        follow_at(want, id(0, 0), ElAtHead::NotRead, zero(), false),
+        Follow::Send(fc(id(20, 0), zero(), zero()))
+    );
+    let at = ElAtHead::Found(hash(20, 0));
+    assert_eq!(
+        follow_at(want, id(30, 0), at, zero(), false),
+        Follow::Send(fc(id(30, 0), zero(), zero())),
+        "labels only, still zero"
+    );
+    // A lying target breaks nothing while labels are zero.
+    let lie = fc(id(20, 0), id(25, 0), id(26, 0));
+    assert_eq!(
+        follow_at(lie, id(0, 0), ElAtHead::NotRead, zero(), false),
+        Follow::Send(fc(id(20, 0), zero(), zero()))
+    );
+}
+
+#[test]
+fn follow_refuses_what_breaks_an_invariant() {
+    let el = id(10, 0);
+    let read = ElAtHead::NotFound;
+    let cases = [
+        (fc(zero(), id(12, 0), id(4, 0)), zero(), Refusal::ZeroHead),
+        (
+            fc(id(20, 0), id(21, 0), id(4, 0)),
+            zero(),
+            Refusal::SafeAboveHead { safe: id(21, 0), head: id(20, 0) },
+        ),
+        (
+            fc(id(20, 0), id(12, 0), id(13, 0)),
+            zero(),
+            Refusal::FinalizedAboveSafe { finalized: id(13, 0), safe: id(12, 0) },
+        ),
+        (
+            fc(id(20, 0), id(12, 0), id(4, 0)),
+            id(5, 0),
+            Refusal::FinalizedRegression { accepted: id(5, 0), planned: id(4, 0) },
+        ),
+        (
+            fc(id(20, 0), id(12, 0), id(4, 0)),
+            id(4, 1),
+            Refusal::FinalizedConflict { accepted: id(4, 1), planned: id(4, 0) },
+        ),
+        (fc(id(20, 0), zero(), zero()), zero(), Refusal::ZeroLabelAfterSync),
+    ];
+    for (want, floor, refusal) in cases {
+        assert_eq!(follow_at(want, el, read, floor, true), Follow::Refuse(refusal), "{want:?}");
+    }
+    assert_eq!(
+        follow_at(fc(zero(), zero(), zero()), el, read, zero(), false),
+        Follow::Refuse(Refusal::ZeroHead)
+    );
+    // Labels only: the EL's head (30) is checked, not H (20).
+    let want = fc(id(20, 0), id(25, 0), id(4, 0));
+    let at = ElAtHead::Found(hash(20, 0));
+    assert_eq!(
+        follow_at(want, id(30, 0), at, zero(), true),
+        Follow::Send(fc(id(30, 0), id(25, 0), id(4, 0)))
+    );
+}

@@ -1,5 +1,6 @@
 //! Shared fixtures: in-test control services served through `lightcl_runtime`'s real gRPC
-//! scaffolding, a private nats-server, and a runner for the real `lightctl` binary.
+//! scaffolding and a runner for the real `lightctl` binary (nats-server, anvil, mocks and waits
+//! come from `lightcl_harness`).
 
 #![allow(dead_code, missing_docs, clippy::result_large_err)]
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lightcl_proto::v1;
 use lightcl_proto::v1::engine_driver_control_server::{
@@ -436,24 +437,6 @@ pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).expect("write");
     p
-}
-
-/// Poll an async condition every 20 ms until it holds or `secs` pass.
-pub async fn eventually<F, Fut>(secs: u64, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A self-signed certificate for `localhost` made with the openssl CLI (`OPENSSL_BIN`).

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use lightcl_harness::wait;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -160,14 +161,13 @@ impl HttpReceiver {
 
     /// Waits up to 10 s for a span named `name`; returns the request that carried it.
     pub async fn wait_for_span(&self, name: &str) -> Option<Received> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self.received().into_iter().find(|r| r.spans.iter().any(|s| s.1 == name));
-            if found.is_some() || Instant::now() > deadline {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait::until_async(Duration::from_secs(10), wait::POLL, || {
+            std::future::ready(
+                self.received().into_iter().find(|r| r.spans.iter().any(|s| s.1 == name)),
+            )
+        })
+        .await
+        .ok()
     }
 }
 

@@ -1,17 +1,18 @@
-//! Shared test fixtures: a private nats-server, the mock EL, an in-process driver, targets.
+//! Shared test fixtures: the mock EL, an in-process driver, targets (nats-server, waits and
+//! HTTP come from `lightcl_harness`).
 
 #![allow(dead_code, missing_docs)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_rpc_types_engine::JwtSecret;
 use async_nats::jetstream;
 use clap::Parser;
+use lightcl_bus::subjects;
 use lightcl_core::status::L1BlockRef;
 use lightcl_core::{L2BlockRef, Target};
-use lightcl_engine_driver::{Bound, Cli, RunError, bus, run};
+use lightcl_engine_driver::{Bound, Cli, RunError, run};
 use lightcl_harness::mock_el::{L2Chain, MockEl, MockElConfig, l1_origin};
 use lightcl_proto::v1;
 use prost::Message;
@@ -23,91 +24,6 @@ pub const SECRET_HEX: &str = "8f5a0b37e1c2d4f60718293a4b5c6d7e8f90a1b2c3d4e5f607
 
 pub fn secret() -> JwtSecret {
     JwtSecret::from_hex(SECRET_HEX).expect("secret")
-}
-
-/// A private nats-server with JetStream on random loopback ports, killed on drop; can be
-/// stopped and restarted on the same port with its store.
-pub struct Nats {
-    child: Option<Child>,
-    pub url: String,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-fn spawn_nats(dir: &std::path::Path, port: Option<u16>) -> Child {
-    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-    let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-    Command::new(&bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port, "-m", "-1"])
-        .arg("-sd")
-        .arg(dir.join("js"))
-        .arg("--ports_file_dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"))
-}
-
-fn wait_ports(dir: &std::path::Path, pid: u32) -> String {
-    let ports = dir.join(format!("nats-server_{pid}.ports"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ports)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            && let Some(u) = v["nats"][0].as_str()
-        {
-            return u.to_owned();
-        }
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Nats {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = spawn_nats(dir.path(), None);
-        let url = wait_ports(dir.path(), child.id());
-        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-        Self { child: Some(child), url, port, dir }
-    }
-
-    /// Kills the server (SIGKILL).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port with the same store.
-    pub fn restart(&mut self) {
-        self.stop();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let child = spawn_nats(self.dir.path(), Some(self.port));
-            let pid = child.id();
-            self.child = Some(child);
-            let ports = self.dir.path().join(format!("nats-server_{pid}.ports"));
-            let up = (0..100).any(|_| {
-                std::thread::sleep(Duration::from_millis(20));
-                ports.exists()
-            });
-            if up {
-                wait_ports(self.dir.path(), pid);
-                return;
-            }
-            self.stop();
-            assert!(Instant::now() < deadline, "nats-server did not restart on port {}", self.port);
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Publishes targets like the validator does.
@@ -123,13 +39,13 @@ impl Publisher {
         // the second create fails and the stream exists.
         let created = js
             .get_or_create_stream(jetstream::stream::Config {
-                name: bus::TARGETS_STREAM.to_owned(),
-                subjects: vec!["lightcl.target.>".to_owned()],
+                name: subjects::TARGETS_STREAM.to_owned(),
+                subjects: vec![subjects::TARGET_SUBJECTS.to_owned()],
                 ..Default::default()
             })
             .await;
         if created.is_err() {
-            js.get_stream(bus::TARGETS_STREAM).await.expect("stream");
+            js.get_stream(subjects::TARGETS_STREAM).await.expect("stream");
         }
         Self { js }
     }
@@ -140,7 +56,7 @@ impl Publisher {
         headers.insert("Lightcl-Message", lightcl_proto::names::TARGET);
         let body = v1::Target::from_core(t).encode_to_vec();
         self.js
-            .publish_with_headers(bus::target_subject(t.chain_id), headers, body.into())
+            .publish_with_headers(subjects::target(t.chain_id), headers, body.into())
             .await
             .expect("publish")
             .await
@@ -149,7 +65,7 @@ impl Publisher {
 
     pub async fn publish_raw(&self, payload: Vec<u8>) {
         self.js
-            .publish(bus::target_subject(CHAIN), payload.into())
+            .publish(subjects::target(CHAIN), payload.into())
             .await
             .expect("publish")
             .await
@@ -158,8 +74,8 @@ impl Publisher {
 
     /// The engine state the driver put to KV, if any.
     pub async fn engine_state(&self, node: &str) -> Option<v1::EngineState> {
-        let kv = self.js.get_key_value(bus::ENGINE_BUCKET).await.ok()?;
-        let bytes = kv.get(bus::engine_key(CHAIN, node)).await.ok()??;
+        let kv = self.js.get_key_value(subjects::ENGINE_BUCKET).await.ok()?;
+        let bytes = kv.get(subjects::engine_key(CHAIN, node)).await.ok()??;
         v1::EngineState::decode(bytes).ok()
     }
 }
@@ -270,49 +186,4 @@ pub async fn start_driver_with_secret(
         .expect("driver binds in time")
         .expect("bound");
     Running { cancel, task, bound, node: node.to_owned(), _dir: dir }
-}
-
-/// Polls `cond` every 10 ms until it holds or `secs` pass.
-pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Async variant of [`eventually`].
-pub async fn eventually_async<F, Fut>(secs: u64, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// GET an admin path; returns (status, body).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
 }

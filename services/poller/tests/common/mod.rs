@@ -47,7 +47,7 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Self {
-        let nats = NatsServer::start().expect("nats-server");
+        let nats = NatsServer::start().await.expect("nats-server");
         let source = MockSource::start(CHAIN, status(0)).await.expect("mock source");
         // The test does not create the streams: the poller must.
         let bus = Bus::connect(&NatsArgs::local(nats.url()), "test").await.expect("bus");
@@ -140,14 +140,16 @@ impl Env {
 
     /// Waits until at least `n` statuses of `source_id` are stored; returns them all.
     pub async fn wait_stored(&self, source_id: &str, n: usize) -> Vec<Stored> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let s = self.stored(source_id).await;
-            if s.len() >= n {
-                return s;
+        let every = Duration::from_millis(10);
+        let got = wait::until_async(Duration::from_secs(15), every, || async {
+            Some(self.stored(source_id).await).filter(|s| s.len() >= n)
+        })
+        .await;
+        match got {
+            Ok(s) => s,
+            Err(_) => {
+                panic!("expected {n} stored statuses, have {}", self.stored(source_id).await.len())
             }
-            assert!(Instant::now() < deadline, "expected {n} stored statuses, have {}", s.len());
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
@@ -243,28 +245,30 @@ impl Running {
         r.expect("clean exit");
     }
 
+    /// `/ready`: (status, body).
     pub async fn ready(&self) -> (u16, String) {
-        http_get(self.bound.admin, "/ready").await
+        let r = http_get(self.bound.admin, "/ready").await;
+        (r.status, r.body)
     }
 
     pub async fn live(&self) -> u16 {
-        http_get(self.bound.admin, "/live").await.0
+        http_get(self.bound.admin, "/live").await.status
     }
 
     /// Waits until `/ready` answers `code`.
     pub async fn wait_ready(&self, code: u16) {
         let admin = self.bound.admin;
-        wait_until(
-            Duration::from_secs(15),
-            || async move { http_get(admin, "/ready").await.0 == code },
-        )
-        .await;
+        wait::until_async(Duration::from_secs(15), wait::POLL, || async move {
+            http_get(admin, "/ready").await.status == code
+        })
+        .await
+        .unwrap_or_else(|t| panic!("/ready never answered {code}: {t}"));
     }
 
     pub async fn metrics(&self) -> String {
-        let (code, body) = http_get(self.bound.admin, "/metrics").await;
-        assert_eq!(code, 200, "/metrics");
-        body
+        let m = http_get(self.bound.admin, "/metrics").await;
+        assert_eq!(m.status, 200, "/metrics");
+        m.body
     }
 
     /// The value of one series, e.g. `lightcl_poller_polls_total{result="ok"}` (0 if absent).
@@ -274,14 +278,13 @@ impl Running {
 
     /// Waits until `series` is at least `at_least`; returns its value.
     pub async fn wait_metric(&self, series: &str, at_least: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let v = self.metric(series).await;
-            if v >= at_least {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{series} = {v}, expected >= {at_least}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let got = wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+            Some(self.metric(series).await).filter(|v| *v >= at_least)
+        })
+        .await;
+        match got {
+            Ok(v) => v,
+            Err(_) => panic!("{series} = {}, expected >= {at_least}", self.metric(series).await),
         }
     }
 
@@ -311,19 +314,6 @@ pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
     req
 }
 
-/// Polls `cond` until true; panics after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "condition not reached within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Asserts `cond` holds at every check during `window` (an absence cannot be awaited).
 pub async fn holds_for<F, Fut>(window: Duration, what: &str, mut cond: F)
 where
@@ -338,4 +328,4 @@ where
     assert!(cond().await, "{what}");
 }
 
-pub use lightcl_harness::captured::http_get;
+pub use lightcl_harness::{http_get, wait};

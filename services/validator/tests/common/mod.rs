@@ -3,7 +3,7 @@
 
 #![allow(dead_code, missing_docs)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_primitives::{B256, keccak256};
 use clap::Parser;
@@ -34,13 +34,16 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Self {
-        let nats = NatsServer::start().expect("nats-server");
+        let nats = NatsServer::start().await.expect("nats-server");
         let anvil = Anvil::start_with(AnvilOptions { slots_in_an_epoch: 4, ..Default::default() })
+            .await
             .expect("anvil");
         anvil.mine(40).await.expect("mine");
         let proxy = CountingProxy::start(&anvil.url()).await.expect("proxy");
         let bus = Bus::connect(&NatsArgs::local(nats.url()), "test").await.expect("bus");
-        wait_until(Duration::from_secs(10), || async { bus.ensure_topology().await.is_ok() }).await;
+        wait::until_async(Duration::from_secs(10), wait::POLL, || bus.ensure_topology())
+            .await
+            .expect("topology");
         let publisher = Publisher::new(bus.jetstream(), Duration::from_secs(2));
         let token_file = tempfile::NamedTempFile::new().expect("tmp");
         std::fs::write(token_file.path(), TOKEN).expect("token");
@@ -107,11 +110,11 @@ impl Env {
             .expect("bound");
         let running = Running { cancel, handle, bound };
         let admin = running.bound.admin;
-        wait_until(
-            Duration::from_secs(10),
-            || async move { http_get(admin, "/ready").await.0 == 200 },
-        )
-        .await;
+        wait::until_async(Duration::from_secs(10), wait::POLL, || async move {
+            http_get(admin, "/ready").await.status == 200
+        })
+        .await
+        .expect("the validator gets ready");
         running
     }
 
@@ -153,36 +156,18 @@ impl Env {
 
     /// Waits until `n` targets are stored; returns them all.
     pub async fn wait_targets(&self, n: usize) -> Vec<v1::Target> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let t = self.targets().await;
-            if t.len() >= n {
-                return t;
-            }
-            assert!(Instant::now() < deadline, "expected {n} targets, have {}: {t:?}", t.len());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_stored("targets", n, || self.targets()).await
     }
 
     /// Waits until `n` rejections are stored; returns them all.
     pub async fn wait_rejections(&self, n: usize) -> Vec<v1::Rejection> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let r = self.rejections().await;
-            if r.len() >= n {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "expected {n} rejections, have {}: {r:?}", r.len());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_stored("rejections", n, || self.rejections()).await
     }
 
     /// Waits until the durable consumer has no pending or unacked status.
     pub async fn wait_consumed(&self) {
         let js = self.bus.jetstream();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let mut done = false;
+        wait::until_async(Duration::from_secs(15), wait::POLL, || async {
             if let Ok(stream) = js.get_stream(subjects::STATUS_STREAM).await
                 && let Ok(mut c) = stream
                     .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&format!(
@@ -191,15 +176,31 @@ impl Env {
                     .await
                 && let Ok(info) = c.info().await
             {
-                done = info.num_pending == 0 && info.num_ack_pending == 0;
+                return info.num_pending == 0 && info.num_ack_pending == 0;
             }
-            if done {
-                return;
-            }
-            assert!(Instant::now() < deadline, "statuses not consumed in time");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            false
+        })
+        .await
+        .expect("statuses not consumed in time");
     }
+}
+
+/// Waits (15 s) until `read` returns at least `n` messages; returns them all.
+async fn wait_stored<M, F, Fut>(what: &str, n: usize, read: F) -> Vec<M>
+where
+    M: std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<M>>,
+{
+    let got = wait::until_async(Duration::from_secs(15), wait::POLL, || async {
+        Some(read().await).filter(|m| m.len() >= n)
+    })
+    .await;
+    if let Ok(m) = got {
+        return m;
+    }
+    let m = read().await;
+    panic!("expected {n} {what}, have {}: {m:?}", m.len())
 }
 
 /// A status on the L1 blocks `l1`: L2 block n has L1 origin n / 2.
@@ -285,20 +286,7 @@ async fn read_all<M: Message + Default>(bus: &Bus, stream: &str, subject: &str) 
     out
 }
 
-/// Polls `cond` until true; panics after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "condition not reached within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub use lightcl_harness::captured::http_get;
+pub use lightcl_harness::{http_get, wait};
 
 pub fn reason(r: &v1::Rejection) -> v1::RejectionReason {
     v1::RejectionReason::try_from(r.reason).expect("known reason")

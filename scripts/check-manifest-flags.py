@@ -528,6 +528,22 @@ def http_status(url: str) -> int | None:
         return None
 
 
+def dummy_secret(name: str, tmp: Path) -> str:
+    """Stand-in content for a mounted Secret file: a 64-hex JWT secret, a self-signed PEM
+    certificate/key pair (made with the `openssl` CLI) for TLS files, else a token."""
+    if "jwt" in name:
+        return os.urandom(32).hex()
+    if name in ("tls.crt", "tls.key", "ca.crt"):
+        cert, key = tmp / "probe-cert.pem", tmp / "probe-key.pem"
+        if not cert.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                            str(cert), "-days", "2", "-subj", "/CN=localhost"],
+                           check=True, capture_output=True)
+        return (key if name == "tls.key" else cert).read_text()
+    return "probe-token-value\n"
+
+
 def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, spec: dict,
                   strict: bool) -> None:
     """Start the binary as the container would (endpoints pointed at closed local ports,
@@ -547,7 +563,7 @@ def run_and_probe(where, path: Path, argv: list[str], env_all: dict, c: dict, sp
                 if v.startswith(mount + "/"):
                     f = local / v[len(mount) + 1:]
                     f.parent.mkdir(parents=True, exist_ok=True)
-                    f.write_text(os.urandom(32).hex() if "jwt" in f.name else "probe-token-value\n")
+                    f.write_text(dummy_secret(f.name, Path(tmp)))
                     v = str(f)
             v = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/]+", lambda m: f"{m.group(1)}127.0.0.1:{free_port()}", v)
             env[k] = v

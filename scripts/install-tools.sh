@@ -44,3 +44,10 @@ if [ $with_test = 1 ] && ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# The deploy checks make throw-away TLS certificates with the openssl CLI (Debian ships it with
+# ca-certificates; a minimal image may lack it).
+if [ $with_test = 1 ] && ! command -v openssl >/dev/null 2>&1; then
+  echo "==> installing openssl (CLI)"
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi

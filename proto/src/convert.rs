@@ -195,6 +195,7 @@ impl v1::Target {
     pub fn from_core(t: &Target) -> Self {
         Self {
             chain_id: t.chain_id,
+            epoch: t.epoch,
             revision: t.revision,
             unsafe_l2: Some(t.unsafe_l2.into()),
             safe_l2: Some(t.safe_l2.into()),
@@ -209,6 +210,7 @@ impl v1::Target {
     pub fn to_core(&self) -> Result<Target, ProtoError> {
         Ok(Target {
             chain_id: self.chain_id,
+            epoch: self.epoch,
             revision: self.revision,
             unsafe_l2: req_l2(&self.unsafe_l2, "unsafe_l2")?,
             safe_l2: req_l2(&self.safe_l2, "safe_l2")?,
@@ -508,6 +510,7 @@ mod tests {
         let s = status();
         let t = Target {
             chain_id: 10,
+            epoch: 1_700_000_000_000,
             revision: 7,
             unsafe_l2: s.unsafe_l2,
             safe_l2: s.safe_l2,
@@ -530,6 +533,7 @@ mod tests {
         let s = status();
         Target {
             chain_id: 10,
+            epoch: 1_700_000_000_000,
             revision: 7,
             unsafe_l2: s.unsafe_l2,
             safe_l2: s.safe_l2,

@@ -416,6 +416,8 @@ fn target_msg(noisy: bool) -> impl Strategy<Value = v1::Target> {
                 validated_at_ms,
             )| v1::Target {
                 chain_id,
+                // Any u64, independent enough of the others for a round trip.
+                epoch: revision.rotate_left(29) ^ observed_at_ms,
                 revision,
                 unsafe_l2,
                 safe_l2,

@@ -31,7 +31,8 @@ pub fn status_content_hash(status: &SyncStatus) -> [u8; 32] {
 }
 
 /// The id of a target: `target-<chain>-<revision>-<hash>`, `<hash>` the 0x-hex keccak-256 of
-/// the protobuf encoding of the target's heads alone (no evidence, sources or times). A
+/// the protobuf encoding of the target's position and heads alone (chain id, epoch, revision,
+/// the refs; no evidence, sources or times). A
 /// retried publish of the same decision is a duplicate; a different target at the same
 /// revision (another replica's decision) is not, and is stopped by the compare-and-set.
 pub fn target_msg_id(target: &Target) -> String {

@@ -54,7 +54,7 @@ pub use ids::{rejection_msg_id, status_content_hash, status_msg_id, target_msg_i
 pub use kv::{EngineChange, EngineEntry, EngineStates};
 pub use latest::{Latest, LatestConsumer};
 pub use publish::{
-    CONTENT_TYPE_PROTOBUF, LastMessage, MESSAGE_HEADER, Published, Publisher, decode_message,
-    decode_typed, last_message, trace_headers,
+    CONTENT_TYPE_PROTOBUF, LastMessage, MESSAGE_HEADER, NewestValid, Published, Publisher,
+    decode_message, decode_typed, last_message, newest_valid, trace_headers,
 };
 pub use topology::{StreamSpec, ensure_topology, stream_specs};

@@ -221,6 +221,91 @@ pub async fn last_message<M: Message + Default>(
     }
 }
 
+/// The newest usable message of a subject, and what had to be skipped to find it.
+#[derive(Debug)]
+pub struct NewestValid<T> {
+    /// Stream sequence of the subject's last stored message, usable or not (0: the subject is
+    /// empty): the CAS expectation of the next publish.
+    pub last_sequence: u64,
+    /// The newest message that decoded and converted, with its own sequence (None: the
+    /// subject is empty, or nothing usable within the bound).
+    pub newest: Option<LastMessage<T>>,
+    /// Newer messages of the subject that did not decode or convert, newest first.
+    pub skipped: Vec<BusError>,
+}
+
+/// Reads the newest message of `subject` that decodes as `T::Wire` (header `T::NAME`) and
+/// converts to `T`, walking back from the subject's last message by stream sequence. At most
+/// `max_back` earlier sequences are looked at (messages of other subjects and deleted
+/// sequences count too); every undecodable or unconvertible message of the subject on the
+/// way is returned in `skipped` ([`BusError::Decode`], naming subject and sequence).
+pub async fn newest_valid<T: FromWire>(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+    max_back: u64,
+) -> Result<NewestValid<(T::Wire, T)>, BusError>
+where
+    T::Wire: Clone,
+{
+    let s = js.get_stream_no_info(stream).await.map_err(|e| BusError::js("get stream", e))?;
+    let mut raw = match s.get_last_raw_message_by_subject(subject).await {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+            return Ok(NewestValid { last_sequence: 0, newest: None, skipped: Vec::new() });
+        }
+        Err(e) => return Err(BusError::js("get last message", e)),
+    };
+    let last_sequence = raw.sequence;
+    let mut skipped = Vec::new();
+    let mut seq = raw.sequence;
+    loop {
+        if raw.subject.as_str() == subject {
+            let decoded = decode_message::<T::Wire>(T::NAME, Some(&raw.headers), &raw.payload)
+                .and_then(|wire| match T::from_wire(wire.clone()) {
+                    Ok(t) => Ok((wire, t)),
+                    Err(e) => Err(DecodeError::from(e)),
+                });
+            match decoded {
+                Ok((wire, t)) => {
+                    let message = LastMessage {
+                        message: (wire, t),
+                        sequence: raw.sequence,
+                        trace: trace_headers(Some(&raw.headers)),
+                    };
+                    return Ok(NewestValid { last_sequence, newest: Some(message), skipped });
+                }
+                Err(source) => skipped.push(BusError::Decode {
+                    expected: T::NAME,
+                    subject: subject.to_owned(),
+                    sequence: raw.sequence,
+                    source,
+                }),
+            }
+        }
+        // The previous stored message of the stream, skipping deleted sequences.
+        loop {
+            if seq <= 1 || last_sequence.saturating_sub(seq) >= max_back {
+                return Ok(NewestValid { last_sequence, newest: None, skipped });
+            }
+            seq -= 1;
+            match s.get_raw_message(seq).await {
+                Ok(m) => {
+                    raw = m;
+                    break;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        LastRawMessageErrorKind::NoMessageFound
+                            | LastRawMessageErrorKind::JetStream(_)
+                    ) => {}
+                Err(e) => return Err(BusError::js("get message", e)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod fuzz {
     use super::*;

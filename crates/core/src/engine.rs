@@ -17,13 +17,17 @@
 //!   same number.
 //!
 //! A planned update that breaks one of them is refused with a typed [`Refusal`] and reported
-//! as an [`Alert`], never sent. A target whose revision is not above the last one seen is
-//! ignored, so replays and stale targets plan nothing.
+//! as an [`Alert`], never sent. A target that is not newer than the last one seen
+//! ([`crate::revision::is_newer`]: a later epoch, or a higher revision in the same epoch) is
+//! ignored, so replays and stale targets plan nothing; a new epoch (the validator lost its
+//! target history) is followed, and the invariants above still apply to it (finalized never
+//! moves backwards whatever the epoch).
 
 use std::collections::HashSet;
 
 use alloy_primitives::B256;
 
+use crate::revision::{Position, is_newer};
 use crate::status::{BlockId, L1BlockRef, L2BlockRef};
 use crate::target::Target;
 
@@ -451,6 +455,8 @@ pub struct Planner {
     /// Revision being recovered after −38002: send the head with the EL's own labels.
     recovering: Option<u64>,
     resync_pending: bool,
+    /// Wall clock (Unix ms) for the epoch plausibility check; None: not checked.
+    wall_ms: Option<u64>,
     current_l1: Option<L1BlockRef>,
     last_answer: Option<FcuAnswer>,
     last_error: Option<String>,
@@ -478,6 +484,7 @@ impl Planner {
             blocked: None,
             recovering: None,
             resync_pending: false,
+            wall_ms: None,
             current_l1: None,
             last_answer: None,
             last_error: None,
@@ -539,9 +546,18 @@ impl Planner {
         self.finish(out)
     }
 
-    /// A new target from the bus. One whose revision is not above the newest seen is ignored.
+    /// Sets the wall clock (Unix ms) [`Planner::on_target`] checks a target's epoch against
+    /// (an epoch too far in the future is ignored, see [`is_newer`]). `now_ms` elsewhere is a
+    /// monotonic clock; the service sets this before each target.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) {
+        self.wall_ms = Some(unix_ms);
+    }
+
+    /// A new target from the bus. One that is not newer than the newest seen
+    /// ([`is_newer`]: a later epoch, or a higher revision in the same epoch) is ignored.
     pub fn on_target(&mut self, target: Target, _now_ms: u64) -> Vec<Action> {
-        if self.target.is_some_and(|t| target.revision <= t.revision) {
+        let wall = self.wall_ms.unwrap_or(u64::MAX);
+        if !is_newer(self.target.as_ref().map(Position::of), Position::of(&target), wall) {
             return Vec::new();
         }
         self.target = Some(target);

@@ -7,6 +7,8 @@
 //! - [`poll`]: when the poller publishes a status (change detection, heartbeat slots).
 //! - [`validate`]: what the validator decides about a raw status (structural checks, which L1
 //!   blocks to fetch and how to judge them, regression/replay rules, quorum).
+//! - [`revision`]: the order of targets (epoch, revision): the validator's next position and
+//!   the driver's "is this target newer" rule, with checked arithmetic.
 //! - [`engine`]: what the engine-driver sends to its execution client (head choice, the follow
 //!   cases, forkchoice invariants, reactions to the EL's answers).
 //!
@@ -17,6 +19,7 @@
 
 pub mod engine;
 pub mod poll;
+pub mod revision;
 pub mod severity;
 pub mod status;
 pub mod target;

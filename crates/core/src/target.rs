@@ -5,12 +5,16 @@ use crate::status::{L1BlockRef, L2BlockRef};
 /// The heads one validated status asks every execution client to follow.
 ///
 /// Only the validator creates targets, and only from statuses that passed every check;
-/// `revision` strictly increases per chain.
+/// `(epoch, revision)` strictly increases per chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Target {
     /// L2 chain id.
     pub chain_id: u64,
-    /// Strictly increasing per chain; a driver ignores any revision not above the last seen.
+    /// When the validator's target history began (Unix ms of its clock; 0 for targets of
+    /// versions without the field). See [`crate::revision`].
+    pub epoch: u64,
+    /// Strictly increasing within an epoch; a driver ignores a target whose
+    /// `(epoch, revision)` is not newer than the last seen ([`crate::revision::is_newer`]).
     pub revision: u64,
     /// The source's unsafe (tip) head.
     pub unsafe_l2: L2BlockRef,

@@ -12,7 +12,8 @@
 //! 4. the regression/replay rules against the previous target, then the k-of-n quorum.
 //!
 //! Invariants: a target is only produced from a status that passed every check; it is never
-//! partial; its revision is the previous one plus one; finalized never goes backwards nor
+//! partial; its position is the previous one's next ([`crate::revision::next_position`]: same
+//! epoch and revision + 1, or a new epoch at revision 1, never a wrapped value); finalized never goes backwards nor
 //! changes hash at an already-finalized number; an older status replayed without an L1 reorg
 //! produces nothing. [`Validator::decide`] does not move the state forward: the service calls
 //! [`Validator::commit`] only once the target is stored, so a failed publish changes nothing.
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::B256;
 
+use crate::revision::{Position, PositionError, epoch_plausible, next_position};
 use crate::status::{BlockId, L1BlockRef, L2BlockRef, SyncStatus};
 use crate::target::Target;
 
@@ -309,7 +311,7 @@ pub struct L1Evidence {
 /// A status accepted as the next target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
-    /// The next target (revision = previous + 1).
+    /// The next target (position = [`next_position`] of the previous one).
     pub target: Target,
     /// The L1 blocks it was checked against.
     pub evidence: L1Evidence,
@@ -331,6 +333,10 @@ pub enum Verdict {
     Unchanged,
     /// Publish this rejection.
     Reject(Rejection),
+    /// The status passed every check but no position exists for a next target (the clock
+    /// reads 0, or the stored target's revision and epoch are both at `u64::MAX`): publish
+    /// nothing and tell the operator.
+    NoPosition(PositionError),
 }
 
 /// True when our L1 block at `number` may be cached: at or below our L1 finalized block.
@@ -394,12 +400,14 @@ pub struct Validator {
     last: Option<Target>,
     /// Each source's latest L1-consistent `safe_l2`.
     votes: BTreeMap<String, BlockId>,
+    /// The clock (Unix ms) a new epoch is taken from; see [`Validator::set_clock`].
+    now_ms: u64,
 }
 
 impl Validator {
     /// A validator continuing after `last` (the newest stored target, if any).
     pub fn new(cfg: ValidatorConfig, last: Option<Target>) -> Self {
-        Self { cfg, last, votes: BTreeMap::new() }
+        Self { cfg, last, votes: BTreeMap::new(), now_ms: 1 }
     }
 
     /// The settings.
@@ -412,6 +420,17 @@ impl Validator {
         self.last.as_ref()
     }
 
+    /// Sets the clock (Unix ms) the next decision takes a new epoch from when it starts a new
+    /// history; the service sets it before each decision (a new validator reads 1 ms).
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The position the next target would get (see [`next_position`]).
+    pub fn next_position(&self) -> Result<Position, PositionError> {
+        next_position(self.last.as_ref().map(Position::of), self.now_ms)
+    }
+
     /// Replaces the state with the newest stored target (after a restart or a lost race).
     pub fn restore(&mut self, last: Option<Target>) {
         self.last = last;
@@ -419,7 +438,10 @@ impl Validator {
 
     /// Records that `target` was stored: it becomes the previous target of the next decision.
     pub fn commit(&mut self, target: Target) {
-        if self.last.is_none_or(|l| target.revision > l.revision) {
+        let replaces = |l: &Target| {
+            Position::of(&target) > Position::of(l) || !epoch_plausible(l.epoch, self.now_ms)
+        };
+        if self.last.as_ref().is_none_or(replaces) {
             self.last = Some(target);
         }
     }
@@ -583,17 +605,24 @@ impl Validator {
             );
         }
 
+        let next = match self.next_position() {
+            Ok(p) => p,
+            Err(e) => return Verdict::NoPosition(e),
+        };
         let target = Target {
             chain_id: self.cfg.chain_id,
-            revision: self.last.map_or(1, |l| l.revision + 1),
+            epoch: next.epoch,
+            revision: next.revision,
             unsafe_l2: s.unsafe_l2,
             safe_l2: s.safe_l2,
             local_safe_l2: s.local_safe(),
             finalized_l2: s.finalized_l2,
             current_l1,
         };
-        if let Some(p) = &self.last {
-            let same = Target { revision: p.revision, chain_id: p.chain_id, ..target };
+        // Only a continued history can be "unchanged": a new epoch is always published.
+        if let Some(p) = self.last.as_ref().filter(|p| p.epoch == next.epoch) {
+            let same =
+                Target { epoch: p.epoch, revision: p.revision, chain_id: p.chain_id, ..target };
             if same == *p {
                 return Verdict::Unchanged;
             }

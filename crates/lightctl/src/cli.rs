@@ -36,7 +36,7 @@ pub struct GlobalArgs {
     pub config: Option<PathBuf>,
 
     /// File holding the bearer token sent with every call (needed for pause/resume/resync,
-    /// and for reads where a service sets --grpc.require-token-for-reads).
+    /// and for reads where a service sets --grpc.auth-reads).
     #[arg(long = "token-file", env = "LIGHTCL_TOKEN_FILE", value_name = "PATH", global = true)]
     pub token_file: Option<PathBuf>,
 

@@ -219,6 +219,34 @@ async fn reads_can_require_the_token() {
     ])
     .await;
     assert_eq!(r.code, 0, "{r:?}");
+    // A wrong token is refused like none.
+    let bad = write_file(dir.path(), "bad", "not-the-token");
+    let r = lightctl(&[
+        "status",
+        "-o",
+        "json",
+        "--driver",
+        &d.url(),
+        "--token-file",
+        bad.to_str().expect("p"),
+    ])
+    .await;
+    assert_eq!(r.code, 3, "{r:?}");
+    // `watch` sends the token on WatchStatus too.
+    let r = lightctl(&[
+        "watch",
+        "-o",
+        "json",
+        "--updates",
+        "1",
+        "--driver",
+        &d.url(),
+        "--token-file",
+        good.to_str().expect("p"),
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["drivers"][0]["status"]["state"]["head"]["number"], 120, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ fn target(rev: u64, chain: &L2Chain, u: u64, s: u64, f: u64) -> Target {
     let safe: L2BlockRef = chain.at(s);
     Target {
         chain_id: CHAIN,
+        epoch: 0,
         revision: rev,
         unsafe_l2: chain.at(u),
         safe_l2: safe,

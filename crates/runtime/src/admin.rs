@@ -5,20 +5,27 @@
 //! - `/ready` is 200 when every [`Readiness`] condition is set, else 503 with one line per
 //!   unmet condition.
 //! - `/metrics` is the Prometheus (OpenMetrics) text of the shared registry.
+//!
+//! Hardening (docs/operations.md#hardening-the-control-and-admin-ports): a request head must
+//! arrive within [`ADMIN_HEADER_READ_TIMEOUT`] (a slowloris client is dropped), at most
+//! [`ADMIN_MAX_CONNECTIONS`] connections are served at once (further ones wait in the listen
+//! backlog), a request head is at most [`ADMIN_MAX_HEAD_BYTES`], and anything but `GET`/`HEAD`
+//! gets a short `405` (its body is never read) and the connection is closed.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +33,16 @@ use crate::error::ServeError;
 
 /// OpenMetrics text content type served on `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A connection whose request head (request line and headers) has not fully arrived this long
+/// after the server started reading it is closed (slowloris).
+pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections served at once; further ones are accepted only when one closes.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Largest request head accepted (hyper answers `431` above it).
+pub const ADMIN_MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// A cloneable set of named readiness conditions. Ready when every condition is set (and
 /// trivially ready when there are none). Register the conditions at start-up as not ready, then
@@ -166,8 +183,17 @@ pub async fn serve_admin(
     })?;
     tracing::info!(addr = %bound, "admin HTTP listening (/live, /ready, /metrics)");
     let state = Arc::new(state);
+    let slots = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
+            // Take a connection slot before accepting: above the cap, clients wait in the backlog.
+            let permit = tokio::select! {
+                () = cancel.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
             let accepted = tokio::select! {
                 () = cancel.cancelled() => break,
                 a = listener.accept() => a,
@@ -176,17 +202,23 @@ pub async fn serve_admin(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
+                    // e.g. EMFILE: do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             let state = state.clone();
             let cancel = cancel.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(route(&state, &req)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT)
+                    .max_buf_size(ADMIN_MAX_HEAD_BYTES)
                     .serve_connection(TokioIo::new(stream), svc);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -205,7 +237,11 @@ pub async fn serve_admin(
 
 fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        // Small and final: the body is never read, so the connection is not reused.
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return resp;
     }
     match req.uri().path() {
         "/live" => {

@@ -64,17 +64,20 @@ pub struct CommonArgs {
     pub admin_addr: Option<SocketAddr>,
 
     /// File holding the bearer token required for mutating control calls (Pause, Resume,
-    /// Resync). Without it mutating calls are refused.
+    /// Resync), and with --grpc.auth-reads for read calls too. Without it mutating calls are
+    /// refused.
     #[arg(long = "grpc.token-file", env = "LIGHTCL_GRPC_TOKEN_FILE", value_name = "PATH")]
     pub grpc_token_file: Option<PathBuf>,
 
-    /// Also require the bearer token for read-only control calls.
+    /// Also require the bearer token for the read calls GetStatus and WatchStatus (gRPC health
+    /// and reflection stay open for probes). Needs --grpc.token-file.
     #[arg(
-        long = "grpc.require-token-for-reads",
-        env = "LIGHTCL_GRPC_REQUIRE_TOKEN_FOR_READS",
+        long = "grpc.auth-reads",
+        env = "LIGHTCL_GRPC_AUTH_READS",
+        alias = "grpc.require-token-for-reads",
         default_value_t = false
     )]
-    pub grpc_require_token_for_reads: bool,
+    pub grpc_auth_reads: bool,
 
     /// PEM certificate chain for gRPC TLS (needs --grpc.tls-key).
     #[arg(long = "grpc.tls-cert", env = "LIGHTCL_GRPC_TLS_CERT", value_name = "PATH")]
@@ -114,7 +117,7 @@ impl CommonArgs {
         self.admin_addr.unwrap_or_else(|| any_addr(default_port))
     }
 
-    /// The control API auth from `--grpc.token-file` and `--grpc.require-token-for-reads`.
+    /// The control API auth from `--grpc.token-file` and `--grpc.auth-reads`.
     /// The token is the file's content with surrounding whitespace removed; an unreadable or
     /// empty file is a [`ConfigError`] naming `--grpc.token-file`.
     pub fn auth(&self) -> Result<Auth, ConfigError> {
@@ -122,13 +125,13 @@ impl CommonArgs {
             None => None,
             Some(path) => Some(read_token(path)?),
         };
-        if token.is_none() && self.grpc_require_token_for_reads {
+        if token.is_none() && self.grpc_auth_reads {
             return Err(ConfigError::new(
-                "--grpc.require-token-for-reads",
-                "needs --grpc.token-file (no token to check)",
+                "--grpc.auth-reads",
+                "needs --grpc.token-file (no token to check reads against)",
             ));
         }
-        Ok(Auth::new(token, self.grpc_require_token_for_reads))
+        Ok(Auth::new(token, self.grpc_auth_reads))
     }
 
     /// TLS config from `--grpc.tls-cert`/`--grpc.tls-key` (both or neither).
@@ -222,7 +225,7 @@ mod tests {
         assert_eq!(c.admin_addr_or(ports::VALIDATOR_ADMIN), "0.0.0.0:7202".parse().unwrap());
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(c.log_format, LogFormat::Text);
-        assert!(!c.grpc_require_token_for_reads);
+        assert!(!c.grpc_auth_reads);
         assert!(c.tls().unwrap().is_none());
         assert!(!c.auth().unwrap().has_token());
     }
@@ -241,7 +244,7 @@ mod tests {
             "json",
             "--shutdown-grace",
             "500ms",
-            "--grpc.require-token-for-reads",
+            "--grpc.auth-reads",
         ])
         .unwrap()
         .common;
@@ -249,7 +252,15 @@ mod tests {
         assert_eq!(c.admin_addr_or(9), "127.0.0.1:2".parse().unwrap());
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.shutdown_grace, Duration::from_millis(500));
-        assert!(c.grpc_require_token_for_reads);
+        assert!(c.grpc_auth_reads);
+        let e = c.auth().unwrap_err();
+        assert_eq!(e.flag, "--grpc.auth-reads");
+        assert!(e.reason.contains("--grpc.token-file"), "{e}");
+        // The earlier name still works.
+        let c = Cli::try_parse_from(["t", "--chain-id", "1", "--grpc.require-token-for-reads"])
+            .unwrap()
+            .common;
+        assert!(c.grpc_auth_reads);
         let c = Cli::try_parse_from(["t", "--chain-id", "1", "--admin.addr", "localhost:9000"])
             .unwrap()
             .common;

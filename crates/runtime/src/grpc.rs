@@ -1,14 +1,24 @@
 //! gRPC scaffolding: serve the control service with `grpc.health.v1` (SERVING only while
-//! [`Readiness`] is ready), server reflection v1, optional TLS and graceful shutdown; and bearer
-//! token [`Auth`] for control calls.
+//! [`Readiness`] is ready), server reflection v1, optional TLS and graceful shutdown; bearer
+//! token [`Auth`] for control calls; and the connection/stream limits of [`GrpcLimits`].
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
+use futures::Stream;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
@@ -122,6 +132,46 @@ pub fn install_crypto_provider() {
     lightcl_rpc::tls::install_default_provider();
 }
 
+/// Limits of the gRPC control port (docs/operations.md#hardening-the-control-and-admin-ports).
+/// [`GrpcLimits::default`] is what every service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcLimits {
+    /// TCP connections served at once; further ones wait in the listen backlog until one
+    /// closes.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection (open calls, streams included).
+    pub max_concurrent_streams: u32,
+    /// Calls being handled at once per connection (tonic `concurrency_limit_per_connection`).
+    pub concurrency_per_connection: usize,
+    /// `WatchStatus` streams open at once on this service, over all connections; one more
+    /// gets `RESOURCE_EXHAUSTED` until a stream ends.
+    pub max_watch_streams: usize,
+    /// HTTP/2 PING sent after this much idle time on a connection...
+    pub keepalive_interval: Duration,
+    /// ...and the connection is closed when its ack does not come within this (dead client).
+    pub keepalive_timeout: Duration,
+    /// TCP keepalive on accepted sockets (the kernel drops peers that vanished).
+    pub tcp_keepalive: Duration,
+    /// Deadline for handling one call up to its response headers (a `WatchStatus` stream runs
+    /// on after its headers).
+    pub call_timeout: Duration,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_concurrent_streams: 64,
+            concurrency_per_connection: 32,
+            max_watch_streams: 64,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Where and how to serve gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcOptions {
@@ -134,6 +184,8 @@ pub struct GrpcOptions {
     pub health_service: &'static str,
     /// SERVING while ready, NOT_SERVING otherwise.
     pub readiness: Readiness,
+    /// Connection, stream and keepalive limits.
+    pub limits: GrpcLimits,
 }
 
 /// Serve `routes` (your control service, e.g.
@@ -153,6 +205,7 @@ pub struct GrpcOptions {
 ///     tls: None,
 ///     health_service: names::POLLER_CONTROL,
 ///     readiness,
+///     limits: Default::default(),
 /// };
 /// let routes = tonic::service::Routes::new(PollerControlServer::new(svc));
 /// let (addr, task) = serve_grpc(opts, routes, cancel.clone()).await?;
@@ -191,21 +244,32 @@ pub async fn serve_grpc(
         .build_v1()
         .map_err(ServeError::Reflection)?;
 
+    let limits = opts.limits;
     // Every call runs in an info span `grpc.request` continuing the caller's W3C trace.
-    let mut builder = Server::builder().trace_fn(|req: &http::Request<()>| {
-        let span = tracing::info_span!(
-            "grpc.request",
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.method = %req.uri().path(),
-        );
-        lightcl_telemetry::set_parent_from_http(&span, req.headers());
-        span
-    });
+    let mut builder = Server::builder()
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .timeout(limits.call_timeout)
+        .trace_fn(|req: &http::Request<()>| {
+            let span = tracing::info_span!(
+                "grpc.request",
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.method = %req.uri().path(),
+            );
+            lightcl_telemetry::set_parent_from_http(&span, req.headers());
+            span
+        });
     if let Some(tls) = opts.tls.clone() {
         install_crypto_provider();
         builder = builder.tls_config(tls).map_err(ServeError::Tls)?;
     }
+    let mut builder = builder.layer(WatchCapLayer {
+        slots: Arc::new(Semaphore::new(limits.max_watch_streams)),
+        max: limits.max_watch_streams,
+    });
     let router = builder.add_routes(routes).add_service(health).add_service(reflection);
 
     // Health follows readiness until shutdown.
@@ -231,10 +295,166 @@ pub async fn serve_grpc(
     });
 
     tracing::info!(addr = %bound, tls = opts.tls.is_some(), service = name, "gRPC listening");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = CappedIncoming {
+        inner: TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(limits.tcp_keepalive)),
+        slots: PollSemaphore::new(Arc::new(Semaphore::new(limits.max_connections))),
+        permit: None,
+    };
     let task =
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, cancel.cancelled_owned()));
     Ok((bound, task))
+}
+
+/// Caps the `WatchStatus` streams open at once (see [`GrpcLimits::max_watch_streams`]): a slot
+/// is taken when the call arrives and given back when its response body (the stream) is
+/// dropped, however it ended.
+#[derive(Debug, Clone)]
+struct WatchCapLayer {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl<S> tower::Layer<S> for WatchCapLayer {
+    type Service = WatchCap<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WatchCap { inner, slots: self.slots.clone(), max: self.max }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct WatchCap<S> {
+    inner: S,
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+type GrpcRequest = http::Request<tonic::body::Body>;
+type GrpcResponse = http::Response<tonic::body::Body>;
+
+impl<S> tower::Service<GrpcRequest> for WatchCap<S>
+where
+    S: tower::Service<GrpcRequest, Response = GrpcResponse>,
+    S::Future: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<GrpcResponse, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        if !req.uri().path().ends_with("/WatchStatus") {
+            return Box::pin(self.inner.call(req));
+        }
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            let max = self.max;
+            tracing::warn!(max, "WatchStatus refused: too many open streams");
+            let status = Status::resource_exhausted(format!(
+                "too many WatchStatus streams: this service serves at most {max} at once; \
+                 close one or retry later"
+            ));
+            return Box::pin(async move { Ok(status.into_http()) });
+        };
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(resp.map(|body| {
+                tonic::body::Body::new(body.map_frame(move |frame| {
+                    let _slot = &slot; // held until the stream's body is dropped
+                    frame
+                }))
+            }))
+        })
+    }
+}
+
+/// The listener's connections, at most as many at once as `slots` has permits: the next one is
+/// accepted only when a permit is free (the kernel backlog holds the rest).
+struct CappedIncoming {
+    inner: TcpIncoming,
+    slots: PollSemaphore,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Stream for CappedIncoming {
+    type Item = io::Result<CappedConn>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.permit.is_none() {
+            match ready!(this.slots.poll_acquire(cx)) {
+                Some(p) => this.permit = Some(p),
+                None => return Poll::Ready(None),
+            }
+        }
+        match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            Some(Ok(stream)) => {
+                let permit = this.permit.take();
+                Poll::Ready(Some(Ok(CappedConn { stream, _permit: permit })))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// An accepted connection holding its slot until it is dropped.
+struct CappedConn {
+    stream: TcpStream,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Connected for CappedConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for CappedConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

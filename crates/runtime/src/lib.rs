@@ -3,7 +3,7 @@
 //! What every lightcl service binary shares, so the three services behave the same way:
 //!
 //! - [`CommonArgs`]: the common flags (`--chain-id`, `--grpc.addr`, `--admin.addr`,
-//!   `--grpc.token-file`, `--grpc.require-token-for-reads`, `--grpc.tls-cert/-key`,
+//!   `--grpc.token-file`, `--grpc.auth-reads`, `--grpc.tls-cert/-key`,
 //!   `--log.format`, `--shutdown-grace`) with `LIGHTCL_*` env twins;
 //! - the exit-64 contract: [`parse_args_or_exit`] and [`exit_config_error`] print ONE line
 //!   `error: <flag>: <reason>` and exit 64;
@@ -82,7 +82,7 @@ pub use exit::{
     ConfigFailure, EXIT_CONFIG, EXIT_SIGNALS, EXIT_TASK_DIED, exit_config_error,
     init_telemetry_or_exit, parse_args_or_exit, parse_from_or_exit, service_main,
 };
-pub use grpc::{Auth, GrpcOptions, serve_grpc};
+pub use grpc::{Auth, GrpcLimits, GrpcOptions, serve_grpc};
 pub use servers::{Servers, ServiceSpec};
 pub use shell::{Addrs, Shell, TaskOutput};
 pub use shutdown::shutdown_on_signal;

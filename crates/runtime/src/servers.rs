@@ -10,7 +10,7 @@ use tonic::service::Routes;
 use crate::admin::{AdminState, serve_admin};
 use crate::args::CommonArgs;
 use crate::error::StartError;
-use crate::grpc::{GrpcOptions, serve_grpc};
+use crate::grpc::{GrpcLimits, GrpcOptions, serve_grpc};
 
 /// A service's default ports and the gRPC service whose health follows readiness.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +53,7 @@ impl Servers {
                 tls,
                 health_service: spec.health_service,
                 readiness,
+                limits: GrpcLimits::default(),
             },
             routes,
             cancel.clone(),

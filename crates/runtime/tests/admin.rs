@@ -119,3 +119,92 @@ async fn readiness_subscribers_see_changes() {
     assert!(r.is_ready());
     assert!(r.not_ready().is_empty());
 }
+
+/// Reads until EOF (the server closed) or `limit`; `Err` when the server still holds the
+/// connection open at `limit`.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Result<Vec<u8>, tokio::time::error::Elapsed> {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(limit, async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn slowloris_is_dropped_while_others_are_served() {
+    use lightcl_runtime::admin::ADMIN_HEADER_READ_TIMEOUT;
+    use tokio::io::AsyncWriteExt;
+    let (addr, cancel, _task) =
+        start(Readiness::default(), Liveness::new(), Registry::default()).await;
+    let started = tokio::time::Instant::now();
+
+    // One client trickles a request head byte by byte, never finishing it...
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let trickler = tokio::spawn(async move {
+        for b in b"GET /live HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+            if trickle.write_all(&[*b]).await.is_err() {
+                return started.elapsed(); // the server closed the connection
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if started.elapsed() > ADMIN_HEADER_READ_TIMEOUT * 4 {
+                break;
+            }
+        }
+        started.elapsed()
+    });
+    // ...another connects and sends nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+
+    // Meanwhile a normal client is served.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let HttpAnswer { status, .. } = http_get(addr, "/live").await;
+    assert_eq!(status, 200);
+
+    let limit = ADMIN_HEADER_READ_TIMEOUT + Duration::from_secs(3);
+    closed_within(&mut silent, limit).await.expect("a silent connection is closed");
+    let dropped_after = trickler.await.unwrap();
+    assert!(
+        dropped_after < ADMIN_HEADER_READ_TIMEOUT * 2,
+        "slowloris client held on for {dropped_after:?}"
+    );
+    assert!(dropped_after >= ADMIN_HEADER_READ_TIMEOUT - Duration::from_millis(500));
+    assert_eq!(http_get(addr, "/live").await.status, 200);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn other_methods_get_a_small_405_and_a_closed_connection() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, cancel, _task) =
+        start(Readiness::default(), Liveness::new(), Registry::default()).await;
+    for path in ["/live", "/metrics", "/nope"] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Announces a large body it never sends: the server must not wait for it.
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nsome");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let got = closed_within(&mut s, Duration::from_secs(3)).await.expect("closed");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("allow: get, head"), "{text}");
+        assert!(got.len() < 512, "{} bytes: {text}", got.len());
+    }
+    // An oversized head is refused too, and small.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = format!("GET /live HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let _ = s.write_all(big.as_bytes()).await;
+    let got = closed_within(&mut s, Duration::from_secs(3)).await.expect("closed");
+    assert!(got.len() < 512, "{}", String::from_utf8_lossy(&got));
+    assert_eq!(http_get(addr, "/live").await.status, 200);
+    cancel.cancel();
+}

@@ -94,6 +94,7 @@ async fn start(token: Option<&str>) -> Fixture {
         tls: None,
         health_service: names::POLLER_CONTROL,
         readiness: readiness.clone(),
+        limits: Default::default(),
     };
     let routes = tonic::service::Routes::new(PollerControlServer::new(svc));
     let (addr, task) = serve_grpc(opts, routes, cancel.clone()).await.unwrap();

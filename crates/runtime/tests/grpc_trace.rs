@@ -30,6 +30,7 @@ async fn server_span_continues_the_client_trace() {
         tls: None,
         health_service: "lightcl.v1.PollerControl",
         readiness: Readiness::default(),
+        limits: Default::default(),
     };
     let routes = tonic::service::Routes::new(
         tonic_reflection::server::Builder::configure().build_v1alpha().unwrap(),

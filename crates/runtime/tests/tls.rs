@@ -67,6 +67,7 @@ async fn serves_over_tls() {
         tls: Some(tls),
         health_service: "lightcl.v1.PollerControl",
         readiness: Readiness::default(),
+        limits: Default::default(),
     };
     // Any service will do as the "control" routes; the v1alpha reflection service is at hand.
     let routes = tonic::service::Routes::new(

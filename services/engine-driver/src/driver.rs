@@ -254,6 +254,7 @@ impl Driver {
             "engine_driver.target",
             chain_id = t.chain_id,
             node_id = %self.id.node_id,
+            epoch = t.epoch,
             revision = t.revision,
             unsafe_l2 = %t.unsafe_l2.id(),
             safe_l2 = %t.safe_l2.id(),
@@ -268,6 +269,7 @@ impl Driver {
         }
         tracing::debug!(parent: &self.span, "target received");
         let now = self.now_ms();
+        self.planner.set_wall_clock(lightcl_runtime::now_ms());
         self.planner.on_target(t, now)
     }
 

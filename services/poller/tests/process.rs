@@ -154,3 +154,14 @@ fn bad_source_url_is_refused_before_anything_starts_and_hides_the_key() {
         );
     }
 }
+
+#[test]
+fn auth_reads_without_a_token_file_exits_64_naming_the_flag() {
+    let base = ["--chain-id", "10", "--l2.follow.source", "http://127.0.0.1:1"];
+    let out = bin().args(base).arg("--grpc.auth-reads").output().unwrap();
+    one_line_naming(&out, "--grpc.auth-reads", "--grpc.auth-reads");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--grpc.token-file"), "{err}");
+    let out = bin().args(base).env("LIGHTCL_GRPC_AUTH_READS", "true").output().unwrap();
+    one_line_naming(&out, "--grpc.auth-reads", "LIGHTCL_GRPC_AUTH_READS");
+}

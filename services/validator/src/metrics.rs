@@ -44,8 +44,13 @@ pub struct Metrics {
     pub publish_errors: Counter,
     /// `bad_messages_total`: raw statuses that did not decode or convert.
     pub bad_messages: Counter,
+    /// `skipped_targets_total`: stored targets that did not decode or convert and were
+    /// skipped when reading the newest target (each stream sequence counted once).
+    pub skipped_targets: Counter,
     /// `last_target_revision`.
     pub last_revision: Gauge,
+    /// `last_target_epoch`: the epoch of the last target (Unix ms when its history began).
+    pub last_epoch: Gauge,
     /// `last_target_unsafe`, `_safe`, `_finalized`, `_current_l1`: numbers of the last target.
     pub last_unsafe: Gauge,
     /// See `last_unsafe`.
@@ -72,7 +77,9 @@ impl Metrics {
             cas_conflicts: Counter::default(),
             publish_errors: Counter::default(),
             bad_messages: Counter::default(),
+            skipped_targets: Counter::default(),
             last_revision: Gauge::default(),
+            last_epoch: Gauge::default(),
             last_unsafe: Gauge::default(),
             last_safe: Gauge::default(),
             last_finalized: Gauge::default(),
@@ -102,6 +109,12 @@ impl Metrics {
         );
         reg.register("publish_errors", "Failed publishes (retried)", m.publish_errors.clone());
         reg.register("bad_messages", "Undecodable raw statuses", m.bad_messages.clone());
+        reg.register(
+            "skipped_targets",
+            "Stored targets skipped as undecodable when reading the newest target",
+            m.skipped_targets.clone(),
+        );
+        reg.register("last_target_epoch", "Epoch of the last target", m.last_epoch.clone());
         reg.register(
             "last_target_revision",
             "Revision of the last target",
@@ -145,6 +158,7 @@ impl Metrics {
     /// Sets the last-target gauges.
     pub fn last_target(&self, t: &lightcl_core::Target) {
         self.last_revision.set(gauge(t.revision));
+        self.last_epoch.set(gauge(t.epoch));
         self.last_unsafe.set(gauge(t.unsafe_l2.number));
         self.last_safe.set(gauge(t.safe_l2.number));
         self.last_finalized.set(gauge(t.finalized_l2.number));

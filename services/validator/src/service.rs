@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use lightcl_bus::{
-    Bus, BusError, ConsumerSpec, Delivery, Publisher, StartAt, TypedConsumer, last_message,
+    Bus, BusError, ConsumerSpec, Delivery, Publisher, StartAt, TypedConsumer, newest_valid,
     rejection_msg_id, subjects, target_msg_id,
 };
 use lightcl_core::validate::{
@@ -26,6 +26,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::l1::L1Reader;
 use crate::metrics::Metrics;
+
+/// How many stream sequences the validator looks back past an undecodable newest target.
+pub const TARGET_WALK_BACK: u64 = 256;
 
 /// How many recent rejections `GetStatus` shows.
 pub const RECENT_REJECTIONS: usize = 16;
@@ -65,6 +68,8 @@ pub struct Service {
     /// Stream sequence of the last target on the subject (0: none): the CAS expectation.
     target_seq: u64,
     last_target: Option<v1::Target>,
+    /// Highest stream sequence of a target already counted as skipped (undecodable).
+    skipped_seq: u64,
     recent: VecDeque<v1::Rejection>,
     accepted: u64,
     rejected: u64,
@@ -86,6 +91,7 @@ impl Service {
             chain_id,
             target_seq: 0,
             last_target: None,
+            skipped_seq: 0,
             recent: VecDeque::new(),
             accepted: 0,
             rejected: 0,
@@ -141,6 +147,7 @@ impl Service {
             chain_id = self.chain_id,
             l1 = %self.p.l1.endpoint(),
             quorum = self.p.validator.config().quorum,
+            last_epoch = self.p.validator.last().map_or(0, |t| t.epoch),
             last_revision = self.p.validator.last().map_or(0, |t| t.revision),
             "validator started"
         );
@@ -196,34 +203,56 @@ impl Service {
         }
     }
 
-    /// Reads the newest target of the chain from the stream into the rules' state.
+    /// Reads the newest target of the chain from the stream into the rules' state. Newer
+    /// targets that do not decode or convert are skipped (logged with subject and sequence,
+    /// counted once each) and the validator continues from the newest usable one, looking
+    /// back at most [`TARGET_WALK_BACK`] sequences (none usable: a new epoch starts). The CAS
+    /// expectation stays the subject's last sequence, usable or not.
     async fn reload(&mut self) -> Result<(), BusError> {
-        let last = last_message::<v1::Target>(
+        let subject = subjects::target(self.chain_id);
+        let found = newest_valid::<lightcl_core::Target>(
             &self.p.bus.jetstream(),
             subjects::TARGETS_STREAM,
-            &subjects::target(self.chain_id),
-            names::TARGET,
+            &subject,
+            TARGET_WALK_BACK,
         )
         .await?;
-        match last {
+        for e in &found.skipped {
+            let seq = match e {
+                BusError::Decode { sequence, .. } => *sequence,
+                _ => 0,
+            };
+            if seq > self.skipped_seq {
+                self.p.metrics.skipped_targets.inc();
+                tracing::error!(
+                    subject = %subject,
+                    sequence = seq,
+                    error = %e,
+                    "stored target does not decode; skipped, continuing from the newest decodable one"
+                );
+            }
+        }
+        if let Some(BusError::Decode { sequence, .. }) = found.skipped.first() {
+            self.skipped_seq = self.skipped_seq.max(*sequence);
+        }
+        self.target_seq = found.last_sequence;
+        match found.newest {
             None => {
-                self.target_seq = 0;
+                if !found.skipped.is_empty() {
+                    tracing::error!(
+                        subject = %subject,
+                        look_back = TARGET_WALK_BACK,
+                        "no decodable target found; the next target starts a new epoch"
+                    );
+                }
                 self.last_target = None;
                 self.p.validator.restore(None);
             }
             Some(m) => {
-                if m.sequence != self.target_seq {
-                    let core = m.message.to_core().map_err(|e| BusError::Decode {
-                        expected: names::TARGET,
-                        subject: subjects::target(self.chain_id),
-                        sequence: m.sequence,
-                        source: e.into(),
-                    })?;
-                    self.p.validator.restore(Some(core));
-                    self.p.metrics.last_target(&core);
-                    self.target_seq = m.sequence;
-                    self.last_target = Some(m.message);
-                }
+                let (wire, core) = m.message;
+                self.p.validator.restore(Some(core));
+                self.p.metrics.last_target(&core);
+                self.last_target = Some(wire);
             }
         }
         Ok(())
@@ -278,6 +307,7 @@ impl Service {
                 }
                 continue;
             }
+            self.p.validator.set_clock(now_ms());
             let verdict = match self.p.validator.plan(&obs) {
                 Err(r) => Verdict::Reject(r),
                 Ok(plan) => match self.fetch(&plan, &d, cancel).await {
@@ -298,6 +328,7 @@ impl Service {
                         span.record("revision", a.target.revision);
                         self.accepted += 1;
                         tracing::info!(
+                            epoch = a.target.epoch,
                             revision = a.target.revision,
                             unsafe_l2 = a.target.unsafe_l2.number,
                             safe_l2 = a.target.safe_l2.number,
@@ -340,6 +371,15 @@ impl Service {
                 }
                 Verdict::Reject(r) => {
                     return self.reject(&d, &r, cancel).await;
+                }
+                Verdict::NoPosition(e) => {
+                    // Never a wrapped revision: publish nothing, tell the operator.
+                    self.p.metrics.verdict("no_position", None);
+                    span.record("verdict", "no_position");
+                    self.note_error(format!("cannot publish a target: {e}"));
+                    tracing::error!(error = %e, source = %obs.source_id, "cannot publish a target");
+                    ack(&d).await;
+                    return Stored::Done;
                 }
             }
         }

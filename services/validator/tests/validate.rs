@@ -369,6 +369,7 @@ async fn a_lost_target_race_reloads_and_decides_again() {
     let other = env.status(60, 50, 20, 30);
     let foreign = lightcl_core::Target {
         chain_id: CHAIN,
+        epoch: 0,
         revision: 1,
         unsafe_l2: other.unsafe_l2,
         safe_l2: other.safe_l2,

@@ -27,6 +27,7 @@ pub(super) fn l2(n: u64, fork: u8) -> L2BlockRef {
 pub(super) fn target(rev: u64, unsafe_n: u64, safe_n: u64, fin_n: u64, fork: u8) -> Target {
     Target {
         chain_id: 10,
+        epoch: 0,
         revision: rev,
         unsafe_l2: l2(unsafe_n, fork),
         safe_l2: l2(safe_n, fork),
@@ -34,7 +35,7 @@ pub(super) fn target(rev: u64, unsafe_n: u64, safe_n: u64, fin_n: u64, fork: u8)
         finalized_l2: l2(fin_n, fork),
         current_l1: L1BlockRef {
             hash: hash(rev, 8),
-            number: 100 + rev,
+            number: rev.saturating_add(100),
             parent_hash: hash(rev.saturating_sub(1), 8),
             timestamp: 5,
         },
@@ -733,4 +734,58 @@ fn follow_refuses_what_breaks_an_invariant() {
         follow_at(want, id(30, 0), at, zero(), true),
         Follow::Send(fc(id(30, 0), id(25, 0), id(4, 0)))
     );
+}
+
+fn at_epoch(epoch: u64, t: Target) -> Target {
+    Target { epoch, ..t }
+}
+
+#[test]
+fn new_epoch_is_followed_old_epoch_replay_is_not() {
+    let now = 1_700_000_000_000;
+    let mut p = following(10, 5, 2);
+    p.set_wall_clock(now);
+    let old = at_epoch(now - 1_000, target(900, 20, 12, 4, 0));
+    assert_eq!(sends(&p.on_target(old, 0)), vec![fc(id(20, 0), id(12, 0), id(4, 0))]);
+    p.on_fcu_answer(FcuOutcome::Valid, 1);
+    // The validator lost its history: a later epoch starts again at revision 1.
+    let new = at_epoch(now, target(1, 30, 20, 4, 0));
+    assert_eq!(sends(&p.on_target(new, 2)), vec![fc(id(30, 0), id(20, 0), id(4, 0))]);
+    p.on_fcu_answer(FcuOutcome::Valid, 3);
+    // The old epoch's newest target re-delivered: ignored, whatever its revision.
+    assert!(p.on_target(old, 4).is_empty());
+    assert!(p.on_target(at_epoch(now - 1_000, target(u64::MAX, 40, 30, 5, 0)), 5).is_empty());
+    assert_eq!(p.target().map(|t| (t.epoch, t.revision)), Some((now, 1)));
+    // An epoch far in the future (forged) is ignored and wedges nothing.
+    assert!(p.on_target(at_epoch(u64::MAX, target(2, 40, 30, 5, 0)), 6).is_empty());
+    let next = at_epoch(now, target(2, 40, 30, 5, 0));
+    assert_eq!(sends(&p.on_target(next, 7)), vec![fc(id(40, 0), id(30, 0), id(5, 0))]);
+}
+
+#[test]
+fn new_epoch_never_moves_finalized_backwards() {
+    let now = 1_700_000_000_000;
+    let mut p = following(50, 40, 30);
+    p.set_wall_clock(now);
+    let out = p.on_target(at_epoch(now, target(1, 60, 45, 20, 0)), 0);
+    assert!(sends(&out).is_empty());
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Alert(Alert::Refused { revision: 1, refusal: Refusal::FinalizedRegression { .. } })
+    )));
+}
+
+#[test]
+fn revision_u64_max_does_not_wedge_the_driver() {
+    let now = 1_700_000_000_000;
+    let mut p = following(10, 5, 2);
+    p.set_wall_clock(now);
+    let forged = at_epoch(now, target(u64::MAX, 20, 12, 4, 0));
+    assert!(!sends(&p.on_target(forged, 0)).is_empty());
+    p.on_fcu_answer(FcuOutcome::Valid, 1);
+    // The validator's next target after it: a later epoch at revision 1.
+    let next =
+        crate::revision::next_position(Some(crate::revision::Position::of(&forged)), now).unwrap();
+    let t = Target { epoch: next.epoch, revision: next.revision, ..target(0, 30, 20, 4, 0) };
+    assert_eq!(sends(&p.on_target(t, 2)), vec![fc(id(30, 0), id(20, 0), id(4, 0))]);
 }

@@ -573,3 +573,46 @@ fn every_reason_has_a_distinct_name() {
     let r = Rejection::new(RejectReason::NoQuorum, "x");
     assert_eq!(r.to_string(), "no_quorum: x");
 }
+
+#[test]
+fn epoch_starts_from_the_clock_and_is_kept_while_continuing() {
+    let now = 1_700_000_000_000;
+    let l1 = L1::new(40);
+    let mut v = validator(1);
+    v.set_clock(now);
+    let a = accepted(run(&mut v, &l1, &obs("a", status(&l1, 60, 50, 20, 30))));
+    assert_eq!((a.target.epoch, a.target.revision), (now, 1));
+    v.set_clock(now + 5_000);
+    let b = accepted(run(&mut v, &l1, &obs("a", status(&l1, 61, 50, 20, 30))));
+    assert_eq!((b.target.epoch, b.target.revision), (now, 2), "continuing keeps the epoch");
+    // A restart without history: a new, later epoch.
+    let mut w = validator(1);
+    w.set_clock(now + 9_000);
+    let c = accepted(run(&mut w, &l1, &obs("a", status(&l1, 61, 50, 20, 30))));
+    assert_eq!((c.target.epoch, c.target.revision), (now + 9_000, 1));
+}
+
+#[test]
+fn revision_u64_max_starts_a_new_epoch_never_wraps() {
+    let now = 1_700_000_000_000;
+    let l1 = L1::new(40);
+    let mut v = validator(1);
+    v.set_clock(now);
+    let a = accepted(run(&mut v, &l1, &obs("a", status(&l1, 60, 50, 20, 30))));
+    // A forged target at u64::MAX becomes the stored newest one.
+    v.restore(Some(Target { revision: u64::MAX, ..a.target }));
+    let b = accepted(run(&mut v, &l1, &obs("a", status(&l1, 61, 50, 20, 30))));
+    assert_eq!((b.target.epoch, b.target.revision), (now + 1, 1));
+    // Even the same heads are published again under the new epoch.
+    v.restore(Some(Target { revision: u64::MAX, ..b.target }));
+    let c = accepted(run(&mut v, &l1, &obs("a", status(&l1, 61, 50, 20, 30))));
+    assert_eq!((c.target.epoch, c.target.revision), (now + 2, 1));
+    // Neither revision nor epoch can advance: refused with an error, nothing published.
+    v.set_clock(u64::MAX);
+    v.restore(Some(Target { epoch: u64::MAX, revision: u64::MAX, ..c.target }));
+    let d = run(&mut v, &l1, &obs("a", status(&l1, 62, 50, 20, 30)));
+    assert!(
+        matches!(d, Verdict::NoPosition(crate::revision::PositionError::Exhausted(_))),
+        "{d:?}"
+    );
+}

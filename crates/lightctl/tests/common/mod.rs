@@ -352,6 +352,7 @@ where
         tls: opts.tls,
         health_service: health,
         readiness: readiness.clone(),
+        limits: Default::default(),
     };
     let (addr, _task) = serve_grpc(grpc, routes(fake), cancel.clone()).await.expect("serve");
     Served { addr, tx, resyncs, readiness, cancel }

@@ -96,6 +96,7 @@ pub fn target(rev: u64, chain: &L2Chain, u: u64, s: u64, f: u64) -> Target {
     let safe: L2BlockRef = at(s);
     Target {
         chain_id: CHAIN,
+        epoch: 0,
         revision: rev,
         unsafe_l2: at(u),
         safe_l2: safe,

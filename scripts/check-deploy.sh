@@ -62,7 +62,8 @@ done
 
 echo "==> nats-server -t (dev NATS config)"
 if [ -x "$VENV/bin/nats-server" ]; then
-  POD_NAME=nats-0 NATS_TOKEN=check "$VENV/bin/nats-server" -t -c deploy/k8s/nats/dev/nats.conf \
+  POD_NAME=nats-0 NATS_POLLER_PASSWORD=check NATS_VALIDATOR_PASSWORD=check \
+    NATS_ENGINE_DRIVER_PASSWORD=check NATS_LIGHTCTL_PASSWORD=check "$VENV/bin/nats-server" -t -c deploy/k8s/nats/dev/nats.conf \
     || fail "nats-server -t deploy/k8s/nats/dev/nats.conf"
 else
   echo "SKIP: .tools/venv/bin/nats-server not installed (scripts/test.sh installs it)"

@@ -197,7 +197,11 @@ impl Bus {
                 }
             }
         });
-        let client = opts.connect(args.url.as_str()).await.map_err(|source| BusError::Config {
+        // `--nats.url` may list several servers (a cluster), comma-separated: async-nats reads
+        // a single string as one URL, so hand it the list.
+        let servers: Vec<&str> =
+            args.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        let client = opts.connect(servers).await.map_err(|source| BusError::Config {
             flag: "--nats.url",
             source: ConfigProblem::Url { url: lightcl_rpc::redact_url(&args.url), source },
         })?;

@@ -14,7 +14,9 @@ use lightcl_core::{L2BlockRef, SyncStatus};
 use lightcl_harness::anvil::{Anvil, AnvilError, AnvilOptions, Mining};
 use lightcl_harness::mock_el::{FcuReply, MockEl, MockElConfig};
 use lightcl_harness::mock_source::MockSource;
-use lightcl_harness::nats::{NatsOptions, NatsServer, NatsServerError};
+use lightcl_harness::nats::{
+    NatsCluster, NatsClusterOptions, NatsOptions, NatsServer, NatsServerError,
+};
 use lightcl_harness::tls::{FrontOptions, TestCa, TlsFront};
 use lightcl_harness::{http_get, wait};
 use lightcl_proto::v1;
@@ -118,6 +120,10 @@ pub struct DevnetConfig {
     /// the services through `SSL_CERT_FILE`); the source and L1 URLs carry this API key in
     /// their path (`/v2/<key>`), as hosted providers do. `None`: plain HTTP.
     pub https_api_key: Option<String>,
+    /// Run a 3-server JetStream cluster instead of one server: every service (and the
+    /// devnet's observer) gets all three URLs and `--nats.replicas=3`; the cluster is
+    /// reachable through [`Devnet::nats_cluster`] for faults.
+    pub nats_cluster: bool,
 }
 
 impl Default for DevnetConfig {
@@ -142,6 +148,7 @@ impl Default for DevnetConfig {
             els_start_syncing: false,
             stale_label_grace: Duration::ZERO,
             https_api_key: None,
+            nats_cluster: false,
         }
     }
 }
@@ -188,9 +195,37 @@ pub struct SeenRejection {
     pub safe_hash: Option<B256>,
 }
 
+/// The devnet's NATS: one server or a cluster.
+#[derive(Debug)]
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    fn url(&self) -> String {
+        match self {
+            Self::Single(s) => s.url(),
+            Self::Cluster(c) => c.urls(),
+        }
+    }
+
+    async fn terminate(&mut self, grace: Duration) -> Option<String> {
+        match self {
+            Self::Single(s) => s.terminate(grace).await,
+            Self::Cluster(c) => {
+                c.terminate(grace).await;
+                Some("cluster terminated".into())
+            }
+        }
+    }
+}
+
 /// A decoded target as seen on `lightcl.target.<chain>`.
 #[derive(Debug, Clone, Copy)]
 pub struct SeenTarget {
+    /// Epoch (0 from versions without it); targets are ordered by (epoch, revision).
+    pub epoch: u64,
     /// Revision.
     pub revision: u64,
     /// Unsafe head.
@@ -284,7 +319,7 @@ pub struct Devnet {
     cfg: DevnetConfig,
     _tmp: Option<tempfile::TempDir>,
     dir: PathBuf,
-    nats: NatsServer,
+    nats: Nats,
     anvil: Anvil,
     anvil_url: String,
     services: HashMap<Service, ServiceProc>,
@@ -336,8 +371,19 @@ impl Devnet {
             ready_timeout: cfg.ready_timeout,
             ..AnvilOptions::default()
         };
-        let (nats, anvil) =
-            tokio::join!(NatsServer::start_with(nats_opts), Anvil::start_with(anvil_opts));
+        let cluster_opts = NatsClusterOptions {
+            dir: Some(dir.join("nats-cluster")),
+            ready_timeout: cfg.ready_timeout,
+            ..NatsClusterOptions::default()
+        };
+        let start_nats = async {
+            Ok::<_, NatsServerError>(if cfg.nats_cluster {
+                Nats::Cluster(NatsCluster::start_with(cluster_opts).await?)
+            } else {
+                Nats::Single(NatsServer::start_with(nats_opts).await?)
+            })
+        };
+        let (nats, anvil) = tokio::join!(start_nats, Anvil::start_with(anvil_opts));
         let (nats, anvil) = (nats?, anvil?);
         let anvil_port = anvil.port();
         let anvil_url = anvil.url();
@@ -462,12 +508,15 @@ impl Devnet {
             Service::Driver(_) => ("lightcl-engine-driver", "engine-driver"),
         };
         let mut args = vec![
-            format!("--nats.url={}", self.nats_url()),
+            format!("--nats.url={}", self.service_nats_url(which)),
             format!("--chain-id={}", self.cfg.chain_id),
             format!("--grpc.addr={grpc}"),
             format!("--admin.addr={admin}"),
             "--shutdown-grace=3s".into(),
         ];
+        if matches!(self.nats, Nats::Cluster(_)) {
+            args.push("--nats.replicas=3".into());
+        }
         match which {
             Service::Poller => {
                 args.push(format!("--l2.follow.source={}", self.urls.source));
@@ -500,9 +549,23 @@ impl Devnet {
         Ok(())
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>`; on a cluster every server's URL, comma-joined.
     pub fn nats_url(&self) -> String {
         self.nats.url()
+    }
+
+    /// The `--nats.url` a service gets: on a cluster every server, comma-separated, as an
+    /// operator configures it.
+    fn service_nats_url(&self, _which: Service) -> String {
+        self.nats.url()
+    }
+
+    /// The NATS cluster when [`DevnetConfig::nats_cluster`] is on (kill, restart, leaders).
+    pub fn nats_cluster(&mut self) -> Option<&mut NatsCluster> {
+        match &mut self.nats {
+            Nats::Single(_) => None,
+            Nats::Cluster(c) => Some(c),
+        }
     }
 
     /// The anvil URL.
@@ -749,12 +812,19 @@ impl Devnet {
             })
     }
 
-    /// Restarts nats-server on the same port with the same store (SIGTERM, then start).
+    /// Restarts nats-server on the same port with the same store (SIGTERM, then start); on a
+    /// cluster every server at once (a full outage), then waits until the cluster is healthy.
     pub async fn restart_nats(&mut self, down_for: Duration) -> Result<(), DevnetError> {
         self.nats.terminate(Duration::from_secs(5)).await;
         // The outage itself (not a synchronisation): NATS stays down this long.
         tokio::time::sleep(down_for).await;
-        self.nats.start_again().await?;
+        match &mut self.nats {
+            Nats::Single(s) => s.start_again().await?,
+            Nats::Cluster(c) => {
+                futures::future::try_join_all(c.start_all_again()).await?;
+                c.wait_healthy().await?;
+            }
+        }
         Ok(())
     }
 
@@ -1089,7 +1159,8 @@ async fn observe(url: String, chain_id: u64, shared: Arc<Shared>, cancel: Cancel
         let opts = async_nats::ConnectOptions::new().retry_on_initial_connect();
         tokio::select! {
             () = cancel.cancelled() => return,
-            c = opts.connect(url.as_str()) => match c {
+            // Every server of a cluster (async-nats parses a `str` as one URL only).
+            c = opts.connect(url.split(',').map(str::trim).collect::<Vec<_>>()) => match c {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "devnet observer cannot connect to NATS");
@@ -1142,6 +1213,7 @@ async fn observe(url: String, chain_id: u64, shared: Arc<Shared>, cancel: Cancel
 fn seen_target(t: &v1::Target) -> Option<SeenTarget> {
     use lightcl_proto::convert::req_l2;
     Some(SeenTarget {
+        epoch: t.epoch,
         revision: t.revision,
         unsafe_l2: req_l2(&t.unsafe_l2, "unsafe_l2").ok()?,
         safe_l2: req_l2(&t.safe_l2, "safe_l2").ok()?,

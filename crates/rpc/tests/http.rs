@@ -487,6 +487,12 @@ async fn connection_refused() {
     let err = client(addr).request::<_, Value>("x", NO_PARAMS).await.unwrap_err();
     assert_eq!(kind_sev(&err), ("connect", Severity::Temporary), "{err}");
     assert!(err.to_string().contains(&format!("http://{addr}")), "{err}");
+    // Neither the message nor the error's Debug (with its source chain) names the URL's secrets.
+    let c = client_url(&format!("http://u:pw-{KEY}@{addr}/v2/{KEY}?k={KEY}"), |c| c);
+    let err = c.request::<_, Value>("x", NO_PARAMS).await.unwrap_err();
+    assert_eq!(kind_sev(&err), ("connect", Severity::Temporary), "{err}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(KEY) && !text.contains("pw-"), "{text}");
 }
 
 #[tokio::test]

@@ -307,6 +307,9 @@ impl Service {
                 }
                 continue;
             }
+            // A JetStream request just succeeded: NATS is usable again (a failed request above
+            // marked it not ready while the connection itself stayed up).
+            self.p.readiness.set("nats", true);
             self.p.validator.set_clock(now_ms());
             let verdict = match self.p.validator.plan(&obs) {
                 Err(r) => Verdict::Reject(r),
@@ -462,7 +465,10 @@ impl Service {
                 .publish(&subjects::rejected(self.chain_id), names::REJECTION, &msg, Some(&id))
                 .await
             {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.p.readiness.set("nats", true);
+                    break;
+                }
                 Err(e) => {
                     self.p.metrics.publish_errors.inc();
                     self.p.readiness.set("nats", false);

@@ -553,3 +553,18 @@ fn label_regression(net: &Devnet, i: usize) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Shuts the devnet down; on failure panics with the error, the devnet's view and the
+/// services' log tails.
+pub async fn finish(net: Devnet, result: Result<(), String>) {
+    let tails: Vec<String> = net
+        .service_list()
+        .into_iter()
+        .map(|s| format!("---- {s} log tail ----\n{}", net.log_tail(s, 15)))
+        .collect();
+    let view = net.view().to_string();
+    net.shutdown().await;
+    if let Err(e) = result {
+        panic!("{e}\nview: {view}\n{}", tails.join("\n"));
+    }
+}

@@ -10,7 +10,7 @@ use lightcl_devnet::{Devnet, DevnetConfig, Service};
 use lightcl_harness::otlp::OtlpReceiver;
 use lightcl_harness::wait;
 use lightcl_proto::v1;
-use lightcl_tests::{ensure_binaries, fast_config};
+use lightcl_tests::{ensure_binaries, fast_config, finish};
 
 /// Looks like a hosted provider's key: long, random-looking, in the URL path.
 const KEY: &str = "sk9f8e7d6c5b4a39281706aabbccdd";
@@ -144,14 +144,5 @@ async fn pipeline_over_https_with_api_keys_never_prints_them() {
     assert!(l1.starts_with("https://") && l1.contains(KEY), "{l1}");
     assert!(els.iter().all(|e| e.starts_with("https://")), "{els:?}");
     let result = check(&net, &rx).await;
-    let tails: Vec<String> = net
-        .service_list()
-        .into_iter()
-        .map(|s| format!("---- {s} log tail ----\n{}", net.log_tail(s, 15)))
-        .collect();
-    let view = net.view().to_string();
-    net.shutdown().await;
-    if let Err(e) = result {
-        panic!("{e}\nview: {view}\n{}", tails.join("\n"));
-    }
+    finish(net, result).await;
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use lightcl_devnet::{Devnet, DevnetConfig, SeenTarget, Service};
 use lightcl_harness::otlp::{OtlpReceiver, ReceivedSpan};
 use lightcl_harness::wait;
-use lightcl_tests::{ensure_binaries, fast_config};
+use lightcl_tests::{ensure_binaries, fast_config, finish};
 
 const SOURCE_ID: &str = "devnet-source";
 
@@ -41,20 +41,6 @@ async fn start(cfg: DevnetConfig) -> Devnet {
     Devnet::start(DevnetConfig { bin_dir: Some(bin_dir), ..cfg })
         .await
         .unwrap_or_else(|e| panic!("devnet start: {e}"))
-}
-
-/// Shuts the devnet down; on failure panics with the error and the services' log tails.
-async fn finish(net: Devnet, result: Result<(), String>) {
-    let tails: Vec<String> = net
-        .service_list()
-        .into_iter()
-        .map(|s| format!("---- {s} log tail ----\n{}", net.log_tail(s, 15)))
-        .collect();
-    let view = net.view().to_string();
-    net.shutdown().await;
-    if let Err(e) = result {
-        panic!("{e}\nview: {view}\n{}", tails.join("\n"));
-    }
 }
 
 // ---- 1. one trace from poll to forkchoice update ---------------------------------------------

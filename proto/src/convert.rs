@@ -507,17 +507,7 @@ mod tests {
 
     #[test]
     fn target_round_trips_and_requires_every_ref() {
-        let s = status();
-        let t = Target {
-            chain_id: 10,
-            epoch: 1_700_000_000_000,
-            revision: 7,
-            unsafe_l2: s.unsafe_l2,
-            safe_l2: s.safe_l2,
-            local_safe_l2: s.local_safe(),
-            finalized_l2: s.finalized_l2,
-            current_l1: s.current_l1,
-        };
+        let t = target();
         let m = v1::Target::from_core(&t);
         let back = v1::Target::decode(m.encode_to_vec().as_slice()).unwrap().to_core().unwrap();
         assert_eq!(back, t);

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Offline checks of everything under deploy/ (called by scripts/test.sh when present):
-#   1. every kustomization (base, overlays, dev NATS, dashboards) renders with `kubectl kustomize`
-#      and passes `kubernetes-validate --strict` against pinned Kubernetes versions;
+#   1. every kustomization (base, overlays, dev NATS, dashboards, operator tools) renders with
+#      `kubectl kustomize` and passes `kubernetes-validate --strict` against pinned Kubernetes versions;
 #   2. yamllint (relaxed, lines up to 120 characters) on deploy/;
 #   3. the Grafana dashboard is valid JSON (its queries and the alerts' are parsed in 5.);
 #   4. nats-server -t on the dev NATS config; hadolint on the Dockerfile;
 #   5. scripts/check-manifest-flags.py: flags/env vs the binaries' --help (built first with
 #      `cargo build`, unless CHECK_DEPLOY_NO_BUILD=1), each binary started with its manifest's
 #      settings and probed on /live, /ready, /metrics and SIGTERM, no secrets in ConfigMaps or
-#      command lines, selectors and ports, dashboard metrics.
+#      command lines, selectors and ports, dashboard metrics;
+#   6. scripts/check-network.py: the NetworkPolicies evaluated as Kubernetes would for a table of
+#      (from, to, port) cases, default deny, policies select pods and name declared ports; the
+#      bus TLS wiring (Secret mounts, tls:// URLs, NATS chart values, cert-manager example).
 # Exits non-zero if anything fails (all checks run; the failures are listed at the end).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +37,7 @@ fi
 command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is required" >&2; exit 1; }
 
 echo "==> kustomize render + kubernetes-validate --strict (k8s ${K8S_VERSIONS[*]})"
-kustomizations=(deploy/k8s/base deploy/k8s/nats/dev deploy/dashboards)
+kustomizations=(deploy/k8s/base deploy/k8s/nats/dev deploy/dashboards deploy/k8s/tools)
 for o in deploy/k8s/overlays/*/; do kustomizations+=("${o%/}"); done
 for k in "${kustomizations[@]}"; do
   rendered=$(kubectl kustomize "$k") || { fail "kubectl kustomize $k"; continue; }
@@ -82,6 +85,9 @@ if [ "${CHECK_DEPLOY_NO_BUILD:-0}" != 1 ] && command -v cargo >/dev/null; then
 fi
 overlays=(deploy/k8s/overlays/*/)
 "$VENV/bin/python" scripts/check-manifest-flags.py --run "${overlays[@]%/}" || fail "check-manifest-flags"
+
+echo "==> NetworkPolicies (evaluated) and bus TLS wiring"
+"$VENV/bin/python" scripts/check-network.py "${overlays[@]%/}" || fail "check-network"
 
 if [ ${#failures[@]} -gt 0 ]; then
   echo "check-deploy: ${#failures[@]} check(s) failed:" >&2

@@ -33,6 +33,13 @@ pub struct NatsArgs {
     /// PEM file with the CA that signed the server's certificate (enables TLS).
     #[arg(long = "nats.tls-ca", env = "LIGHTCL_NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the server for mutual TLS (with
+    /// --nats.tls-key; enables TLS).
+    #[arg(long = "nats.tls-cert", env = "LIGHTCL_NATS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --nats.tls-cert.
+    #[arg(long = "nats.tls-key", env = "LIGHTCL_NATS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Replicas of the streams and the KV bucket when this service creates them.
     #[arg(long = "nats.replicas", env = "LIGHTCL_NATS_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
@@ -52,6 +59,8 @@ impl std::fmt::Debug for NatsArgs {
             .field("token_file", &self.token_file)
             .field("creds", &self.creds)
             .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("replicas", &self.replicas)
             .field("publish_timeout", &self.publish_timeout)
             .finish()
@@ -68,6 +77,8 @@ impl NatsArgs {
             token_file: None,
             creds: None,
             tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             replicas: 1,
             publish_timeout: Duration::from_secs(2),
         }
@@ -88,8 +99,71 @@ impl NatsArgs {
         Ok(text)
     }
 
-    /// Checks every file flag now (readable, non-empty secrets; existing creds and CA files),
-    /// so a bad one exits 64 at start-up instead of failing each reconnect.
+    /// The client certificate and key of mutual TLS, checked: both given, readable PEM, and the
+    /// key belonging to the certificate (errors name the flag at fault).
+    fn client_identity(&self) -> Result<Option<(PathBuf, PathBuf)>, BusError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => {
+                return Err(BusError::Config {
+                    flag: "--nats.tls-cert",
+                    source: ConfigProblem::Requires { other: "--nats.tls-key" },
+                });
+            }
+            (None, Some(_)) => {
+                return Err(BusError::Config {
+                    flag: "--nats.tls-key",
+                    source: ConfigProblem::Requires { other: "--nats.tls-cert" },
+                });
+            }
+        };
+        let read = |flag: &'static str, path: &PathBuf| {
+            if !path.is_file() {
+                return Err(BusError::Config {
+                    flag,
+                    source: ConfigProblem::NotAFile { path: path.clone() },
+                });
+            }
+            std::fs::read(path).map_err(|source| BusError::Config {
+                flag,
+                source: ConfigProblem::Unreadable { path: path.clone(), source },
+            })
+        };
+        let pem = |flag: &'static str, path: &PathBuf, reason: String| BusError::Config {
+            flag,
+            source: ConfigProblem::Pem { path: path.clone(), reason },
+        };
+        let chain = CertificateDer::pem_slice_iter(&read("--nats.tls-cert", cert)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem("--nats.tls-cert", cert, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(pem("--nats.tls-cert", cert, "no CERTIFICATE block".into()));
+        }
+        // The error never quotes the key material.
+        let der = PrivateKeyDer::from_pem_slice(&read("--nats.tls-key", key)?)
+            .map_err(|e| pem("--nats.tls-key", key, e.to_string()))?;
+        let signing = rustls::crypto::aws_lc_rs::default_provider()
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| pem("--nats.tls-key", key, e.to_string()))?;
+        match rustls::sign::CertifiedKey::new(chain, signing).keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(rustls::Error::InconsistentKeys(_)) => {
+                let reason = "does not belong to the certificate of --nats.tls-cert".to_owned();
+                return Err(pem("--nats.tls-key", key, reason));
+            }
+            Err(e) => return Err(pem("--nats.tls-cert", cert, e.to_string())),
+        }
+        Ok(Some((cert.clone(), key.clone())))
+    }
+
+    /// Checks every file flag now (readable, non-empty secrets; existing creds and CA files; a
+    /// client certificate with its matching key), so a bad one exits 64 at start-up instead of
+    /// failing each reconnect.
     pub fn check(&self) -> Result<(), BusError> {
         if let Some(pw) = &self.password_file {
             Self::read_secret("--nats.password-file", pw)?;
@@ -107,6 +181,7 @@ impl NatsArgs {
                 });
             }
         }
+        self.client_identity()?;
         Ok(())
     }
 
@@ -140,7 +215,16 @@ impl NatsArgs {
                     source: ConfigProblem::NotAFile { path: ca.clone() },
                 });
             }
-            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = self.client_identity()? {
+            opts = opts.add_client_certificate(cert, key);
+        }
+        if self.tls_ca.is_some() || self.tls_cert.is_some() {
+            // async-nats builds its rustls config from the process-default provider, and with
+            // both `ring` and `aws-lc-rs` compiled in rustls cannot pick one by itself.
+            lightcl_rpc::tls::install_default_provider();
+            opts = opts.require_tls(true);
         }
         Ok(opts)
     }
@@ -296,6 +380,82 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn check_names_the_bad_client_certificate_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = lightcl_harness::tls::TestCa::new("unit");
+        let issued = ca.client_cert("lightcl-poller");
+        let good = issued.write_pem(dir.path(), "client");
+        let other = ca.client_cert("someone-else").write_pem(dir.path(), "other");
+        let missing = dir.path().join("missing.pem");
+        let with = |cert: Option<&PathBuf>, key: Option<&PathBuf>| {
+            let mut a = NatsArgs::local("nats://127.0.0.1:4222");
+            a.tls_cert = cert.cloned();
+            a.tls_key = key.cloned();
+            a.check()
+        };
+        assert!(with(Some(&good.cert), Some(&good.key)).is_ok());
+        let dir_path = dir.path().to_path_buf();
+        for (cert, key, flag) in [
+            (Some(&missing), Some(&good.key), "--nats.tls-cert"),
+            (Some(&dir_path), Some(&good.key), "--nats.tls-cert"),
+            (Some(&good.cert), Some(&missing), "--nats.tls-key"),
+            // Built without clap: one without the other is refused too.
+            (Some(&good.cert), None, "--nats.tls-cert"),
+            (None, Some(&good.key), "--nats.tls-key"),
+            // Swapped files, and a key of another certificate.
+            (Some(&good.key), Some(&good.cert), "--nats.tls-cert"),
+            (Some(&good.cert), Some(&good.cert), "--nats.tls-key"),
+            (Some(&good.cert), Some(&other.key), "--nats.tls-key"),
+        ] {
+            match with(cert, key) {
+                Err(e @ BusError::Config { flag: got, .. }) => {
+                    assert_eq!(got, flag, "{cert:?} {key:?}: {e}");
+                    let line = e.to_string();
+                    assert!(line.starts_with(flag) && !line.contains('\n'), "{line}");
+                    let body = issued.key_pem.lines().nth(1).unwrap();
+                    assert!(!line.contains(body), "leaks the key: {line}");
+                }
+                other => panic!("{cert:?} {key:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod flags {
+    use clap::Parser as _;
+
+    use super::NatsArgs;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("svc").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn tls_cert_and_key_require_each_other() {
+        for (given, missing) in
+            [("--nats.tls-cert", "--nats.tls-key"), ("--nats.tls-key", "--nats.tls-cert")]
+        {
+            let Err(e) = parse(&[given, "/some/file.pem"]) else {
+                panic!("{given} without {missing} was accepted");
+            };
+            assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{e}");
+            assert!(e.to_string().contains(missing), "{given}: {e}");
+        }
+        let Ok(cli) = parse(&["--nats.tls-cert", "/c.pem", "--nats.tls-key", "/k.pem"]) else {
+            panic!("--nats.tls-cert with --nats.tls-key was refused");
+        };
+        assert_eq!(cli.nats.tls_cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(cli.nats.tls_key.as_deref(), Some(std::path::Path::new("/k.pem")));
+    }
 }
 
 #[cfg(test)]
@@ -308,5 +468,14 @@ mod redaction {
         let d = format!("{a:?}");
         assert!(!d.contains("s3cretpw") && !d.contains("lightcl:"), "{d}");
         assert!(d.contains("nats://nats-0:4222,nats://nats-1:4222"), "{d}");
+    }
+
+    #[test]
+    fn debug_shows_the_client_certificate_paths() {
+        let mut a = NatsArgs::local("nats://nats-0:4222");
+        a.tls_cert = Some("/etc/lightcl/nats/tls.crt".into());
+        a.tls_key = Some("/etc/lightcl/nats/tls.key".into());
+        let d = format!("{a:?}");
+        assert!(d.contains("tls.crt") && d.contains("tls.key"), "{d}");
     }
 }

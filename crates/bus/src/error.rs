@@ -127,6 +127,20 @@ pub enum ConfigProblem {
         /// The file.
         path: PathBuf,
     },
+    /// A flag that only works together with another one was given alone.
+    #[error("requires {other}")]
+    Requires {
+        /// The missing flag.
+        other: &'static str,
+    },
+    /// A TLS certificate or key file is not usable PEM (or the key is not the certificate's).
+    #[error("{}: {reason}", .path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why (never the file's content).
+        reason: String,
+    },
     /// The credentials file does not parse.
     #[error("{}: {source}", .path.display())]
     Credentials {

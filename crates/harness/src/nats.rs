@@ -4,7 +4,8 @@
 //! [`NatsServer::start`] runs the binary (`NATS_SERVER_BIN`, else `nats-server` on the PATH or in
 //! the workspace's `.tools`) on OS-assigned loopback ports, found through the server's ports
 //! file, and returns once its monitoring port answers `/healthz?js-enabled-only=true` with 200.
-//! [`NatsOptions`] give it a store directory and a log file that outlive it, or a client token.
+//! [`NatsOptions`] give it a store directory and a log file that outlive it, a client token, or
+//! further configuration such as a `tls` block.
 //! [`NatsServer::stop`] (SIGKILL) or [`NatsServer::terminate`] (SIGTERM) make an outage,
 //! [`NatsServer::start_again`] brings it back on the same ports with the same store and
 //! [`NatsServer::restart`] does both. The process runs in its own process group (a terminal's
@@ -75,11 +76,21 @@ pub struct NatsOptions {
     pub auth_token: Option<String>,
     /// How long a start (or a start again) may take until `/healthz` answers 200.
     pub ready_timeout: Duration,
+    /// Further server configuration in nats-server's config syntax (e.g. a `tls { ... }`
+    /// block), written to a file passed with `-c`; the command-line settings (ports, listen
+    /// address, JetStream, store, `--auth`) take precedence over it.
+    pub extra_config: Option<String>,
 }
 
 impl Default for NatsOptions {
     fn default() -> Self {
-        Self { store_dir: None, log_file: None, auth_token: None, ready_timeout: READY_TIMEOUT }
+        Self {
+            store_dir: None,
+            log_file: None,
+            auth_token: None,
+            ready_timeout: READY_TIMEOUT,
+            extra_config: None,
+        }
     }
 }
 
@@ -155,6 +166,11 @@ impl NatsServer {
             .arg(self.ports_dir());
         if let Some(token) = &self.opts.auth_token {
             cmd.args(["--auth", token]);
+        }
+        if let Some(config) = &self.opts.extra_config {
+            let path = self.dir.path().join("nats.conf");
+            std::fs::write(&path, config)?;
+            cmd.arg("-c").arg(path);
         }
         cmd.args(&self.extra_args);
         let child = cmd
@@ -373,6 +389,7 @@ impl NatsCluster {
                 log_file: Some(dir.join(format!("n{i}.log"))),
                 auth_token: None,
                 ready_timeout: opts.ready_timeout,
+                extra_config: None,
             };
             let routes: Vec<String> = (0..n).filter(|j| *j != i).map(route).collect();
             let mut args = vec![

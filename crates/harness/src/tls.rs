@@ -3,8 +3,10 @@
 //! [`TestCa`] is a fresh certificate authority made with `rcgen` inside the test; it issues
 //! server certificates for `127.0.0.1` and `localhost` and hands out its root as a rustls
 //! [`RootCertStore`](rustls::RootCertStore) (in-process clients) or as a PEM file (a spawned
-//! process pointed at it with `SSL_CERT_FILE`). Everything uses the aws-lc-rs provider
-//! explicitly; no process-default `CryptoProvider` is needed.
+//! process pointed at it with `SSL_CERT_FILE`). It also issues leaf certificates as PEM files
+//! for spawned servers ([`TestCa::server_cert`]) and clients of mutual TLS
+//! ([`TestCa::client_cert`]). Everything uses the aws-lc-rs provider explicitly; no
+//! process-default `CryptoProvider` is needed.
 //!
 //! [`TlsFront`] listens on `https://127.0.0.1:<random port>` and forwards every request to a
 //! plain-HTTP upstream such as [`MockEl`](crate::mock_el::MockEl) or
@@ -122,18 +124,7 @@ impl TestCa {
     ///
     /// If issuing the certificate fails (it does not with aws-lc-rs).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("valid subject alt names");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "localhost");
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().expect("generate server key");
-        let leaf = params.signed_by(&key, &self.issuer).expect("sign server certificate");
-
+        let (leaf, key) = self.server_leaf();
         let chain = vec![leaf.der().clone(), self.ca_der()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -145,6 +136,96 @@ impl TestCa {
             .expect("the issued certificate matches its key");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
+    }
+
+    /// A freshly issued server leaf certificate for `127.0.0.1` and `localhost` and its key.
+    fn server_leaf(&self) -> (rcgen::Certificate, KeyPair) {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("valid subject alt names");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("generate server key");
+        let leaf = params.signed_by(&key, &self.issuer).expect("sign server certificate");
+        (leaf, key)
+    }
+
+    /// A freshly issued server certificate for `127.0.0.1` and `localhost` (as
+    /// [`server_config`](Self::server_config) presents), in PEM, for a spawned server such as
+    /// nats-server (`tls { cert_file, key_file }`).
+    ///
+    /// # Panics
+    ///
+    /// If issuing the certificate fails (it does not with aws-lc-rs).
+    pub fn server_cert(&self) -> IssuedCert {
+        let (leaf, key) = self.server_leaf();
+        IssuedCert { cert_pem: leaf.pem(), key_pem: key.serialize_pem() }
+    }
+
+    /// A freshly issued client certificate (`CN=<common_name>`, extended key usage
+    /// `clientAuth`) signed by this CA, in PEM: what a client presents for mutual TLS.
+    ///
+    /// # Panics
+    ///
+    /// If issuing the certificate fails (it does not with aws-lc-rs).
+    pub fn client_cert(&self, common_name: &str) -> IssuedCert {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("generate client key");
+        let leaf = params.signed_by(&key, &self.issuer).expect("sign client certificate");
+        IssuedCert { cert_pem: leaf.pem(), key_pem: key.serialize_pem() }
+    }
+}
+
+/// A leaf certificate issued by a [`TestCa`] with its private key, both PEM (the key as
+/// PKCS#8). `Debug` does not show the key.
+#[derive(Clone)]
+pub struct IssuedCert {
+    /// The leaf certificate (without the CA).
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
+/// Where [`IssuedCert::write_pem`] put the certificate and the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// `<dir>/<stem>.pem`.
+    pub cert: PathBuf,
+    /// `<dir>/<stem>-key.pem`.
+    pub key: PathBuf,
+}
+
+impl IssuedCert {
+    /// Write the certificate to `<dir>/<stem>.pem` and the key to `<dir>/<stem>-key.pem`.
+    ///
+    /// # Panics
+    ///
+    /// If a file cannot be written.
+    pub fn write_pem(&self, dir: &Path, stem: &str) -> CertFiles {
+        let files = CertFiles {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}-key.pem")),
+        };
+        for (path, pem) in [(&files.cert, &self.cert_pem), (&files.key, &self.key_pem)] {
+            std::fs::write(path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+        files
     }
 }
 

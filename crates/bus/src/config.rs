@@ -1,6 +1,6 @@
 //! NATS flags and the connection.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -102,10 +102,21 @@ impl NatsArgs {
     /// The client certificate and key of mutual TLS, checked: both given, readable PEM, and the
     /// key belonging to the certificate (errors name the flag at fault).
     fn client_identity(&self) -> Result<Option<(PathBuf, PathBuf)>, BusError> {
+        Self::check_client_identity(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
+
+    /// The checks of `--nats.tls-cert` / `--nats.tls-key` for a client with its own NATS flags
+    /// of those names (`lightctl`): `None` without either; both files, readable PEM, the key
+    /// belonging to the certificate, or a [`BusError::Config`] naming the flag at fault (never
+    /// quoting the key). The paths returned go to `ConnectOptions::add_client_certificate`.
+    pub fn check_client_identity(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Option<(PathBuf, PathBuf)>, BusError> {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+        let (cert, key) = match (cert, key) {
             (None, None) => return Ok(None),
             (Some(cert), Some(key)) => (cert, key),
             (Some(_), None) => {
@@ -121,21 +132,21 @@ impl NatsArgs {
                 });
             }
         };
-        let read = |flag: &'static str, path: &PathBuf| {
+        let read = |flag: &'static str, path: &Path| {
             if !path.is_file() {
                 return Err(BusError::Config {
                     flag,
-                    source: ConfigProblem::NotAFile { path: path.clone() },
+                    source: ConfigProblem::NotAFile { path: path.to_owned() },
                 });
             }
             std::fs::read(path).map_err(|source| BusError::Config {
                 flag,
-                source: ConfigProblem::Unreadable { path: path.clone(), source },
+                source: ConfigProblem::Unreadable { path: path.to_owned(), source },
             })
         };
-        let pem = |flag: &'static str, path: &PathBuf, reason: String| BusError::Config {
+        let pem = |flag: &'static str, path: &Path, reason: String| BusError::Config {
             flag,
-            source: ConfigProblem::Pem { path: path.clone(), reason },
+            source: ConfigProblem::Pem { path: path.to_owned(), reason },
         };
         let chain = CertificateDer::pem_slice_iter(&read("--nats.tls-cert", cert)?)
             .collect::<Result<Vec<_>, _>>()
@@ -158,7 +169,7 @@ impl NatsArgs {
             }
             Err(e) => return Err(pem("--nats.tls-cert", cert, e.to_string())),
         }
-        Ok(Some((cert.clone(), key.clone())))
+        Ok(Some((cert.to_owned(), key.to_owned())))
     }
 
     /// Checks every file flag now (readable, non-empty secrets; existing creds and CA files; a

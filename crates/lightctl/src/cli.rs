@@ -144,6 +144,25 @@ pub struct NatsAuthArgs {
         value_name = "PATH"
     )]
     pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to NATS for mutual TLS (with --nats.tls-key;
+    /// TLS is then required).
+    #[arg(
+        id = "nats_tls_cert",
+        long = "nats.tls-cert",
+        env = "LIGHTCL_NATS_TLS_CERT",
+        value_name = "PATH",
+        requires = "nats_tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --nats.tls-cert.
+    #[arg(
+        id = "nats_tls_key",
+        long = "nats.tls-key",
+        env = "LIGHTCL_NATS_TLS_KEY",
+        value_name = "PATH",
+        requires = "nats_tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `watch` options.
@@ -309,6 +328,30 @@ mod tests {
         assert!(Cli::try_parse_from(["lightctl", "pause"]).is_err());
         assert!(Cli::try_parse_from(["lightctl", "pause", "a", "b", "c"]).is_err());
         assert!(Cli::try_parse_from(["lightctl", "status", "--timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn nats_tls_cert_and_key_require_each_other() {
+        for (given, missing) in
+            [("--nats.tls-cert", "--nats.tls-key"), ("--nats.tls-key", "--nats.tls-cert")]
+        {
+            let e = Cli::try_parse_from(["lightctl", "status", given, "/f.pem"])
+                .expect_err("one without the other");
+            assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{e}");
+            assert!(e.to_string().contains(missing), "{given}: {e}");
+        }
+        let cli = Cli::try_parse_from([
+            "lightctl",
+            "status",
+            "--nats.tls-cert",
+            "/c.pem",
+            "--nats.tls-key",
+            "/k.pem",
+        ])
+        .unwrap();
+        let Command::Status(v) = cli.command else { panic!("status expected") };
+        assert_eq!(v.nats_auth.tls_cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(v.nats_auth.tls_key.as_deref(), Some(std::path::Path::new("/k.pem")));
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct ConfigFile {
     pub nats_creds: Option<PathBuf>,
     /// Like `--nats.tls-ca`.
     pub nats_tls_ca: Option<PathBuf>,
+    /// Like `--nats.tls-cert` (with `nats_tls_key`).
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Like `--nats.tls-key` (with `nats_tls_cert`).
+    pub nats_tls_key: Option<PathBuf>,
     /// Pollers.
     #[serde(default)]
     pub poller: Vec<ServiceEntry>,
@@ -166,6 +170,8 @@ impl ConfigFile {
             &mut file.nats_token_file,
             &mut file.nats_creds,
             &mut file.nats_tls_ca,
+            &mut file.nats_tls_cert,
+            &mut file.nats_tls_key,
         ]
         .into_iter()
         .flatten()
@@ -336,6 +342,8 @@ impl Setup {
                 token_file: view.nats_auth.token_file.clone().or(file.nats_token_file),
                 creds: view.nats_auth.creds.clone().or(file.nats_creds),
                 tls_ca: view.nats_auth.tls_ca.clone().or(file.nats_tls_ca),
+                tls_cert: view.nats_auth.tls_cert.clone().or(file.nats_tls_cert),
+                tls_key: view.nats_auth.tls_key.clone().or(file.nats_tls_key),
             },
         })
     }

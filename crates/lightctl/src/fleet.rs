@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::{Stream, StreamExt};
-use lightcl_bus::{BusError, EngineChange, EngineEntry, EngineStates, subjects};
+use lightcl_bus::{BusError, EngineChange, EngineEntry, EngineStates, NatsArgs, subjects};
 
 use crate::cli::NatsAuthArgs;
 use crate::client::error_chain;
@@ -74,6 +74,8 @@ pub struct NatsAuth {
     token: Option<String>,
     creds: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    /// The mutual-TLS client certificate and its key, checked.
+    client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for NatsAuth {
@@ -83,12 +85,14 @@ impl std::fmt::Debug for NatsAuth {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("creds", &self.creds)
             .field("tls_ca", &self.tls_ca)
+            .field("client_identity", &self.client_identity)
             .finish()
     }
 }
 
 impl NatsAuth {
-    /// Read the secret files named by the flags (errors name the flag).
+    /// Read the secret files named by the flags and check the client certificate and key (as
+    /// the services do, [`NatsArgs::check_client_identity`]); errors name the flag.
     pub fn from_args(a: &NatsAuthArgs) -> Result<Self, ConfigError> {
         let secret =
             |flag: &'static str, path: &Path| -> Result<String, ConfigError> {
@@ -123,6 +127,14 @@ impl NatsAuth {
             token: a.token_file.as_deref().map(|p| secret("--nats.token-file", p)).transpose()?,
             creds: file("--nats.creds", &a.creds)?,
             tls_ca: file("--nats.tls-ca", &a.tls_ca)?,
+            client_identity: NatsArgs::check_client_identity(
+                a.tls_cert.as_deref(),
+                a.tls_key.as_deref(),
+            )
+            .map_err(|e| {
+                let (flag, reason) = e.flag_reason();
+                ConfigError::Flag { flag, reason }
+            })?,
         })
     }
 }
@@ -164,7 +176,16 @@ pub async fn connect(
         })?;
     }
     if let Some(ca) = &auth.tls_ca {
-        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &auth.client_identity {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if auth.tls_ca.is_some() || auth.client_identity.is_some() {
+        // async-nats builds its rustls config from the process-default provider, which rustls
+        // cannot pick by itself with both `ring` and `aws-lc-rs` compiled in.
+        lightcl_rpc::tls::install_default_provider();
+        opts = opts.require_tls(true);
     }
     let connect = opts.connect(url);
     match tokio::time::timeout(timeout, connect).await {

@@ -414,6 +414,13 @@ pub fn lightctl_cmd() -> tokio::process::Command {
         "LIGHTCL_CTL_CONFIG",
         "LIGHTCL_CTL_TIMEOUT",
         "LIGHTCL_CTL_OUTPUT",
+        "LIGHTCL_NATS_USER",
+        "LIGHTCL_NATS_PASSWORD_FILE",
+        "LIGHTCL_NATS_TOKEN_FILE",
+        "LIGHTCL_NATS_CREDS",
+        "LIGHTCL_NATS_TLS_CA",
+        "LIGHTCL_NATS_TLS_CERT",
+        "LIGHTCL_NATS_TLS_KEY",
     ] {
         c.env_remove(v);
     }
@@ -423,7 +430,14 @@ pub fn lightctl_cmd() -> tokio::process::Command {
 
 /// Run `lightctl` with `args` (bounded by 20 s).
 pub async fn lightctl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Ran {
-    let out = tokio::time::timeout(Duration::from_secs(20), lightctl_cmd().args(args).output())
+    let mut cmd = lightctl_cmd();
+    cmd.args(args);
+    run_lightctl(cmd).await
+}
+
+/// Run a `lightctl` command made from [`lightctl_cmd`] (bounded by 20 s).
+pub async fn run_lightctl(mut cmd: tokio::process::Command) -> Ran {
+    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
         .await
         .expect("lightctl finishes in time")
         .expect("lightctl runs");

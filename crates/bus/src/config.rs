@@ -241,6 +241,9 @@ impl NatsArgs {
     }
 }
 
+/// Bound on one JetStream API request (see [`Bus::connect`]).
+pub const JS_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The NATS connection as the client reports it (its `Connected`/`Disconnected` events).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionState {
@@ -300,7 +303,10 @@ impl Bus {
             flag: "--nats.url",
             source: ConfigProblem::Url { url: lightcl_rpc::redact_url(&args.url), source },
         })?;
-        let js = jetstream::new(client.clone());
+        // API requests (stream info, message get, consumer create) fail after
+        // JS_REQUEST_TIMEOUT instead of the client's 10 s: while a stream elects a new leader
+        // they go unanswered, and a short timeout lets the caller retry as soon as one is up.
+        let js = jetstream::ContextBuilder::new().timeout(JS_REQUEST_TIMEOUT).build(client.clone());
         Ok(Self { client, js, connected, connection, replicas: usize::from(args.replicas) })
     }
 

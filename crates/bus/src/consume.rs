@@ -99,6 +99,12 @@ impl<M> Delivery<M> {
     }
 }
 
+/// How long one pull request waits; the server's idle heartbeat is half of it. A consumer whose
+/// server died (or whose leader moved) stops sending heartbeats, and two missed ones make the
+/// client re-create it: a lost consumer costs about `2 * PULL_EXPIRES`, not the client
+/// default's 30-60 s (docs/bus.md#consumers).
+pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
 pub(crate) type Messages =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<jetstream::Message, BoxError>> + Send>>;
 
@@ -155,7 +161,13 @@ impl<M: Message + Default> TypedConsumer<M> {
                     )
                     .await
                     .map_err(|e| BusError::js("create consumer", e))?;
-                let m = c.messages().await.map_err(|e| BusError::js("consume", e))?;
+                let m = c
+                    .stream()
+                    .expires(PULL_EXPIRES)
+                    .heartbeat(PULL_EXPIRES / 2)
+                    .messages()
+                    .await
+                    .map_err(|e| BusError::js("consume", e))?;
                 m.map(|r| r.map_err(BoxError::from)).boxed()
             }
             None => {
@@ -163,6 +175,7 @@ impl<M: Message + Default> TypedConsumer<M> {
                     .create_consumer(consumer::pull::OrderedConfig {
                         filter_subject,
                         deliver_policy,
+                        max_expires: PULL_EXPIRES,
                         ..Default::default()
                     })
                     .await

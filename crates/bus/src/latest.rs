@@ -18,6 +18,15 @@ use crate::publish::{decode_typed, trace_headers};
 use crate::retry::Retry;
 use crate::{BusError, ensure_topology};
 
+/// How long one pull of a [`LatestConsumer`] waits. The server's idle heartbeat is half of it,
+/// and a consumer that missed one heartbeat window (`LATEST_PULL_EXPIRES`) is re-created: a
+/// consumer lost with the server that hosted it costs about a second plus the re-creation.
+pub const LATEST_PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// The server removes a [`LatestConsumer`]'s consumer this long after its client stopped
+/// pulling (one replaced after a missed heartbeat, or of a client that died).
+const INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
+
 /// One message of a [`LatestConsumer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Latest<T> {
@@ -122,15 +131,28 @@ impl<T: FromWire> LatestConsumer<T> {
             .get_stream(stream)
             .await
             .map_err(|e| BusError::js("get stream", Named::new(stream, e)))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
+        // A plain ephemeral consumer (in memory, one replica, no acks), not the client's
+        // ordered consumer: that one waits for a second missed heartbeat that nothing wakes it
+        // to notice, so a consumer lost with its server cost ~6 s. Here the first missed
+        // heartbeat is an error and `next` re-creates the consumer from the newest message.
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
                 filter_subject: subject.to_owned(),
                 deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ack_policy: consumer::AckPolicy::None,
+                max_deliver: 1,
+                memory_storage: true,
+                num_replicas: 1,
+                inactive_threshold: INACTIVE_THRESHOLD,
+                max_expires: LATEST_PULL_EXPIRES,
                 ..Default::default()
             })
             .await
             .map_err(|e| BusError::js("create consumer", Named::new(subject, e)))?;
         let messages = consumer
+            .stream()
+            .expires(LATEST_PULL_EXPIRES)
+            .heartbeat(LATEST_PULL_EXPIRES / 2)
             .messages()
             .await
             .map_err(|e| BusError::js("consume", Named::new(subject, e)))?;

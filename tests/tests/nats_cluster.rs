@@ -1,7 +1,3 @@
-// NOT COMPILED (work in progress for the bus-trust issue): the 3-node cluster scenario. It
-// fails today: after `kill -9` of the server leading LIGHTCL_TARGETS, the validator's
-// "get last message" requests time out for 20 s+ and the EL stops following past the stated
-// 15 s bound. Move it back to tests/tests/ once that is understood and fixed.
 //! The pipeline on a real 3-server JetStream cluster (R3 streams, every service given all three
 //! URLs), while one EL follows the source:
 //!
@@ -12,10 +8,12 @@
 //! After each fault the EL must resume following within [`RESUME_BOUND`]: a VALID forkchoice
 //! update with a head newer than the source's head at the fault (the measured "resume" time,
 //! from the fault), and the source's then-current heads once the cluster is healthy again.
-//! At the end: [`Devnet::check_invariants`] over every forkchoice update, safe/finalized never
+//! Before the faults and after the last restart every stream and the KV bucket must have three
+//! replicas, a leader and two current peers. At the end: [`Devnet::check_invariants`] over every forkchoice update, safe/finalized never
 //! going back at the EL, the stored targets (read from the R3 stream) with no revision reused or
 //! skipped within an epoch, and the targets the driver applied never going back in
-//! (epoch, revision). Measured times are printed (`resume after ...`) for BENCHMARKS.md.
+//! (epoch, revision). Measured times are printed (`resume after ...`) for BENCHMARKS.md §7.
+//! `LIGHTCL_CLUSTER_KEEP_DIR` keeps the logs and stores, `LIGHTCL_CLUSTER_LOG` sets `RUST_LOG`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,6 +22,7 @@ use alloy_primitives::B256;
 use lightcl_bus::subjects;
 use lightcl_devnet::{Devnet, DevnetConfig};
 use lightcl_harness::mock_el::FcuReply;
+use lightcl_harness::wait;
 use lightcl_proto::v1;
 use lightcl_tests::Action::*;
 use lightcl_tests::{ensure_binaries, fast_config, run};
@@ -102,6 +101,31 @@ async fn stored_targets(urls: &str, chain: u64) -> Result<Vec<v1::Target>, Strin
     Ok(out)
 }
 
+/// Every stream and the engine bucket are replicated on all three servers: configured with
+/// three replicas and, once the cluster is healthy, led by one server with two current peers.
+async fn check_replicated(urls: &str) -> Result<(), String> {
+    let servers: Vec<&str> = urls.split(',').map(str::trim).collect();
+    let client = async_nats::connect(servers).await.map_err(|e| format!("connect: {e}"))?;
+    let js = async_nats::jetstream::new(client);
+    let mut names: Vec<&str> = lightcl_bus::stream_specs().iter().map(|s| s.name).collect();
+    names.push(subjects::ENGINE_BUCKET_STREAM);
+    for name in names {
+        let mut stream = js.get_stream(name).await.map_err(|e| format!("{name}: {e}"))?;
+        let info = stream.info().await.map_err(|e| format!("{name} info: {e}"))?;
+        let replicas = info.config.num_replicas;
+        let cluster = info.cluster.as_ref().ok_or(format!("{name}: no cluster info"))?;
+        let current = cluster.replicas.iter().filter(|r| r.current).count();
+        if replicas != 3 || cluster.leader.is_none() || current != 2 {
+            return Err(format!(
+                "{name}: {replicas} replicas configured, leader {:?}, {current} current peers \
+                 (want 3, a leader, 2)",
+                cluster.leader
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Stored targets: (epoch, revision) strictly increasing, revision + 1 within an epoch.
 fn check_stored(ts: &[v1::Target]) -> Result<(), String> {
     for w in ts.windows(2) {
@@ -157,6 +181,7 @@ fn check_driver_order(net: &Devnet, ts: &[v1::Target]) -> Result<(usize, usize),
 async fn steps(net: &mut Devnet, times: &mut Vec<String>) -> Result<(), String> {
     run("cluster", net, vec![AllReady(Duration::from_secs(20)), ElsReachSource(RESUME_BOUND)])
         .await?;
+    check_replicated(&net.nats_url()).await?;
 
     // 1. kill -9 the server leading LIGHTCL_TARGETS, keep it down, restart it.
     let cluster = net.nats_cluster().ok_or("no cluster")?;
@@ -212,6 +237,11 @@ async fn steps(net: &mut Devnet, times: &mut Vec<String>) -> Result<(), String> 
         times.push(line);
     }
     run("cluster", net, vec![AllReady(Duration::from_secs(15)), NoLabelRegression]).await?;
+    // Peers catch up after the last restart; poll until all are current again.
+    let urls = net.nats_url();
+    wait::until_async(Duration::from_secs(15), wait::POLL, || check_replicated(&urls))
+        .await
+        .map_err(|e| format!("not replicated again after the restarts: {e}"))?;
 
     // 3. History: stored targets and the order the driver applied them in.
     let ts = stored_targets(&net.nats_url(), net.config().chain_id).await?;
@@ -238,6 +268,7 @@ async fn el_keeps_following_through_leader_kill_and_rolling_restart() {
         nats_cluster: true,
         ready_timeout: Duration::from_secs(30),
         work_dir: std::env::var_os("LIGHTCL_CLUSTER_KEEP_DIR").map(Into::into),
+        rust_log: std::env::var("LIGHTCL_CLUSTER_LOG").unwrap_or_else(|_| fast_config().rust_log),
         ..fast_config()
     };
     let mut net = Devnet::start(cfg).await.unwrap_or_else(|e| panic!("devnet start: {e}"));

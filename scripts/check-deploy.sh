@@ -4,7 +4,9 @@
 #      `kubectl kustomize` and passes `kubernetes-validate --strict` against pinned Kubernetes versions;
 #   2. yamllint (relaxed, lines up to 120 characters) on deploy/;
 #   3. the Grafana dashboard is valid JSON (its queries and the alerts' are parsed in 5.);
-#   4. nats-server -t on the dev NATS config; hadolint on the Dockerfile;
+#   4. nats-server -t on the dev NATS config and on the prod one as the official chart renders it
+#      from deploy/k8s/nats/values-prod.yaml (scripts/render-nats-prod-conf.py, with throwaway
+#      certificates made by openssl); hadolint on the Dockerfile;
 #   5. scripts/check-manifest-flags.py: flags/env vs the binaries' --help (built first with
 #      `cargo build`, unless CHECK_DEPLOY_NO_BUILD=1), each binary started with its manifest's
 #      settings and probed on /live, /ready, /metrics and SIGTERM, no secrets in ConfigMaps or
@@ -63,11 +65,28 @@ for j in deploy/dashboards/*.json; do
   python3 -m json.tool "$j" >/dev/null || fail "invalid JSON: $j"
 done
 
-echo "==> nats-server -t (dev NATS config)"
+echo "==> nats-server -t (dev NATS config; prod config as the chart renders values-prod.yaml)"
 if [ -x "$VENV/bin/nats-server" ]; then
   POD_NAME=nats-0 NATS_POLLER_PASSWORD=check NATS_VALIDATOR_PASSWORD=check \
     NATS_ENGINE_DRIVER_PASSWORD=check NATS_LIGHTCTL_PASSWORD=check "$VENV/bin/nats-server" -t -c deploy/k8s/nats/dev/nats.conf \
     || fail "nats-server -t deploy/k8s/nats/dev/nats.conf"
+  # Prod: the nats.conf the official chart makes from values-prod.yaml (users and permissions,
+  # jetstream, tls, cluster; see the script for what it models), read with the container's
+  # environment only, its certificate paths pointing at throwaway certificates.
+  prod=$(mktemp -d)
+  if ! command -v openssl >/dev/null; then
+    fail "openssl is required to check the prod NATS config (deploy/k8s/nats/values-prod.yaml)"
+  elif ! "$VENV/bin/python" scripts/render-nats-prod-conf.py --certs-root "$prod/certs" \
+      --env-file "$prod/env" -o "$prod/nats.conf"; then
+    fail "scripts/render-nats-prod-conf.py cannot render deploy/k8s/nats/values-prod.yaml"
+  else
+    mapfile -t prod_env < "$prod/env"
+    if env -i "${prod_env[@]}" "$VENV/bin/nats-server" -t -c "$prod/nats.conf"; then
+      rm -rf "$prod"
+    else
+      fail "nats-server -t: the NATS config the chart renders from deploy/k8s/nats/values-prod.yaml does not parse (rendered config kept: $prod/nats.conf)"
+    fi
+  fi
 else
   echo "SKIP: .tools/venv/bin/nats-server not installed (scripts/test.sh installs it)"
 fi

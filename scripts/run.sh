@@ -3,14 +3,20 @@
 #
 #   scripts/run.sh                         2 ELs, 1 s blocks, until Ctrl-C
 #   scripts/run.sh --els 3 --block-time 500ms --inject l1-reorg@30s,lying@45s,honest@55s
+#   scripts/run.sh --sources 3 --quorum 2 --inject liar@10s:finalized,liar@30s:unsafe,honest@50s
+#                                          three sources, a 2-of-3 quorum, the last one lying
+#   scripts/run.sh --sources 2 --validator-arg=--failover.hold=10s --inject stall@10s:0
+#                                          failover: source 0 freezes, the validator moves on
 #   scripts/run.sh --help                  every knob
 #
 # It installs nats-server and anvil into .tools/ if needed (scripts/install-tools.sh), builds
 # the services and the devnet, and starts: a private nats-server, an anvil L1, a simulated
 # consensus node whose L2 heads have real L1 origins, mock execution clients, and the poller,
-# validator and one engine-driver per EL as child processes. One status line per second;
-# type r/2/l/o/k/p/q + Enter to inject an L1 reorg, an L2 reorg, a lying source, an EL
-# outage, a validator crash, pause, quit. Ctrl-C stops everything cleanly.
+# validator and one engine-driver per EL as child processes (one poller per source with
+# --sources N, N validator replicas with --validators N). One status line per second; type
+# r/2/l/o/k/s/f/p/q + Enter to inject an L1 reorg, an L2 reorg, a lying source, an EL outage,
+# a validator crash, a stall of source 0, a fabricated finalized head at the last source,
+# pause, quit. Ctrl-C stops everything cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,6 +5,7 @@
 use crate::{names, v1};
 use alloy_primitives::B256;
 use lightcl_core::engine::{EngineSnapshot, FcuAnswer, Phase};
+use lightcl_core::revision::Position;
 use lightcl_core::validate::{Accepted, L1Evidence, RejectReason, Rejection};
 use lightcl_core::{BlockId, L1BlockRef, L2BlockRef, SyncStatus, Target};
 
@@ -259,6 +260,33 @@ impl FromWire for TargetUpdate {
     }
 }
 
+/// A source's status as the validator's vote window reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// Chain id the poller stamped on it.
+    pub chain_id: u64,
+    /// The source.
+    pub source_id: String,
+    /// Wall-clock ms of the poll.
+    pub observed_at_ms: u64,
+    /// The status.
+    pub status: SyncStatus,
+}
+
+impl FromWire for SourceStatus {
+    type Wire = v1::RawStatus;
+    const NAME: &'static str = names::RAW_STATUS;
+    fn from_wire(wire: v1::RawStatus) -> Result<Self, ProtoError> {
+        let status = wire.core_status()?;
+        Ok(Self {
+            chain_id: wire.chain_id,
+            source_id: wire.source_id,
+            observed_at_ms: wire.observed_at_ms,
+            status,
+        })
+    }
+}
+
 impl From<&L1Evidence> for v1::L1Evidence {
     fn from(e: &L1Evidence) -> Self {
         Self {
@@ -395,14 +423,28 @@ impl v1::EngineState {
             head: Some(s.applied.head.into()),
             safe: Some(s.applied.safe.into()),
             finalized: Some(s.applied.finalized.into()),
-            target_revision: s.target_revision,
-            applied_revision: s.applied_revision,
+            target_revision: s.target_position.revision,
+            applied_revision: s.applied_position.revision,
             last_answer: s.last_answer.map_or(v1::FcuAnswer::Unspecified, Into::into) as i32,
             last_error: s.last_error.clone().unwrap_or_default(),
             current_l1: s.current_l1.map(Into::into),
             updated_at_ms,
             target_head: Some(s.target_head.into()),
+            target_epoch: s.target_position.epoch,
+            applied_epoch: s.applied_position.epoch,
         }
+    }
+
+    /// The position of the newest target this driver has seen (None before any).
+    pub fn target_position(&self) -> Option<Position> {
+        let p = Position { epoch: self.target_epoch, revision: self.target_revision };
+        (p.revision > 0).then_some(p)
+    }
+
+    /// The position of the target of this driver's last VALID forkchoice (None before any).
+    pub fn applied_position(&self) -> Option<Position> {
+        let p = Position { epoch: self.applied_epoch, revision: self.applied_revision };
+        (p.revision > 0).then_some(p)
     }
 }
 
@@ -647,8 +689,8 @@ mod tests {
                 safe: s.safe_l2.id(),
                 finalized: s.finalized_l2.id(),
             },
-            target_revision: 8,
-            applied_revision: 7,
+            target_position: Position { epoch: 1_700_000_000_001, revision: 8 },
+            applied_position: Position { epoch: 1_700_000_000_000, revision: 7 },
             target_head: s.unsafe_l2.id(),
             last_answer: Some(FcuAnswer::Syncing),
             last_error: Some("boom".into()),
@@ -656,6 +698,8 @@ mod tests {
             paused: false,
         };
         let m = v1::EngineState::from_snapshot(10, "n1", &snap, 5);
+        assert_eq!(m.target_position(), Some(snap.target_position));
+        assert_eq!(m.applied_position(), Some(snap.applied_position));
         assert_eq!((m.chain_id, m.node_id.as_str(), m.updated_at_ms), (10, "n1", 5));
         assert_eq!(m.phase, v1::SyncPhase::Following as i32);
         assert_eq!(block_id(&m.head.unwrap(), "").unwrap(), snap.applied.head);
@@ -663,6 +707,8 @@ mod tests {
         assert_eq!(block_id(&m.finalized.unwrap(), "").unwrap(), snap.applied.finalized);
         assert_eq!(block_id(&m.target_head.unwrap(), "").unwrap(), snap.target_head);
         assert_eq!((m.target_revision, m.applied_revision), (8, 7));
+        assert_eq!((m.target_epoch, m.applied_epoch), (1_700_000_000_001, 1_700_000_000_000));
+        assert_eq!(v1::EngineState::default().applied_position(), None);
         assert_eq!(m.last_answer, v1::FcuAnswer::Syncing as i32);
         assert_eq!(m.last_error, "boom");
         assert_eq!(l1_ref(&m.current_l1.unwrap(), "").unwrap(), s.current_l1);

@@ -1,8 +1,8 @@
 //! # lightcl-proto
 //!
 //! The `lightcl.v1` protobuf contracts: bus messages (`RawStatus`, `Target`, `Rejection`,
-//! `EngineState`) and one control service per lightcl service. Code is generated at build time
-//! with protox, so no `protoc` binary is needed.
+//! `EngineState`, `EngineLease`) and one control service per lightcl service. Code is
+//! generated at build time with protox, so no `protoc` binary is needed.
 //!
 //! Every mapping between these messages and the core types lives in [`convert`] (targets,
 //! statuses, rejections and their reasons, evidence, engine states, phases and answers), and
@@ -19,7 +19,7 @@ pub mod v1 {
 
 pub mod convert;
 
-pub use convert::{FromWire, ProtoError, TargetUpdate};
+pub use convert::{FromWire, ProtoError, SourceStatus, TargetUpdate};
 
 /// Encoded file descriptor set of `lightcl.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lightcl_descriptor");
@@ -34,4 +34,6 @@ pub mod names {
     pub const REJECTION: &str = "lightcl.v1.Rejection";
     /// `lightcl.v1.EngineState`
     pub const ENGINE_STATE: &str = "lightcl.v1.EngineState";
+    /// `lightcl.v1.EngineLease`
+    pub const ENGINE_LEASE: &str = "lightcl.v1.EngineLease";
 }

@@ -275,6 +275,8 @@ fn check_all(bytes: &[u8]) {
     if let Some(m) = decode_bounded::<v1::EngineState>(bytes) {
         check_engine_state(&m);
     }
+    // The lease value: no conversion, it must only decode or fail cleanly.
+    decode_bounded::<v1::EngineLease>(bytes);
     // Control requests: nothing to convert, they must only decode or fail cleanly.
     decode_bounded::<v1::GetStatusRequest>(bytes);
     decode_bounded::<v1::WatchStatusRequest>(bytes);
@@ -465,13 +467,13 @@ fn engine_state_msg(noisy: bool) -> impl Strategy<Value = v1::EngineState> {
     (
         (any::<u64>(), "\\PC{0,12}", any::<i32>(), id(), id(), id()),
         (any::<u64>(), any::<u64>(), any::<i32>(), "\\PC{0,24}"),
-        (prop::option::of(l1_msg(noisy)), any::<u64>(), id()),
+        (prop::option::of(l1_msg(noisy)), any::<u64>(), id(), any::<u64>(), any::<u64>()),
     )
         .prop_map(
             |(
                 (chain_id, node_id, phase, head, safe, finalized),
                 (target_revision, applied_revision, last_answer, last_error),
-                (current_l1, updated_at_ms, target_head),
+                (current_l1, updated_at_ms, target_head, target_epoch, applied_epoch),
             )| v1::EngineState {
                 chain_id,
                 node_id,
@@ -486,6 +488,8 @@ fn engine_state_msg(noisy: bool) -> impl Strategy<Value = v1::EngineState> {
                 current_l1,
                 updated_at_ms,
                 target_head,
+                target_epoch,
+                applied_epoch,
             },
         )
 }

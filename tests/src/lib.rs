@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use alloy_primitives::B256;
 use lightcl_core::SyncStatus;
-use lightcl_devnet::sim::not_ready_status;
+use lightcl_devnet::sim::{Lie, not_ready_status};
 use lightcl_devnet::{Devnet, DevnetConfig, DevnetError, Service};
 use lightcl_harness::wait;
 use tokio::time::Instant;
@@ -191,6 +191,23 @@ pub enum Action {
     StopSource,
     /// Source up again.
     StartSource,
+    /// Source `i` serves its live status with this lie, renewed every block (None: the truth
+    /// again); see [`Lie`].
+    SourceLie(usize, Option<Lie>),
+    /// Source `i` keeps answering with its status frozen (true) or follows the chain again
+    /// (false).
+    StallSource(usize, bool),
+    /// Source `i` down (connection refused).
+    StopSourceAt(usize),
+    /// Source `i` up again.
+    StartSourceAt(usize),
+    /// Wait until source `i` has answered this many more `optimism_syncStatus` calls.
+    WaitSourcePolls(usize, u64, Duration),
+    /// Assert every forkchoice update every EL received names only blocks of the source's
+    /// canonical chain (head, safe and finalized; zero hashes aside), and no target on the
+    /// bus carries a block a lying source served ([`only_canonical`]; for scenarios without
+    /// reorgs).
+    OnlyCanonicalForkchoice,
     /// Mock EL down.
     StopEl(usize),
     /// Mock EL up again.
@@ -209,7 +226,8 @@ pub enum Action {
     WaitReady(Service, bool, Duration),
     /// Wait until the newest target on the bus carries the source's current unsafe head.
     LatestTargetIsSource(Duration),
-    /// Assert targets' revisions strictly increase and their finalized never decreases.
+    /// Assert targets' positions (epoch, revision) strictly increase — a later epoch at any
+    /// revision, or a higher revision in the same epoch — and their finalized never decreases.
     TargetsMonotonic,
     /// Assert no EL's safe or finalized number ever went down in any FCU it accepted (VALID),
     /// since the mark (no L1 reorg in between).
@@ -444,6 +462,28 @@ async fn exec(net: &mut Devnet, mem: &mut Memory, a: Action) -> Result<(), Strin
             Ok(())
         }
         Action::StartSource => net.start_source().await.map_err(err),
+        Action::SourceLie(i, lie) => {
+            net.set_source_lie(i, lie);
+            Ok(())
+        }
+        Action::StallSource(i, on) => {
+            net.set_source_stalled(i, on);
+            Ok(())
+        }
+        Action::StopSourceAt(i) => {
+            net.stop_source_at(i).await;
+            Ok(())
+        }
+        Action::StartSourceAt(i) => net.start_source_at(i).await.map_err(err),
+        Action::WaitSourcePolls(i, k, t) => {
+            let goal = net.source_requests_at(i) + k;
+            net.wait_for(&format!("{k} more polls of source {i}"), t, |n| {
+                n.source_requests_at(i) >= goal
+            })
+            .await
+            .map_err(err)
+        }
+        Action::OnlyCanonicalForkchoice => only_canonical(net),
         Action::StopEl(i) => {
             net.stop_el(i).await;
             Ok(())
@@ -481,24 +521,7 @@ async fn exec(net: &mut Devnet, mem: &mut Memory, a: Action) -> Result<(), Strin
             })
             .await
             .map_err(err),
-        Action::TargetsMonotonic => {
-            let ts = net.targets();
-            for w in ts.windows(2) {
-                if w[1].revision <= w[0].revision {
-                    return Err(format!(
-                        "target revision went {} → {}",
-                        w[0].revision, w[1].revision
-                    ));
-                }
-                if w[1].finalized_l2.number < w[0].finalized_l2.number {
-                    return Err(format!(
-                        "target finalized went {} → {} (r{})",
-                        w[0].finalized_l2.number, w[1].finalized_l2.number, w[1].revision
-                    ));
-                }
-            }
-            Ok(())
-        }
+        Action::TargetsMonotonic => lightcl_devnet::checks::targets_monotonic(&net.targets()),
         Action::NoLabelRegression => {
             for i in 0..net.el_count() {
                 label_regression(net, i)?;
@@ -526,6 +549,50 @@ async fn readiness_is(net: &Devnet, s: Service, want: bool, deadline: Instant) -
     wait::until_async(deadline, every, || async { net.is_ready(s).await == want })
         .await
         .map_err(drop)
+}
+
+/// Every forkchoice update of every EL names only blocks of the source's current canonical
+/// chain (head, safe and finalized; zero hashes aside), whatever the EL answered, and no target
+/// seen on the bus carries a block a lying source served. For scenarios without reorgs (a
+/// reorged-away block is not canonical either).
+pub fn only_canonical(net: &Devnet) -> Result<(), String> {
+    let canonical = |h: B256| {
+        net.block_number(h).is_some_and(|n| net.canonical(n).is_some_and(|b| b.hash == h))
+    };
+    let what = |h: B256| match net.forged_by(h) {
+        Some((s, lie)) => format!("a block source {s} served as a lie ({lie})"),
+        None => "not a canonical block".to_owned(),
+    };
+    for i in 0..net.el_count() {
+        for (n, f) in net.el(i).fcus().iter().enumerate() {
+            let st = &f.state;
+            for (label, h) in [
+                ("head", st.head_block_hash),
+                ("safe", st.safe_block_hash),
+                ("finalized", st.finalized_block_hash),
+            ] {
+                if h != B256::ZERO && !canonical(h) {
+                    return Err(format!("el-{i} FCU {n}: {label} {h} is {}", what(h)));
+                }
+            }
+        }
+    }
+    for t in net.targets() {
+        for (label, b) in
+            [("unsafe", t.unsafe_l2), ("safe", t.safe_l2), ("finalized", t.finalized_l2)]
+        {
+            if net.forged_by(b.hash).is_some() || !canonical(b.hash) {
+                return Err(format!(
+                    "target {} {label} #{} {} is {}",
+                    t.position(),
+                    b.number,
+                    b.hash,
+                    what(b.hash)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Safe and finalized numbers of VALID FCUs never go down on EL `i`.

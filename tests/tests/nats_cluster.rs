@@ -113,7 +113,7 @@ async fn check_replicated(urls: &str) -> Result<(), String> {
         let mut stream = js.get_stream(name).await.map_err(|e| format!("{name}: {e}"))?;
         let info = stream.info().await.map_err(|e| format!("{name} info: {e}"))?;
         let replicas = info.config.num_replicas;
-        let cluster = info.cluster.as_ref().ok_or(format!("{name}: no cluster info"))?;
+        let cluster = info.cluster.as_ref().ok_or_else(|| format!("{name}: no cluster info"))?;
         let current = cluster.replicas.iter().filter(|r| r.current).count();
         if replicas != 3 || cluster.leader.is_none() || current != 2 {
             return Err(format!(

@@ -465,8 +465,8 @@ async fn scrape_all(net: &Devnet) -> Result<BTreeMap<&'static str, Page>, String
 
 fn page_of<'a>(pages: &'a BTreeMap<&'static str, Page>, name: &str) -> &'a Page {
     let key = match owner(name) {
-        Service::Poller => "poller",
-        Service::Validator => "validator",
+        Service::Poller | Service::SourcePoller(_) => "poller",
+        Service::Validator | Service::ValidatorReplica(_) => "validator",
         Service::Driver(_) => "engine-driver",
     };
     &pages[key]

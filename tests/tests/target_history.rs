@@ -1,8 +1,9 @@
 //! Target history lost or forged (docs/bus.md#target-revisions), end to end on the real
-//! binaries: the validator restarts after `LIGHTCL_TARGETS` was purged while it was down, and
-//! a hand-published target with revision `u64::MAX` lands on the subject. In both cases the
-//! running engine-driver (not restarted) keeps following the source within seconds: the
-//! validator starts a new, later epoch and the driver follows it.
+//! binaries: the validator restarts after `LIGHTCL_TARGETS` was purged while it was down, a
+//! hand-published target with revision `u64::MAX` lands on the subject, and an older backup
+//! (an older epoch) is restored while everything runs. In each case the running engine-driver
+//! (not restarted) keeps following the source within seconds: the validator starts a new,
+//! later epoch (above what the driver reports in the KV bucket) and the driver follows it.
 
 use std::time::Duration;
 
@@ -71,11 +72,27 @@ async fn steps(net: &mut Devnet, bus: &Bus, chain: u64) -> Result<(), String> {
             last.epoch, last.revision
         ));
     }
+
+    // 3. An older backup restored while everything runs: the subject goes back to `before`
+    //    (an older epoch), below what the running driver applied and reports in the KV bucket.
+    stream.purge().await.map_err(|e| format!("purge: {e}"))?;
+    Publisher::new(bus.jetstream(), secs(2))
+        .publish(&subjects::target(chain), names::TARGET, &before, Some("restored-backup"))
+        .await
+        .map_err(|e| format!("publish restored: {e}"))?;
+    run("history", net, vec![ElsAdvance(5, FOLLOW_BOUND), ElsReachSource(FOLLOW_BOUND)]).await?;
+    let over = newest_target(bus, chain).await;
+    if over.epoch <= last.epoch {
+        return Err(format!(
+            "after the restored backup: epoch {} revision {}, driver had epoch {}",
+            over.epoch, over.revision, last.epoch
+        ));
+    }
     run("history", net, vec![AllReady(secs(15)), NoLabelRegression]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_and_revision_max_never_wedge_running_drivers() {
+async fn purge_revision_max_and_restored_backup_never_wedge_running_drivers() {
     let bin_dir = ensure_binaries().unwrap_or_else(|e| panic!("{e}"));
     let cfg = DevnetConfig { bin_dir: Some(bin_dir), ..fast_config() };
     let chain = cfg.chain_id;

@@ -62,9 +62,16 @@ pub struct Delivery<M> {
     pub sequence: u64,
     /// How many times it was delivered (1 the first time).
     pub delivered: i64,
+    /// When the server stored it (Unix ms, the server's clock).
+    pub stored_ms: u64,
     /// W3C trace headers it carried.
     pub trace: HashMap<String, String>,
     raw: Option<jetstream::Message>,
+}
+
+/// A server timestamp as Unix ms (0 before 1970).
+pub(crate) fn unix_ms(t: async_nats::datetime::DateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 impl<M> Delivery<M> {
@@ -228,14 +235,24 @@ impl<M: Message + Default> TypedConsumer<M> {
                     continue;
                 }
             };
-            let (sequence, delivered) =
-                msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or_default();
+            let (sequence, delivered, stored_ms) = msg
+                .info()
+                .map(|i| (i.stream_sequence, i.delivered, unix_ms(i.published)))
+                .unwrap_or_default();
             let subject = msg.subject.to_string();
             match decode_message::<M>(self.name, msg.headers.as_ref(), &msg.payload) {
                 Ok(message) => {
                     let trace = trace_headers(msg.headers.as_ref());
                     let raw = self.spec.durable.is_some().then_some(msg);
-                    return Delivery { message, subject, sequence, delivered, trace, raw };
+                    return Delivery {
+                        message,
+                        subject,
+                        sequence,
+                        delivered,
+                        stored_ms,
+                        trace,
+                        raw,
+                    };
                 }
                 Err(e) => {
                     self.undecodable.fetch_add(1, Ordering::Relaxed);

@@ -19,7 +19,7 @@ use crate::error::{DecodeError, Named};
 use crate::retry::Retry;
 use crate::subjects::{
     ENGINE_BUCKET, ENGINE_BUCKET_STREAM, check_token, engine_key, engine_key_filter,
-    engine_key_node,
+    engine_key_node, is_lease_key,
 };
 use crate::topology::ensure_engine_bucket;
 
@@ -108,12 +108,13 @@ impl EngineStates {
     }
 
     /// Every entry (of `chain_id`, when given), sorted by key; undecodable values included.
+    /// Lease keys ([`crate::LeaseStore`]) are not engine states and never listed.
     pub async fn entries(&self, chain_id: Option<u64>) -> Result<Vec<EngineEntry>, BusError> {
         let mut keys = self.store.keys().await.map_err(|e| BusError::unavailable("KV keys", e))?;
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| BusError::unavailable("KV keys", e))?;
-            if chain_id.is_some_and(|c| engine_key_node(c, &key).is_none()) {
+            if is_lease_key(&key) || chain_id.is_some_and(|c| engine_key_node(c, &key).is_none()) {
                 continue;
             }
             let value = self
@@ -143,7 +144,8 @@ impl EngineStates {
         Ok(out)
     }
 
-    /// The current value of every key (of `chain_id`, when given), then every change.
+    /// The current value of every key (of `chain_id`, when given), then every change; lease
+    /// keys left out.
     pub async fn watch(
         &self,
         chain_id: Option<u64>,
@@ -153,11 +155,17 @@ impl EngineStates {
             .watch_with_history(engine_key_filter(chain_id))
             .await
             .map_err(|e| BusError::unavailable("KV watch", e))?;
-        Ok(w.map(|entry| {
-            let e = entry.map_err(|e| BusError::unavailable("KV watch", e))?;
-            Ok(match e.operation {
-                kv::Operation::Put => EngineChange::Put(Box::new(decode_entry(&e.key, &e.value))),
-                kv::Operation::Delete | kv::Operation::Purge => EngineChange::Removed(e.key),
+        // The lease keys (`lease.<chain>.<el>`) share the bucket: not engine states.
+        Ok(w.filter_map(|entry| {
+            futures::future::ready(match entry {
+                Err(e) => Some(Err(BusError::unavailable("KV watch", e))),
+                Ok(e) if is_lease_key(&e.key) => None,
+                Ok(e) => Some(Ok(match e.operation {
+                    kv::Operation::Put => {
+                        EngineChange::Put(Box::new(decode_entry(&e.key, &e.value)))
+                    }
+                    kv::Operation::Delete | kv::Operation::Purge => EngineChange::Removed(e.key),
+                })),
             })
         }))
     }

@@ -27,6 +27,16 @@ pub const LATEST_PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// pulling (one replaced after a missed heartbeat, or of a client that died).
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
 
+/// Now minus `window`, as the consumer API wants it.
+fn start_time(window: Duration) -> Result<async_nats::datetime::DateTime, BusError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(window);
+    async_nats::datetime::from_nanos(i128::try_from(now.as_nanos()).unwrap_or(0))
+        .map_err(|e| BusError::js("start time", e))
+}
+
 /// One message of a [`LatestConsumer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Latest<T> {
@@ -36,6 +46,8 @@ pub struct Latest<T> {
     pub subject: String,
     /// Its stream sequence.
     pub sequence: u64,
+    /// When the server stored it (Unix ms, the server's clock).
+    pub stored_ms: u64,
     /// W3C trace headers it carried.
     pub trace: HashMap<String, String>,
 }
@@ -70,6 +82,9 @@ pub struct LatestConsumer<T> {
     generation: u64,
     connection_open: bool,
     retry: Retry,
+    /// None: start at the subject's newest message; Some(w): at the first message stored in
+    /// the last `w` (every subject of the filter).
+    since: Option<Duration>,
     poisoned: Arc<AtomicU64>,
     on_poisoned: Option<PoisonHook>,
     _m: PhantomData<fn() -> T>,
@@ -100,10 +115,21 @@ impl<T: FromWire> LatestConsumer<T> {
             generation: 0,
             connection_open: true,
             retry: Retry::new(Duration::from_millis(200), Duration::from_secs(5)),
+            since: None,
             poisoned: Arc::default(),
             on_poisoned: None,
             _m: PhantomData,
         }
+    }
+
+    /// Starts (and restarts, after every re-creation) at the first message stored within the
+    /// last `window` instead of the newest one, for every subject of the filter: a reader
+    /// that needs recent history (the validator's vote window). Messages seen before are
+    /// delivered again after a re-creation; readers deduplicate by sequence.
+    #[must_use]
+    pub fn since(mut self, window: Duration) -> Self {
+        self.since = Some(window);
+        self
     }
 
     /// Calls `hook` once per poisoned message, when it is skipped.
@@ -125,6 +151,7 @@ impl<T: FromWire> LatestConsumer<T> {
         replicas: usize,
         stream: &str,
         subject: &str,
+        since: Option<Duration>,
     ) -> Result<Messages, BusError> {
         ensure_topology(js, replicas).await?;
         let stream = js
@@ -138,7 +165,10 @@ impl<T: FromWire> LatestConsumer<T> {
         let consumer: consumer::PullConsumer = stream
             .create_consumer(consumer::pull::Config {
                 filter_subject: subject.to_owned(),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                deliver_policy: match since {
+                    None => consumer::DeliverPolicy::LastPerSubject,
+                    Some(w) => consumer::DeliverPolicy::ByStartTime { start_time: start_time(w)? },
+                },
                 ack_policy: consumer::AckPolicy::None,
                 max_deliver: 1,
                 memory_storage: true,
@@ -167,7 +197,9 @@ impl<T: FromWire> LatestConsumer<T> {
                 // The generation before the attempt: a connection made meanwhile re-creates
                 // the consumer once more (harmless: it starts at the newest message again).
                 let generation = self.connection.borrow_and_update().generation;
-                match Self::open(&self.js, self.replicas, &self.stream, &self.subject).await {
+                match Self::open(&self.js, self.replicas, &self.stream, &self.subject, self.since)
+                    .await
+                {
                     Ok(m) => {
                         tracing::info!(subject = %self.subject, "consuming from the newest message");
                         self.messages = Some(m);
@@ -210,13 +242,17 @@ impl<T: FromWire> LatestConsumer<T> {
                     continue;
                 }
             };
-            let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+            let (sequence, stored_ms) = msg
+                .info()
+                .map(|i| (i.stream_sequence, crate::consume::unix_ms(i.published)))
+                .unwrap_or_default();
             match decode_typed::<T>(msg.headers.as_ref(), &msg.payload) {
                 Ok(message) => {
                     return Latest {
                         message,
                         subject: msg.subject.to_string(),
                         sequence,
+                        stored_ms,
                         trace: trace_headers(msg.headers.as_ref()),
                     };
                 }

@@ -20,6 +20,8 @@
 //! - **Names and ids** are defined once: subjects, streams, the bucket, its keys and consumer
 //!   names in [`subjects`], every `Nats-Msg-Id` in [`ids`].
 //! - **Engine states** ([`EngineStates`]): drivers write their key, `lightctl` reads the fleet.
+//! - **Single-writer leases** ([`LeaseStore`]): one compare-and-set key per execution client in
+//!   the same bucket, `lease.<chain>.<el_id>` ([`el_lease_id`]: derived from the EL's JWT secret).
 //! - Every payload is protobuf with `Content-Type: application/x-protobuf` and
 //!   `Lightcl-Message: <message name>`; W3C `traceparent`/`tracestate` ride in the headers.
 //!
@@ -42,6 +44,7 @@ mod error;
 pub mod ids;
 mod kv;
 mod latest;
+mod lease;
 mod publish;
 mod retry;
 pub mod subjects;
@@ -53,6 +56,7 @@ pub use error::{BoxError, BusError, ConfigProblem, DecodeError, Named, NoPubAck}
 pub use ids::{rejection_msg_id, status_content_hash, status_msg_id, target_msg_id};
 pub use kv::{EngineChange, EngineEntry, EngineStates};
 pub use latest::{Latest, LatestConsumer};
+pub use lease::{LeaseEntry, LeaseStore, LeaseValue, el_lease_id};
 pub use publish::{
     CONTENT_TYPE_PROTOBUF, LastMessage, MESSAGE_HEADER, NewestValid, Published, Publisher,
     decode_message, decode_typed, last_message, newest_valid, trace_headers,

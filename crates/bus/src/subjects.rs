@@ -56,6 +56,21 @@ pub fn engine_key_node(chain_id: u64, key: &str) -> Option<&str> {
     key.strip_prefix(&format!("{chain_id}."))
 }
 
+/// KV key `lease.<chain>.<el_id>` of [`ENGINE_BUCKET`]: the single-writer lease of one execution
+/// client (`el_id`: [`crate::el_lease_id`]). Engine-state keys start with the chain id, a number,
+/// so the two never collide ([`is_lease_key`]).
+pub fn lease_key(chain_id: u64, el_id: &str) -> String {
+    format!("{LEASE_KEY_PREFIX}{chain_id}.{el_id}")
+}
+
+/// The prefix of every lease key ([`lease_key`]).
+pub const LEASE_KEY_PREFIX: &str = "lease.";
+
+/// True when an [`ENGINE_BUCKET`] key is a lease ([`lease_key`]), not an engine state.
+pub fn is_lease_key(key: &str) -> bool {
+    key.starts_with(LEASE_KEY_PREFIX)
+}
+
 /// Durable consumer name shared by every validator replica of `chain_id`.
 pub fn validator_durable(chain_id: u64) -> String {
     format!("lightcl-validator-{chain_id}")
@@ -97,6 +112,10 @@ mod tests {
         assert_eq!(engine_key_node(10, &engine_key(10, "n1")), Some("n1"));
         assert_eq!(engine_key_node(1, &engine_key(10, "n1")), None);
         assert_eq!(validator_durable(10), "lightcl-validator-10");
+        assert_eq!(lease_key(10, "0123abcd"), "lease.10.0123abcd");
+        assert!(is_lease_key(&lease_key(10, "x")) && !is_lease_key(&engine_key(10, "n1")));
+        // A lease key is no engine-state key of any chain.
+        assert_eq!(engine_key_node(10, &lease_key(10, "x")), None);
         assert_eq!(ENGINE_BUCKET_STREAM, format!("KV_{ENGINE_BUCKET}"));
         // Every subject of a chain falls in its stream's subjects.
         for (one, all) in [

@@ -6,8 +6,9 @@
 //! [`Planner`] is a pure state machine sequencing around it: every input (a target, an EL read,
 //! an FCU answer, a timer, a control command) returns the [`Action`]s the service must perform,
 //! and the service feeds the results back in. Retries, SYNCING re-sends and probes, the −38002
-//! recovery, dedupe of identical updates and blocked revisions live there. Time is an input
-//! (`now_ms`), nothing here sleeps or does I/O.
+//! recovery, dedupe of identical updates and blocked targets live there; targets are told apart
+//! by their full position (epoch, revision), never by the revision alone, which repeats across
+//! epochs. Time is an input (`now_ms`), nothing here sleeps or does I/O.
 //!
 //! Invariants upheld for every [`Action::SendFcu`]:
 //! - the head is non-zero and was never answered INVALID;
@@ -287,8 +288,9 @@ pub enum Follow {
 /// | (2) … H's hash | FCU(EL head, safe, finalized): labels only, never rewind the head |
 /// | (2) … another hash (reorg) | FCU(H, safe, finalized) |
 ///
-/// Initial sync: until `applied.first_valid`, safe and finalized are sent as zero. Invariants,
-/// else [`Follow::Refuse`]: head ≠ 0; finalized ≤ safe ≤ head; finalized neither below
+/// Initial sync: until `applied.first_valid`, safe and finalized are sent as zero. A target
+/// finalized below the EL's accepted one is held there ([`hold_finalized`]). Invariants, else
+/// [`Follow::Refuse`]: head ≠ 0; finalized ≤ safe ≤ head; finalized neither below
 /// `applied.forkchoice.finalized` nor another hash at its number.
 pub fn follow(target: Forkchoice, el: ElView, applied: Applied) -> Follow {
     let h = target.head;
@@ -300,8 +302,11 @@ pub fn follow(target: Forkchoice, el: ElView, applied: Applied) -> Follow {
         ElAtHead::Found(hash) if hash == h.hash => el.head,
         ElAtHead::NotFound | ElAtHead::Found(_) => h,
     };
-    let (safe, finalized) =
-        if applied.first_valid { (target.safe, target.finalized) } else { Default::default() };
+    let (safe, finalized) = if applied.first_valid {
+        hold_finalized(&target, applied.forkchoice.finalized)
+    } else {
+        Default::default()
+    };
     let fc = Forkchoice { head, safe, finalized };
     match check_invariants(&fc, applied.first_valid, applied.forkchoice.finalized) {
         Ok(()) => Follow::Send(fc),
@@ -309,13 +314,26 @@ pub fn follow(target: Forkchoice, el: ElView, applied: Applied) -> Follow {
     }
 }
 
+/// The safe and finalized labels to send: the target's, except that a finalized below the one
+/// the EL already accepted is held at the EL's (moving an EL over from another consensus
+/// client whose finalized is ahead of our source's): head and safe keep following, finalized
+/// waits until the target's passes the EL's. Safe is then never sent below the held finalized
+/// (the held block itself stands in for it).
+fn hold_finalized(target: &Forkchoice, accepted: BlockId) -> (BlockId, BlockId) {
+    if accepted.is_unset() || target.finalized.number >= accepted.number {
+        return (target.safe, target.finalized);
+    }
+    let safe = if target.safe.number >= accepted.number { target.safe } else { accepted };
+    (safe, accepted)
+}
+
 /// Something an operator must hear about (logged loudly, counted, published as last error).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Alert {
     /// A planned update was refused; the target is dropped until a newer one arrives.
     Refused {
-        /// Revision of the target it was planned for.
-        revision: u64,
+        /// Position of the target it was planned for.
+        position: Position,
         /// Why.
         refusal: Refusal,
     },
@@ -330,8 +348,8 @@ pub enum Alert {
     },
     /// A target names a head the EL declared INVALID earlier: nothing is planned for it.
     TargetHeadInvalid {
-        /// Revision of the target.
-        revision: u64,
+        /// Position of the target.
+        position: Position,
         /// The head.
         head: BlockId,
     },
@@ -376,10 +394,10 @@ pub struct EngineSnapshot {
     pub phase: Phase,
     /// Heads the EL accepted (from VALID answers and EL reads); zero when unknown.
     pub applied: Forkchoice,
-    /// Newest target revision seen (0 before any).
-    pub target_revision: u64,
-    /// Revision of the target of the last VALID forkchoice (0 before any).
-    pub applied_revision: u64,
+    /// Position of the newest target seen ((0, 0) before any).
+    pub target_position: Position,
+    /// Position of the target of the last VALID forkchoice ((0, 0) before any).
+    pub applied_position: Position,
     /// The head the driver is pushing (zero before any target).
     pub target_head: BlockId,
     /// Kind of the last FCU answer.
@@ -403,7 +421,7 @@ enum Awaiting {
     },
     Fcu {
         fc: Forkchoice,
-        revision: u64,
+        position: Position,
         fallback: bool,
     },
 }
@@ -441,7 +459,9 @@ pub struct Planner {
     el_view_stale: bool,
     /// What the EL accepted: heads from VALID answers and EL reads (`head` is the EL's head).
     applied: Forkchoice,
-    applied_revision: u64,
+    /// Position of the target of the last VALID forkchoice. Every bookkeeping of targets is
+    /// keyed by the full position: revisions repeat across epochs.
+    applied_position: Position,
     invalid: HashSet<B256>,
     awaiting: Awaiting,
     last_sent: Option<Sent>,
@@ -449,11 +469,15 @@ pub struct Planner {
     /// When to probe the EL's head while a SYNCING re-send is scheduled.
     probe_at: Option<u64>,
     syncing_attempts: u32,
+    /// The head the SYNCING streak (`syncing_attempts`) is about: a new head starts over.
+    syncing_head: Option<B256>,
+    /// The probe interval of the current SYNCING streak (see [`probe_every`]).
+    probe_every_ms: u64,
     error_attempts: u32,
-    /// Revision whose target is dropped (refused, INVALID head, rejected fallback).
-    blocked: Option<u64>,
-    /// Revision being recovered after −38002: send the head with the EL's own labels.
-    recovering: Option<u64>,
+    /// Position whose target is dropped (refused, INVALID head, rejected fallback).
+    blocked: Option<Position>,
+    /// Position being recovered after −38002: send the head with the EL's own labels.
+    recovering: Option<Position>,
     resync_pending: bool,
     /// Wall clock (Unix ms) for the epoch plausibility check; None: not checked.
     wall_ms: Option<u64>,
@@ -473,13 +497,15 @@ impl Planner {
             target: None,
             el_view_stale: false,
             applied: Forkchoice::default(),
-            applied_revision: 0,
+            applied_position: Position::default(),
             invalid: HashSet::new(),
             awaiting: Awaiting::Nothing,
             last_sent: None,
             retry: None,
             probe_at: None,
             syncing_attempts: 0,
+            syncing_head: None,
+            probe_every_ms: 0,
             error_attempts: 0,
             blocked: None,
             recovering: None,
@@ -517,6 +543,18 @@ impl Planner {
         self.invalid.contains(hash)
     }
 
+    /// Every head answered INVALID (sorted), for keeping them across restarts.
+    pub fn invalid_heads(&self) -> Vec<B256> {
+        let mut v: Vec<B256> = self.invalid.iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Heads an earlier run (or another driver of this EL) saw answered INVALID: never sent.
+    pub fn remember_invalid(&mut self, heads: impl IntoIterator<Item = B256>) {
+        self.invalid.extend(heads.into_iter().filter(|h| *h != B256::ZERO));
+    }
+
     /// True while an EL read or an FCU is outstanding.
     pub fn is_busy(&self) -> bool {
         self.awaiting != Awaiting::Nothing
@@ -527,8 +565,8 @@ impl Planner {
         EngineSnapshot {
             phase: self.phase,
             applied: self.applied,
-            target_revision: self.target.map_or(0, |t| t.revision),
-            applied_revision: self.applied_revision,
+            target_position: self.target.as_ref().map(Position::of).unwrap_or_default(),
+            applied_position: self.applied_position,
             target_head: self.target.map(|t| self.head_of(&t).id()).unwrap_or_default(),
             last_answer: self.last_answer,
             last_error: self.last_error.clone(),
@@ -632,7 +670,8 @@ impl Planner {
         }
         self.plan(out);
         if self.awaiting == Awaiting::Nothing && self.retry.is_some() {
-            self.probe_at = Some(now_ms.saturating_add(self.cfg.syncing_probe_ms));
+            let every = self.probe_every_ms.max(self.cfg.syncing_probe_ms);
+            self.probe_at = Some(now_ms.saturating_add(every));
             self.arm(now_ms, out);
         }
     }
@@ -668,7 +707,7 @@ impl Planner {
             let after = self.error_backoff();
             self.schedule(now_ms, after, RetryWhat::Replan, &mut out);
         } else {
-            self.take(step, t.revision, &mut out);
+            self.take(step, Position::of(&t), &mut out);
         }
         self.finish(out)
     }
@@ -676,16 +715,17 @@ impl Planner {
     /// The EL's answer to the outstanding [`Action::SendFcu`].
     pub fn on_fcu_answer(&mut self, outcome: FcuOutcome, now_ms: u64) -> Vec<Action> {
         let mut out = Vec::new();
-        let Awaiting::Fcu { fc, revision, fallback } = self.awaiting else { return out };
+        let Awaiting::Fcu { fc, position, fallback } = self.awaiting else { return out };
         self.awaiting = Awaiting::Nothing;
         self.last_answer = Some(outcome.kind());
         if let Some(s) = self.last_sent.as_mut() {
             s.answer = Some(outcome.kind());
         }
-        let newer_target = self.target.is_some_and(|t| t.revision != revision);
+        let newer_target = self.target.is_some_and(|t| Position::of(&t) != position);
         match outcome {
             FcuOutcome::Valid => {
                 self.syncing_attempts = 0;
+                self.syncing_head = None;
                 self.error_attempts = 0;
                 self.last_error = None;
                 if self.phase == Phase::InitialSync {
@@ -699,7 +739,7 @@ impl Planner {
                 if !fc.finalized.is_unset() {
                     self.applied.finalized = fc.finalized;
                 }
-                self.applied_revision = revision;
+                self.applied_position = position;
                 if !fallback {
                     self.recovering = None;
                 }
@@ -707,6 +747,12 @@ impl Planner {
             }
             FcuOutcome::Syncing => {
                 self.el_view_stale = true;
+                // Each new head starts its own streak: its first re-send comes after
+                // `syncing_first_retry_ms`, whatever the previous head's streak reached.
+                if self.syncing_head != Some(fc.head.hash) {
+                    self.syncing_head = Some(fc.head.hash);
+                    self.syncing_attempts = 0;
+                }
                 let after = backoff(
                     self.cfg.syncing_first_retry_ms,
                     self.cfg.syncing_max_retry_ms,
@@ -715,7 +761,8 @@ impl Planner {
                 self.syncing_attempts = self.syncing_attempts.saturating_add(1);
                 self.retry =
                     Some(Retry { at_ms: now_ms.saturating_add(after), what: RetryWhat::Replan });
-                let probe = self.cfg.syncing_probe_ms;
+                let probe = probe_every(self.cfg.syncing_probe_ms, after);
+                self.probe_every_ms = probe;
                 self.probe_at = (probe > 0 && probe < after).then(|| now_ms.saturating_add(probe));
                 self.arm(now_ms, &mut out);
                 if newer_target {
@@ -725,7 +772,7 @@ impl Planner {
             FcuOutcome::Invalid { latest_valid_hash, validation_error } => {
                 self.el_view_stale = true;
                 self.invalid.insert(fc.head.hash);
-                self.blocked = Some(revision);
+                self.blocked = Some(position);
                 self.last_error = Some(format!(
                     "EL answered INVALID for head {}: {}",
                     fc.head,
@@ -743,14 +790,14 @@ impl Planner {
             FcuOutcome::InvalidForkchoiceState { message } => {
                 self.last_error = Some(format!("EL rejected forkchoice (-38002): {message}"));
                 if fallback {
-                    self.blocked = Some(revision);
+                    self.blocked = Some(position);
                     out.push(Action::Alert(Alert::ForkchoiceStateRejected { state: fc, message }));
                     if newer_target {
                         self.plan(&mut out);
                     }
                 } else {
                     if !newer_target {
-                        self.recovering = Some(revision);
+                        self.recovering = Some(position);
                     }
                     self.begin(Awaiting::ElHeads, Action::ReadElHeads, &mut out);
                 }
@@ -841,30 +888,28 @@ impl Planner {
             return;
         }
         let Some(t) = self.target else { return };
-        if self.blocked == Some(t.revision) {
+        let position = Position::of(&t);
+        if self.blocked == Some(position) {
             return;
         }
         let h = self.head_of(&t);
         if self.invalid.contains(&h.hash) {
-            self.blocked = Some(t.revision);
+            self.blocked = Some(position);
             self.last_error = Some(format!("target head {} was declared INVALID", h.id()));
-            out.push(Action::Alert(Alert::TargetHeadInvalid {
-                revision: t.revision,
-                head: h.id(),
-            }));
+            out.push(Action::Alert(Alert::TargetHeadInvalid { position, head: h.id() }));
             return;
         }
-        if self.recovering == Some(t.revision) {
+        if self.recovering == Some(position) {
             // After −38002: H with the labels the EL itself reports (zero in initial sync).
             let (safe, finalized) = match self.phase {
                 Phase::Following => (self.applied.safe, self.applied.finalized),
                 Phase::Starting | Phase::InitialSync => Default::default(),
             };
-            self.submit(Forkchoice { head: h.id(), safe, finalized }, t.revision, true, out);
+            self.submit(Forkchoice { head: h.id(), safe, finalized }, position, true, out);
             return;
         }
         let step = self.follow_step(&t, ElAtHead::NotRead);
-        self.take(step, t.revision, out);
+        self.take(step, position, out);
     }
 
     /// [`follow`] for target `t`, with our view of the EL and what it accepted.
@@ -879,11 +924,11 @@ impl Planner {
         follow(target, el, Applied { forkchoice: self.applied, first_valid })
     }
 
-    /// Carries out one step of the follow table for the target of `revision`.
-    fn take(&mut self, step: Follow, revision: u64, out: &mut Vec<Action>) {
+    /// Carries out one step of the follow table for the target at `position`.
+    fn take(&mut self, step: Follow, position: Position, out: &mut Vec<Action>) {
         match step {
-            Follow::Send(fc) => self.submit(fc, revision, false, out),
-            Follow::Refuse(refusal) => self.refuse(revision, refusal, out),
+            Follow::Send(fc) => self.submit(fc, position, false, out),
+            Follow::Refuse(refusal) => self.refuse(position, refusal, out),
             // Labels only must not name a stale EL head: read the EL's heads first.
             Follow::ReadBlock { .. } if self.el_view_stale => {
                 self.begin(Awaiting::ElHeads, Action::ReadElHeads, out);
@@ -905,11 +950,17 @@ impl Planner {
     }
 
     /// Check, dedupe and send one planned update.
-    fn submit(&mut self, fc: Forkchoice, revision: u64, fallback: bool, out: &mut Vec<Action>) {
+    fn submit(
+        &mut self,
+        fc: Forkchoice,
+        position: Position,
+        fallback: bool,
+        out: &mut Vec<Action>,
+    ) {
         if let Err(refusal) =
             check_forkchoice(&fc, self.phase, self.applied.finalized, &self.invalid)
         {
-            self.refuse(revision, refusal, out);
+            self.refuse(position, refusal, out);
             return;
         }
         if let Some(s) = self.last_sent
@@ -918,7 +969,8 @@ impl Planner {
             match s.answer {
                 // Already applied: nothing to send.
                 Some(FcuAnswer::Valid) => {
-                    self.applied_revision = self.applied_revision.max(revision);
+                    // Targets only get newer (`on_target`), so this is the newest position.
+                    self.applied_position = self.applied_position.max(position);
                     return;
                 }
                 // A re-send is already scheduled (SYNCING refresh or error backoff).
@@ -927,14 +979,14 @@ impl Planner {
             }
         }
         self.last_sent = Some(Sent { fc, answer: None });
-        self.begin(Awaiting::Fcu { fc, revision, fallback }, Action::SendFcu(fc), out);
+        self.begin(Awaiting::Fcu { fc, position, fallback }, Action::SendFcu(fc), out);
     }
 
-    /// Never send an update that breaks an invariant: alert and block its target's revision.
-    fn refuse(&mut self, revision: u64, refusal: Refusal, out: &mut Vec<Action>) {
-        self.blocked = Some(revision);
+    /// Never send an update that breaks an invariant: alert and block its target's position.
+    fn refuse(&mut self, position: Position, refusal: Refusal, out: &mut Vec<Action>) {
+        self.blocked = Some(position);
         self.last_error = Some(refusal.to_string());
-        out.push(Action::Alert(Alert::Refused { revision, refusal }));
+        out.push(Action::Alert(Alert::Refused { position, refusal }));
     }
 
     /// Mirror the newest target's `current_l1` once the applied safe head reached its safe.
@@ -978,7 +1030,14 @@ impl Planner {
     }
 }
 
-/// Exponential backoff: `first · 2^attempt`, capped.
+/// The SYNCING probe interval for a re-send due in `resend_ms`: `probe_ms`, or a quarter of
+/// the re-send delay when that is longer, so a long streak of one state probes less often
+/// (0: no probe).
+pub fn probe_every(probe_ms: u64, resend_ms: u64) -> u64 {
+    if probe_ms == 0 { 0 } else { probe_ms.max(resend_ms / 4) }
+}
+
+/// Exponential backoff: `first_ms * 2^attempt`, capped at `max_ms`.
 pub fn backoff(first_ms: u64, max_ms: u64, attempt: u32) -> u64 {
     first_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms)
 }

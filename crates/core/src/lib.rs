@@ -18,7 +18,9 @@
 //! never names a head the EL declared INVALID.
 
 pub mod engine;
+pub mod lease;
 pub mod poll;
+pub mod quorum;
 pub mod revision;
 pub mod severity;
 pub mod status;

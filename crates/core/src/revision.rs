@@ -3,6 +3,10 @@
 //! starts a new epoch (revision 1) when there is no stored target or the stored one cannot be
 //! continued; an engine-driver accepts a target only when it is newer than the last it saw.
 //!
+//! The validator also takes into account the newest position the engine-drivers report (KV
+//! bucket `lightcl-engine`): when one is ahead of the stream (an older backup of the stream was
+//! restored), the next target starts a new epoch above it, so every driver takes it.
+//!
 //! An epoch is the validator's clock (Unix milliseconds) when its history began, so a history
 //! started later has a larger epoch: "newer" is the lexicographic order of `(epoch, revision)`.
 //! An old epoch's target re-delivered (a replay, an old backup) is therefore never newer than
@@ -47,10 +51,12 @@ pub enum PositionError {
     /// The clock reads 0: no epoch can be chosen above the legacy epoch 0.
     #[error("the clock reads 0 ms: cannot choose a target epoch")]
     NoClock,
-    /// Neither the revision nor the epoch of the stored target can be advanced.
+    /// Neither the revision nor the epoch of the newest position (stored, or reported by an
+    /// engine-driver) can be advanced.
     #[error(
-        "the stored target is at {0}: its revision cannot be incremented and no later epoch \
-         exists; remove it from LIGHTCL_TARGETS"
+        "the newest target position is {0}: its revision cannot be incremented and no later \
+         epoch exists; remove that target from LIGHTCL_TARGETS (and restart the drivers that \
+         took it)"
     )]
     Exhausted(Position),
 }
@@ -61,25 +67,48 @@ pub fn epoch_plausible(epoch: u64, now_ms: u64) -> bool {
     epoch <= now_ms.saturating_add(MAX_EPOCH_AHEAD_MS)
 }
 
-/// The validator's next position after the stored newest target `last` (None: none stored),
-/// at clock `now_ms`:
-/// - continue: the same epoch and revision + 1, when the stored epoch is plausible and the
-///   revision can be incremented;
-/// - a new epoch at revision 1 otherwise: `now_ms`, or the stored epoch + 1 when that is
-///   later (a revision exhausted within an epoch started "now");
-/// - an error when no later epoch exists, never a wrapped value.
-pub fn next_position(last: Option<Position>, now_ms: u64) -> Result<Position, PositionError> {
+/// The validator's next position, at clock `now_ms`, after the stream's newest target
+/// `stream_last` (None: none stored), given `drivers_max`, the newest position any engine-driver
+/// reports having seen or applied (None: none known). Positions whose epoch is not plausible
+/// at `now_ms` are left out of both (drivers ignore them).
+///
+/// - Normally no driver is ahead of the stream (drivers only take targets from it):
+///   - continue: the stream's epoch and revision + 1, when the revision can be incremented;
+///   - a new epoch at revision 1 otherwise: `now_ms`, or the stored epoch + 1 when that is
+///     later (a revision exhausted within an epoch started "now"); also when nothing usable
+///     is stored.
+/// - A driver is ahead of the stream ([`is_newer`]: an older backup was restored, the subject
+///   was purged or its newest messages deleted): a new epoch above it, `max(now_ms, its epoch +
+///   1)` at revision 1, so that every driver takes the next target. When that epoch would not be
+///   plausible (the driver's epoch is at the edge of the window), the driver's epoch is
+///   continued instead (revision + 1).
+/// - An error when no later position exists, never a wrapped value.
+pub fn next_position(
+    stream_last: Option<Position>,
+    drivers_max: Option<Position>,
+    now_ms: u64,
+) -> Result<Position, PositionError> {
     let fresh = |floor: u64| -> Result<Position, PositionError> {
         if now_ms == 0 {
             return Err(PositionError::NoClock);
         }
         Ok(Position { epoch: now_ms.max(floor), revision: 1 })
     };
-    let Some(l) = last else { return fresh(0) };
-    if !epoch_plausible(l.epoch, now_ms) {
-        // Drivers ignore this target (see `is_newer`): start over from our own clock.
-        return fresh(0);
+    let plausible = |p: &Position| epoch_plausible(p.epoch, now_ms);
+    // An implausible stored epoch is ignored by drivers (see `is_newer`): not continued.
+    let stored = stream_last.filter(plausible);
+    if let Some(d) = drivers_max.filter(plausible)
+        && is_newer(stored, d, now_ms)
+    {
+        return match d.epoch.checked_add(1) {
+            Some(e) if epoch_plausible(e, now_ms) => fresh(e),
+            _ => match d.revision.checked_add(1) {
+                Some(revision) => Ok(Position { epoch: d.epoch, revision }),
+                None => Err(PositionError::Exhausted(d)),
+            },
+        };
     }
+    let Some(l) = stored else { return fresh(0) };
     if let Some(revision) = l.revision.checked_add(1) {
         return Ok(Position { epoch: l.epoch, revision });
     }

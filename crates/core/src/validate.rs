@@ -39,7 +39,8 @@ mod tests;
 pub struct ValidatorConfig {
     /// The L2 chain id statuses must belong to.
     pub chain_id: u64,
-    /// How many distinct sources must report the same `safe_l2` (1 = no quorum).
+    /// k of [`crate::quorum`] (the service combines several sources; decisions here judge one
+    /// status).
     pub quorum: usize,
 }
 
@@ -136,6 +137,13 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// True for the rules that refuse a status only for being older than the stored target
+    /// (`safe_replay`, `status_replay`, `finalized_regression`): what an honest status handled
+    /// late looks like, not proof the source is wrong.
+    pub fn is_behind(self) -> bool {
+        matches!(self, Self::SafeReplay | Self::StatusReplay | Self::FinalizedRegression)
+    }
+
     /// Every reason, for exhaustive tests and metric pre-registration.
     pub const ALL: [Self; 12] = [
         Self::MissingRef,
@@ -315,7 +323,8 @@ pub struct Accepted {
     pub target: Target,
     /// The L1 blocks it was checked against.
     pub evidence: L1Evidence,
-    /// The sources that reported this `safe_l2` (the quorum), sorted.
+    /// The sources behind it (the status's source; the service puts a quorum's supporters
+    /// here).
     pub source_ids: Vec<String>,
     /// True when `current_l1` stepped back and the previous one was kept.
     pub kept_current_l1: bool,
@@ -398,16 +407,16 @@ impl L1Cache {
 pub struct Validator {
     cfg: ValidatorConfig,
     last: Option<Target>,
-    /// Each source's latest L1-consistent `safe_l2`.
-    votes: BTreeMap<String, BlockId>,
     /// The clock (Unix ms) a new epoch is taken from; see [`Validator::set_clock`].
     now_ms: u64,
+    /// The newest position the engine-drivers report; see [`Validator::set_drivers_newest`].
+    drivers_newest: Option<Position>,
 }
 
 impl Validator {
     /// A validator continuing after `last` (the newest stored target, if any).
     pub fn new(cfg: ValidatorConfig, last: Option<Target>) -> Self {
-        Self { cfg, last, votes: BTreeMap::new(), now_ms: 1 }
+        Self { cfg, last, now_ms: 1, drivers_newest: None }
     }
 
     /// The settings.
@@ -426,9 +435,17 @@ impl Validator {
         self.now_ms = now_ms;
     }
 
+    /// Sets the newest position any engine-driver of the chain reports having seen or applied
+    /// (None: none known). When it is ahead of the stored newest target (an older backup of the
+    /// stream was restored), the next target starts a new epoch above it (see
+    /// [`next_position`]); otherwise it changes nothing.
+    pub fn set_drivers_newest(&mut self, newest: Option<Position>) {
+        self.drivers_newest = newest;
+    }
+
     /// The position the next target would get (see [`next_position`]).
     pub fn next_position(&self) -> Result<Position, PositionError> {
-        next_position(self.last.as_ref().map(Position::of), self.now_ms)
+        next_position(self.last.as_ref().map(Position::of), self.drivers_newest, self.now_ms)
     }
 
     /// Replaces the state with the newest stored target (after a restart or a lost race).
@@ -482,8 +499,8 @@ impl Validator {
         Ok(L1Plan { checks })
     }
 
-    /// Judges a status against our L1's answers and the previous target. Records the
-    /// source's quorum vote when the status is L1-consistent; does not commit the target.
+    /// Judges a status against our L1's answers and the previous target; does not commit the
+    /// target. (Several sources are combined before, by [`crate::quorum`].)
     pub fn decide(&mut self, obs: &Observation, answers: &L1Answers) -> Verdict {
         let plan = match self.plan(obs) {
             Ok(p) => p,
@@ -494,7 +511,6 @@ impl Validator {
             Err(r) => return Verdict::Reject(r),
         };
         let s = &obs.status;
-        self.votes.insert(obs.source_id.clone(), s.safe_l2.id());
 
         let mut current_l1 = s.current_l1;
         let mut kept_current_l1 = false;
@@ -559,12 +575,11 @@ impl Validator {
                 match judged.probe(RefName::PrevCurrentL1) {
                     Some(false) => {}
                     Some(true) => {
-                        // A restarting source keeps its heads; one whose heads step back
-                        // too is replaying an old status (unsafe included: a kept
-                        // current_l1 must never carry an older tip).
+                        // A restarting source keeps its safe and finalized heads; one whose
+                        // safe or finalized steps back too is replaying an old status. Its
+                        // tip may be behind (a driver never rewinds the EL's tip for it).
                         let heads_back = s.safe_l2.number < p.safe_l2.number
-                            || s.finalized_l2.number < p.finalized_l2.number
-                            || s.unsafe_l2.number < p.unsafe_l2.number;
+                            || s.finalized_l2.number < p.finalized_l2.number;
                         if heads_back {
                             return Verdict::Reject(
                                 Rejection::new(
@@ -584,25 +599,6 @@ impl Validator {
                     None => return Verdict::Reject(not_fetched(p.current_l1.number)),
                 }
             }
-        }
-
-        // Quorum: k distinct sources with the same safe_l2.
-        let safe = s.safe_l2.id();
-        let source_ids: Vec<String> =
-            self.votes.iter().filter(|(_, v)| **v == safe).map(|(k, _)| k.clone()).collect();
-        if source_ids.len() < self.cfg.quorum.max(1) {
-            return Verdict::Reject(
-                Rejection::new(
-                    RejectReason::NoQuorum,
-                    format!(
-                        "safe_l2 {} reported by {} of the {} sources required",
-                        safe,
-                        source_ids.len(),
-                        self.cfg.quorum
-                    ),
-                )
-                .about(RefName::SafeL2, safe.number, Some(safe.hash), None),
-            );
         }
 
         let next = match self.next_position() {
@@ -636,10 +632,24 @@ impl Validator {
         Verdict::Accept(Box::new(Accepted {
             target,
             evidence,
-            source_ids,
+            source_ids: vec![obs.source_id.clone()],
             kept_current_l1,
             l1_reorg,
         }))
+    }
+}
+
+impl From<&crate::quorum::NoQuorum> for Rejection {
+    fn from(e: &crate::quorum::NoQuorum) -> Self {
+        use crate::quorum::Label;
+        let name = match e.label {
+            Label::Unsafe => RefName::UnsafeL2,
+            Label::LocalSafe => RefName::LocalSafeL2,
+            Label::Safe => RefName::SafeL2,
+            Label::Finalized => RefName::FinalizedL2,
+            Label::CurrentL1 => RefName::CurrentL1,
+        };
+        Self::new(RejectReason::NoQuorum, e.to_string()).about(name, 0, None, None)
     }
 }
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::l1::{L1Client, L1Error};
 use crate::procs::{self, Proc, ProcError};
-use crate::sim::{SimConfig, SimError, Simulator};
+use crate::sim::{Lie, SimConfig, SimError, Simulator};
 
 /// Errors of the devnet.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,14 @@ pub struct DevnetConfig {
     pub chain_id: u64,
     /// Number of mock ELs (one engine-driver each).
     pub els: usize,
+    /// Number of sources (at least 1): mock consensus nodes serving the same simulated chain,
+    /// each polled by its own poller ([`Service::poller`]) with source id
+    /// [`Devnet::source_id`] (`devnet-source`, `devnet-source-1`, ...). Each can be stopped,
+    /// stalled or made to lie on its own ([`Devnet::set_source_lie`]).
+    pub sources: usize,
+    /// Number of validator replicas (at least 1), sharing the durable consumer
+    /// ([`Service::validator`]).
+    pub validators: usize,
     /// The simulated L2 block time.
     pub block_time: Duration,
     /// An L1 block is mined every this many L2 blocks.
@@ -97,7 +105,9 @@ pub struct DevnetConfig {
     pub bin_dir: Option<PathBuf>,
     /// Directory for logs, JWT files and the NATS store (default: a temp dir, removed on drop).
     pub work_dir: Option<PathBuf>,
-    /// Extra arguments per service (`poller`, `validator`, `engine-driver`).
+    /// Extra arguments per service (`poller`, `validator`, `engine-driver`), given to every
+    /// process of that service (every source's poller, every validator replica), e.g.
+    /// `validator` → `["--quorum=2"]`.
     pub extra_args: HashMap<String, Vec<String>>,
     /// Extra environment for every service process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub extra_env: Vec<(String, String)>,
@@ -131,6 +141,8 @@ impl Default for DevnetConfig {
         Self {
             chain_id: 901,
             els: 1,
+            sources: 1,
+            validators: 1,
             block_time: Duration::from_millis(500),
             l2_per_l1: 3,
             poll_interval: Duration::from_millis(250),
@@ -156,12 +168,40 @@ impl Default for DevnetConfig {
 /// Which service process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
-    /// The poller.
+    /// The poller of source 0 (the only one by default).
     Poller,
-    /// The validator.
+    /// The validator (replica 0, the only one by default).
     Validator,
     /// The engine-driver of EL `i`.
     Driver(usize),
+    /// The poller of source `i` ≥ 1 (see [`DevnetConfig::sources`]; use [`Service::poller`]).
+    SourcePoller(usize),
+    /// Validator replica `i` ≥ 1 (see [`DevnetConfig::validators`]; use
+    /// [`Service::validator`]).
+    ValidatorReplica(usize),
+}
+
+impl Service {
+    /// The poller of source `i` ([`Service::Poller`] for 0).
+    pub fn poller(i: usize) -> Self {
+        if i == 0 { Self::Poller } else { Self::SourcePoller(i) }
+    }
+
+    /// Validator replica `i` ([`Service::Validator`] for 0).
+    pub fn validator(i: usize) -> Self {
+        if i == 0 { Self::Validator } else { Self::ValidatorReplica(i) }
+    }
+
+    /// Order of [`Devnet::service_list`]: pollers, validators, drivers.
+    fn order(self) -> (u8, usize) {
+        match self {
+            Self::Poller => (0, 0),
+            Self::SourcePoller(i) => (0, i),
+            Self::Validator => (1, 0),
+            Self::ValidatorReplica(i) => (1, i),
+            Self::Driver(i) => (2, i),
+        }
+    }
 }
 
 impl fmt::Display for Service {
@@ -170,6 +210,8 @@ impl fmt::Display for Service {
             Self::Poller => f.write_str("poller"),
             Self::Validator => f.write_str("validator"),
             Self::Driver(i) => write!(f, "engine-driver-{i}"),
+            Self::SourcePoller(i) => write!(f, "poller-{i}"),
+            Self::ValidatorReplica(i) => write!(f, "validator-{i}"),
         }
     }
 }
@@ -221,7 +263,7 @@ impl Nats {
     }
 }
 
-/// A decoded target as seen on `lightcl.target.<chain>`.
+/// A decoded target as stored on `lightcl.target.<chain>` (the targets stream).
 #[derive(Debug, Clone, Copy)]
 pub struct SeenTarget {
     /// Epoch (0 from versions without it); targets are ordered by (epoch, revision).
@@ -236,14 +278,34 @@ pub struct SeenTarget {
     pub finalized_l2: L2BlockRef,
 }
 
-/// What the source currently serves instead of its live chain.
+/// What one source serves instead of its live chain.
+#[derive(Debug, Clone, Default)]
+struct SourceControl {
+    /// Serves the live status with this lie.
+    lie: Option<Lie>,
+    /// Keeps serving what it served last (frozen), whatever else is set.
+    stalled: bool,
+    /// Serves this status (a replay, a not-ready node).
+    override_status: Option<SyncStatus>,
+    /// Stopped (connection refused).
+    down: bool,
+}
+
+/// The simulation's switches and what each source serves.
 #[derive(Debug, Clone, Default)]
 struct Control {
     paused: bool,
-    lying: bool,
-    override_status: Option<SyncStatus>,
     stale_until: Option<Instant>,
     resync_from: Option<u64>,
+    /// Per source.
+    sources: Vec<SourceControl>,
+}
+
+/// A block a lying source served (never part of the chain).
+#[derive(Debug, Clone, Copy)]
+struct Forged {
+    source: usize,
+    lie: Lie,
 }
 
 #[derive(Debug)]
@@ -252,17 +314,67 @@ struct World {
     control: Control,
     /// L1 hashes that left the canonical chain, with the time they did.
     orphaned_l1: HashMap<B256, Instant>,
-    /// Blocks forged by the lying source.
-    forged: HashMap<B256, L2BlockRef>,
+    /// Blocks forged or fabricated by lying sources.
+    forged: HashMap<B256, Forged>,
     targets: Vec<SeenTarget>,
+    /// The `source_ids` of each target of `targets` (same order).
+    target_sources: Vec<Vec<String>>,
     rejections: Vec<SeenRejection>,
     ticks: u64,
     errors: Vec<String>,
 }
 
+impl World {
+    /// Sets what source `i` serves from the world: nothing new while it is stalled, else its
+    /// lie (recording the fake block), its override, or (unless `stale`) the live status.
+    fn serve(&mut self, i: usize, source: &MockSource, stale: bool) {
+        let Some(c) = self.control.sources.get(i) else { return };
+        if c.stalled {
+            return;
+        }
+        if let Some(lie) = c.lie {
+            let (st, fake) = self.sim.lie_status(lie);
+            self.forged.insert(fake.hash, Forged { source: i, lie });
+            source.set_status(st);
+        } else if let Some(st) = &c.override_status {
+            source.set_status(st.clone());
+        } else if !stale {
+            source.set_status(self.sim.status());
+        }
+    }
+
+    /// Source `i`'s mode for the view.
+    fn mode(&self, i: usize) -> &'static str {
+        let c = &self.control;
+        let Some(s) = c.sources.get(i) else { return "-" };
+        if s.down {
+            "DOWN"
+        } else if s.stalled {
+            "STALLED"
+        } else if let Some(lie) = s.lie {
+            match lie {
+                Lie::BadOrigin => "LYING",
+                Lie::Unsafe => "FAKE-UNSAFE",
+                Lie::LocalSafe => "FAKE-LOCAL-SAFE",
+                Lie::Safe => "FAKE-SAFE",
+                Lie::Finalized => "FAKE-FINALIZED",
+            }
+        } else if s.override_status.is_some() {
+            "REPLAY"
+        } else if c.stale_until.is_some() {
+            "STALE-L1"
+        } else if c.paused {
+            "paused"
+        } else {
+            "live"
+        }
+    }
+}
+
 struct Shared {
     world: Mutex<World>,
-    source: MockSource,
+    /// Source `i` is `sources[i]`.
+    sources: Vec<MockSource>,
     els: Vec<Arc<MockEl>>,
     l1: L1Client,
 }
@@ -276,7 +388,8 @@ impl Shared {
 /// The endpoint URLs handed to the services.
 #[derive(Debug, Clone)]
 struct ServiceUrls {
-    source: String,
+    /// Per source.
+    sources: Vec<String>,
     l1: String,
     els: Vec<String>,
 }
@@ -302,10 +415,17 @@ async fn https_fronts(
         let ca = &ca;
         async move { TlsFront::start(ca, upstream, opts).await.map_err(|e| e.to_string()) }
     };
-    let source = start(addr_of(&shared.source.url())?, keyed.clone()).await?;
+    let mut fronts = Vec::new();
+    let mut sources = Vec::new();
+    for (i, s) in shared.sources.iter().enumerate() {
+        let f = start(addr_of(&s.url())?, keyed.clone()).await?;
+        sources.push(f.url());
+        let name = if i == 0 { "source".to_owned() } else { format!("source-{i}") };
+        fronts.push((name, f));
+    }
     let l1 = start(SocketAddr::from(([127, 0, 0, 1], anvil_port)), keyed).await?;
-    let mut urls = ServiceUrls { source: source.url(), l1: l1.url(), els: Vec::new() };
-    let mut fronts = vec![("source".to_owned(), source), ("l1".to_owned(), l1)];
+    let mut urls = ServiceUrls { sources, l1: l1.url(), els: Vec::new() };
+    fronts.push(("l1".to_owned(), l1));
     for (i, el) in shared.els.iter().enumerate() {
         let f = start(addr_of(&el.url())?, FrontOptions::default()).await?;
         urls.els.push(f.base_url());
@@ -402,9 +522,13 @@ impl Devnet {
             sim.produce();
         }
 
-        let source = MockSource::start(cfg.chain_id, sim.status())
-            .await
-            .map_err(|e| io("starting the mock source")(e.to_string()))?;
+        let mut sources = Vec::new();
+        for _ in 0..cfg.sources.max(1) {
+            let s = MockSource::start(cfg.chain_id, sim.status())
+                .await
+                .map_err(|e| io("starting a mock source")(e.to_string()))?;
+            sources.push(s);
+        }
         let mut els = Vec::new();
         let mut jwt_files = Vec::new();
         for i in 0..cfg.els {
@@ -426,22 +550,27 @@ impl Devnet {
         let shared = Arc::new(Shared {
             world: Mutex::new(World {
                 sim,
-                control: Control { paused: cfg.start_paused, ..Control::default() },
+                control: Control {
+                    paused: cfg.start_paused,
+                    sources: vec![SourceControl::default(); sources.len()],
+                    ..Control::default()
+                },
                 orphaned_l1: HashMap::new(),
                 forged: HashMap::new(),
                 targets: Vec::new(),
+                target_sources: Vec::new(),
                 rejections: Vec::new(),
                 ticks: 0,
                 errors: Vec::new(),
             }),
-            source,
+            sources,
             els,
             l1,
         });
         let (urls, fronts, ca_file) = match &cfg.https_api_key {
             None => (
                 ServiceUrls {
-                    source: shared.source.url(),
+                    sources: shared.sources.iter().map(MockSource::url).collect(),
                     l1: anvil_url.clone(),
                     els: shared.els.iter().map(|e| e.url()).collect(),
                 },
@@ -482,8 +611,12 @@ impl Devnet {
         me.tasks.push(tokio::spawn(drive(me.cfg.clone(), me.shared.clone(), me.cancel.clone())));
 
         let bin_dir = me.cfg.bin_dir.clone().unwrap_or_else(procs::bin_dir);
-        me.spawn_service(Service::Validator, &bin_dir, &[])?;
-        me.spawn_service(Service::Poller, &bin_dir, &[])?;
+        for i in 0..me.cfg.validators.max(1) {
+            me.spawn_service(Service::validator(i), &bin_dir, &[])?;
+        }
+        for i in 0..me.shared.sources.len() {
+            me.spawn_service(Service::poller(i), &bin_dir, &[])?;
+        }
         for (i, f) in jwt_files.iter().enumerate() {
             me.spawn_service(Service::Driver(i), &bin_dir, &[f.as_path()])?;
         }
@@ -503,8 +636,8 @@ impl Devnet {
         let grpc = procs::free_addr()?;
         let admin = procs::free_addr()?;
         let (bin, key) = match which {
-            Service::Poller => ("lightcl-poller", "poller"),
-            Service::Validator => ("lightcl-validator", "validator"),
+            Service::Poller | Service::SourcePoller(_) => ("lightcl-poller", "poller"),
+            Service::Validator | Service::ValidatorReplica(_) => ("lightcl-validator", "validator"),
             Service::Driver(_) => ("lightcl-engine-driver", "engine-driver"),
         };
         let mut args = vec![
@@ -518,15 +651,21 @@ impl Devnet {
             args.push("--nats.replicas=3".into());
         }
         match which {
-            Service::Poller => {
-                args.push(format!("--l2.follow.source={}", self.urls.source));
-                args.push("--source-id=devnet-source".into());
+            Service::Poller | Service::SourcePoller(_) => {
+                let i = match which {
+                    Service::SourcePoller(i) => i,
+                    _ => 0,
+                };
+                args.push(format!("--l2.follow.source={}", self.urls.sources[i]));
+                args.push(format!("--source-id={}", Self::source_id(i)));
                 args.push(format!(
                     "--poll-interval={}",
                     humantime::format_duration(self.cfg.poll_interval)
                 ));
             }
-            Service::Validator => args.push(format!("--l1.rpc={}", self.urls.l1)),
+            Service::Validator | Service::ValidatorReplica(_) => {
+                args.push(format!("--l1.rpc={}", self.urls.l1));
+            }
             Service::Driver(i) => {
                 args.push(format!("--l2.engine-rpc={}", self.urls.els[i]));
                 if let Some(j) = jwt.first() {
@@ -573,9 +712,40 @@ impl Devnet {
         &self.anvil_url
     }
 
-    /// The mock source's URL.
+    /// The mock source's URL (source 0).
     pub fn source_url(&self) -> String {
-        self.shared.source.url()
+        self.shared.sources[0].url()
+    }
+
+    /// Source `i`'s URL.
+    pub fn source_url_at(&self, i: usize) -> String {
+        self.shared.sources[i].url()
+    }
+
+    /// Number of sources.
+    pub fn source_count(&self) -> usize {
+        self.shared.sources.len()
+    }
+
+    /// The source id source `i`'s poller publishes under: `devnet-source` for source 0,
+    /// `devnet-source-<i>` for the others.
+    pub fn source_id(i: usize) -> String {
+        if i == 0 { "devnet-source".to_owned() } else { format!("devnet-source-{i}") }
+    }
+
+    /// The index of the source with this id (see [`Devnet::source_id`]).
+    pub fn source_index(&self, id: &str) -> Option<usize> {
+        (0..self.source_count()).find(|i| Self::source_id(*i) == id)
+    }
+
+    /// The mock behind source `i` (for failures the devnet has no injection for).
+    pub fn source_mock(&self, i: usize) -> &MockSource {
+        &self.shared.sources[i]
+    }
+
+    /// What source `i` serves right now (its lie, its frozen or overridden status, or live).
+    pub fn served_status(&self, i: usize) -> SyncStatus {
+        self.shared.sources[i].status()
     }
 
     /// Requests each TLS front forwarded (`source`, `l1`, `el-<i>`); empty without HTTPS.
@@ -583,9 +753,10 @@ impl Devnet {
         self.fronts.iter().map(|(name, f)| (name.clone(), f.forwarded())).collect()
     }
 
-    /// The endpoint URLs the services were given (with the API key when HTTPS is on).
+    /// The endpoint URLs the services were given (with the API key when HTTPS is on): source
+    /// 0's, L1's and every EL's.
     pub fn service_urls(&self) -> (&str, &str, &[String]) {
-        (&self.urls.source, &self.urls.l1, &self.urls.els)
+        (&self.urls.sources[0], &self.urls.l1, &self.urls.els)
     }
 
     /// The work directory (logs, JWT files, NATS store).
@@ -618,12 +789,18 @@ impl Devnet {
         self.shared.world().sim.canonical(number)
     }
 
-    /// `optimism_syncStatus` requests the source has answered.
+    /// `optimism_syncStatus` requests the source (source 0) has answered.
     pub fn source_requests(&self) -> u64 {
-        self.shared.source.requests("optimism_syncStatus")
+        self.source_requests_at(0)
     }
 
-    /// The number of a source block (None for the zero hash or an unknown block).
+    /// `optimism_syncStatus` requests source `i` has answered.
+    pub fn source_requests_at(&self, i: usize) -> u64 {
+        self.shared.sources[i].requests("optimism_syncStatus")
+    }
+
+    /// The number of a source block (None for the zero hash or an unknown block, such as a
+    /// forged or fabricated one).
     pub fn block_number(&self, hash: B256) -> Option<u64> {
         if hash == B256::ZERO {
             return None;
@@ -631,9 +808,36 @@ impl Devnet {
         self.shared.world().sim.block(&hash).map(|b| b.number)
     }
 
-    /// Targets seen on the bus, oldest first.
+    /// Which source served `hash` as a lie, and which lie (None: never served as a lie).
+    pub fn forged_by(&self, hash: B256) -> Option<(usize, Lie)> {
+        self.shared.world().forged.get(&hash).map(|f| (f.source, f.lie))
+    }
+
+    /// How many distinct blocks lying sources served so far.
+    pub fn forged_count(&self) -> usize {
+        self.shared.world().forged.len()
+    }
+
+    /// Targets stored on the bus (in the targets stream, the engine-drivers' view: not a
+    /// publish that lost a validator replica's compare-and-set), oldest first.
     pub fn targets(&self) -> Vec<SeenTarget> {
         self.shared.world().targets.clone()
+    }
+
+    /// The `source_ids` of every target of [`Devnet::targets`], in the same order: the
+    /// followed source (failover) or the sources that voted (quorum).
+    pub fn target_sources(&self) -> Vec<Vec<String>> {
+        self.shared.world().target_sources.clone()
+    }
+
+    /// The source the newest target came from, when exactly one source supported it (a
+    /// followed source; None with a quorum or before the first target).
+    pub fn followed_source(&self) -> Option<usize> {
+        let ids = self.shared.world().target_sources.last().cloned()?;
+        match ids.as_slice() {
+            [one] => self.source_index(one),
+            _ => None,
+        }
     }
 
     /// Rejections seen on the bus, oldest first.
@@ -658,35 +862,73 @@ impl Devnet {
         self.shared.world().control.paused = paused;
     }
 
-    /// While on, the source serves a status whose safe head is a forged block with an L1
-    /// origin that was never on L1 (see [`Simulator::lying_status`]).
+    /// While on, the source (source 0) serves a status whose safe head is a forged block with
+    /// an L1 origin that was never on L1 (see [`Simulator::lying_status`]); off: it tells the
+    /// truth again (whatever it lied about).
     pub fn set_lying(&self, lying: bool) {
+        self.set_source_lie(0, lying.then_some(Lie::BadOrigin));
+    }
+
+    /// Source `i` serves its live status with `lie` ([`Simulator::lie_status`], renewed every
+    /// block; None: the truth again, from the next block). Every block it serves as a lie is
+    /// remembered ([`Devnet::forged_by`]) and [`Devnet::check_invariants`] fails on any FCU
+    /// naming one. A stalled source starts lying when it is resumed.
+    pub fn set_source_lie(&self, i: usize, lie: Option<Lie>) {
         let mut w = self.shared.world();
-        w.control.lying = lying;
-        if lying {
-            let (st, forged) = w.sim.lying_status();
-            w.forged.insert(forged.hash, forged);
-            self.shared.source.set_status(st);
+        let Some(c) = w.control.sources.get_mut(i) else { return };
+        c.lie = lie;
+        if lie.is_some() {
+            w.serve(i, &self.shared.sources[i], false);
         }
     }
 
-    /// Serve `status` instead of the live chain (None: back to live).
+    /// Source `i` keeps answering with the status it serves now, frozen (true), or follows the
+    /// chain again from the next block (false): a node whose derivation is stuck.
+    pub fn set_source_stalled(&self, i: usize, stalled: bool) {
+        if let Some(c) = self.shared.world().control.sources.get_mut(i) {
+            c.stalled = stalled;
+        }
+    }
+
+    /// Serve `status` instead of the live chain (None: back to live), at source 0.
     pub fn set_override(&self, status: Option<SyncStatus>) {
         let mut w = self.shared.world();
-        if let Some(st) = &status {
-            self.shared.source.set_status(st.clone());
+        if let Some(st) = &status
+            && !w.control.sources[0].stalled
+        {
+            self.shared.sources[0].set_status(st.clone());
         }
-        w.control.override_status = status;
+        w.control.sources[0].override_status = status;
     }
 
-    /// Source down (connection refused).
+    /// Source down (connection refused): source 0.
     pub async fn stop_source(&self) {
-        self.shared.source.stop().await;
+        self.stop_source_at(0).await;
     }
 
-    /// Source up again on the same port.
+    /// Source up again on the same port: source 0.
     pub async fn start_source(&self) -> Result<(), DevnetError> {
-        self.shared.source.restart().await.map_err(|e| io("restarting the source")(e.to_string()))
+        self.start_source_at(0).await
+    }
+
+    /// Source `i` down (connection refused).
+    pub async fn stop_source_at(&self, i: usize) {
+        self.shared.sources[i].stop().await;
+        if let Some(c) = self.shared.world().control.sources.get_mut(i) {
+            c.down = true;
+        }
+    }
+
+    /// Source `i` up again on the same port.
+    pub async fn start_source_at(&self, i: usize) -> Result<(), DevnetError> {
+        self.shared.sources[i]
+            .restart()
+            .await
+            .map_err(|e| io("restarting a source")(e.to_string()))?;
+        if let Some(c) = self.shared.world().control.sources.get_mut(i) {
+            c.down = false;
+        }
+        Ok(())
     }
 
     /// L1 reorg under the source's safe head's origin (`anvil_reorg`); the source keeps its
@@ -723,8 +965,11 @@ impl Devnet {
         for el in &self.shared.els {
             el.add_network_blocks(new.iter().copied());
         }
-        if w.control.override_status.is_none() && !w.control.lying {
-            self.shared.source.set_status(w.sim.status());
+        for (i, s) in self.shared.sources.iter().enumerate() {
+            let c = &w.control.sources[i];
+            if c.override_status.is_none() && c.lie.is_none() && !c.stalled {
+                s.set_status(w.sim.status());
+            }
         }
         new
     }
@@ -767,11 +1012,7 @@ impl Devnet {
     /// The services.
     pub fn service_list(&self) -> Vec<Service> {
         let mut v: Vec<Service> = self.services.keys().copied().collect();
-        v.sort_by_key(|s| match s {
-            Service::Poller => 0,
-            Service::Validator => 1,
-            Service::Driver(i) => 2 + i,
-        });
+        v.sort_by_key(|s| s.order());
         v
     }
 
@@ -853,9 +1094,11 @@ impl Devnet {
                     if hash == B256::ZERO {
                         continue;
                     }
-                    if w.forged.contains_key(&hash) {
+                    if let Some(f) = w.forged.get(&hash) {
                         bad.push(format!(
-                            "el-{i} call {n}: {label} {hash} was forged by the lying source"
+                            "el-{i} call {n}: {label} {hash} was forged by the lying source \
+                             (source {}, lie {})",
+                            f.source, f.lie
                         ));
                         continue;
                     }
@@ -927,7 +1170,7 @@ impl Devnet {
     pub fn view(&self) -> View {
         let w = self.shared.world();
         let st = w.sim.status();
-        let served = self.shared.source.status();
+        let served = self.shared.sources[0].status();
         let els = self
             .shared
             .els
@@ -955,17 +1198,8 @@ impl Devnet {
             l1_head: st.current_l1.number,
             source: (st.unsafe_l2.number, st.safe_l2.number, st.finalized_l2.number),
             served: (served.unsafe_l2.number, served.safe_l2.number, served.finalized_l2.number),
-            mode: if w.control.lying {
-                "LYING"
-            } else if w.control.override_status.is_some() {
-                "REPLAY"
-            } else if w.control.stale_until.is_some() {
-                "STALE-L1"
-            } else if w.control.paused {
-                "paused"
-            } else {
-                "live"
-            },
+            mode: w.mode(0),
+            modes: (0..self.shared.sources.len()).map(|i| w.mode(i)).collect(),
             target: w
                 .targets
                 .last()
@@ -1045,10 +1279,13 @@ pub struct View {
     pub l1_head: u64,
     /// The source's live unsafe/safe/finalized numbers.
     pub source: (u64, u64, u64),
-    /// What the source serves right now (differs while lying/replaying).
+    /// What the source (source 0) serves right now (differs while lying/replaying).
     pub served: (u64, u64, u64),
-    /// Source mode.
+    /// Source mode (source 0): `live`, `paused`, `STALE-L1`, `REPLAY`, `LYING`,
+    /// `FAKE-<LABEL>`, `STALLED` or `DOWN`.
     pub mode: &'static str,
+    /// Every source's mode (the first is `mode`).
+    pub modes: Vec<&'static str>,
     /// Last target: revision, unsafe, safe, finalized.
     pub target: Option<(u64, u64, u64, u64)>,
     /// Rejections seen.
@@ -1062,7 +1299,12 @@ pub struct View {
 impl fmt::Display for View {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (u, s, fi) = self.source;
-        write!(f, "L1 {:>4} | source[{}] u/s/f {u}/{s}/{fi}", self.l1_head, self.mode)?;
+        if self.modes.len() > 1 {
+            let modes = self.modes.join(",");
+            write!(f, "L1 {:>4} | sources[{modes}] u/s/f {u}/{s}/{fi}", self.l1_head)?;
+        } else {
+            write!(f, "L1 {:>4} | source[{}] u/s/f {u}/{s}/{fi}", self.l1_head, self.mode)?;
+        }
         if self.served != self.source {
             let (u, s, fi) = self.served;
             write!(f, " (serving {u}/{s}/{fi})")?;
@@ -1141,19 +1383,14 @@ async fn step(cfg: &DevnetConfig, shared: &Shared, n: &mut u64) -> Result<(), De
     for el in &shared.els {
         el.add_network_blocks(new_blocks.iter().copied());
     }
-    if w.control.lying {
-        let (st, forged) = w.sim.lying_status();
-        w.forged.insert(forged.hash, forged);
-        shared.source.set_status(st);
-    } else if let Some(st) = &w.control.override_status {
-        shared.source.set_status(st.clone());
-    } else if !stale {
-        shared.source.set_status(w.sim.status());
+    for (i, source) in shared.sources.iter().enumerate() {
+        w.serve(i, source, stale);
     }
     Ok(())
 }
 
-/// Watches targets and rejections on the bus (core subscriptions; reconnects by itself).
+/// Watches targets (as stored in the targets stream, [`observe_targets`]) and rejections (a
+/// core subscription) on the bus; reconnects by itself.
 async fn observe(url: String, chain_id: u64, shared: Arc<Shared>, cancel: CancellationToken) {
     let client = loop {
         let opts = async_nats::ConnectOptions::new().retry_on_initial_connect();
@@ -1169,23 +1406,20 @@ async fn observe(url: String, chain_id: u64, shared: Arc<Shared>, cancel: Cancel
             }
         }
     };
-    let (Ok(mut targets), Ok(mut rejected)) = (
-        client.subscribe(lightcl_bus::subjects::target(chain_id)).await,
-        client.subscribe(lightcl_bus::subjects::rejected(chain_id)).await,
-    ) else {
+    let Ok(mut rejected) = client.subscribe(lightcl_bus::subjects::rejected(chain_id)).await else {
         shared.world().errors.push("observer: cannot subscribe".into());
         return;
     };
+    let targets = tokio::spawn(observe_targets(
+        async_nats::jetstream::new(client.clone()),
+        chain_id,
+        shared.clone(),
+        cancel.clone(),
+    ));
+    let _stop_targets = AbortOnDrop(targets);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            Some(m) = targets.next() => {
-                if let Ok(t) = v1::Target::decode(m.payload.as_ref())
-                    && let Some(seen) = seen_target(&t)
-                {
-                    shared.world().targets.push(seen);
-                }
-            }
             Some(m) = rejected.next() => {
                 let seen = match v1::Rejection::decode(m.payload.as_ref()) {
                     Ok(r) => SeenRejection {
@@ -1207,6 +1441,101 @@ async fn observe(url: String, chain_id: u64, shared: Arc<Shared>, cancel: Cancel
                 shared.world().rejections.push(seen);
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Records every target **stored** in the targets stream, in stream order. Not a core
+/// subscription: a target whose compare-and-set publish lost against another validator
+/// replica still reaches core subscribers, but never the stream nor the engine-drivers. An
+/// ephemeral pull consumer with heartbeats; after an error (e.g. NATS restarted and forgot
+/// it) it is re-created from the next stream sequence, so nothing stored is missed.
+async fn observe_targets(
+    js: async_nats::jetstream::Context,
+    chain_id: u64,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    use async_nats::jetstream::consumer::{self, DeliverPolicy};
+    let subject = lightcl_bus::subjects::target(chain_id);
+    // The next stream sequence to record (0: none seen yet, start at the first).
+    let mut next_seq: u64 = 0;
+    loop {
+        let open = async {
+            let stream = js
+                .get_stream(lightcl_bus::subjects::TARGETS_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            let c: consumer::PullConsumer = stream
+                .create_consumer(consumer::pull::Config {
+                    filter_subject: subject.clone(),
+                    deliver_policy: if next_seq == 0 {
+                        DeliverPolicy::All
+                    } else {
+                        DeliverPolicy::ByStartSequence { start_sequence: next_seq }
+                    },
+                    ack_policy: consumer::AckPolicy::None,
+                    memory_storage: true,
+                    num_replicas: 1,
+                    inactive_threshold: Duration::from_secs(10),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            c.stream()
+                .expires(Duration::from_secs(2))
+                .heartbeat(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        // The stream exists once a validator created the topology.
+        let mut messages = tokio::select! {
+            () = cancel.cancelled() => return,
+            m = open => match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "devnet observer cannot read the targets yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        loop {
+            let m = tokio::select! {
+                () = cancel.cancelled() => return,
+                m = messages.next() => m,
+            };
+            let msg = match m {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "devnet observer: targets consumer failed; re-creating");
+                    break;
+                }
+                None => break,
+            };
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            if seq != 0 && seq < next_seq {
+                continue;
+            }
+            next_seq = seq + 1;
+            if let Ok(t) = v1::Target::decode(msg.payload.as_ref())
+                && let Some(seen) = seen_target(&t)
+            {
+                let mut w = shared.world();
+                w.targets.push(seen);
+                w.target_sources.push(t.source_ids);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

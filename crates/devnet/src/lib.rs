@@ -18,7 +18,16 @@
 //! in [`sim`]. [`Devnet`] offers injections (L1 reorg, L2 reorg, lying source, replayed status,
 //! source/EL/NATS outages, `kill -9` of a service) and checks over every mock EL's call log
 //! ([`Devnet::check_invariants`]).
+//!
+//! With [`DevnetConfig::sources`] > 1 several simulated sources serve the same chain, each
+//! polled by its own poller; each can be stopped, stalled (status frozen) or made to lie about
+//! one label ([`sim::Lie`]: a fabricated finalized, safe, local safe or unsafe head with a real
+//! L1 origin, or the forged safe head whose L1 origin was never on L1), and the devnet
+//! remembers every block a source made up so no FCU may name one. [`DevnetConfig::validators`]
+//! runs several validator replicas sharing the durable consumer; validator flags such as
+//! `--quorum=2` go through [`DevnetConfig::extra_args`].
 
+pub mod checks;
 pub mod devnet;
 pub mod l1;
 pub mod procs;

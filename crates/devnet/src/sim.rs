@@ -369,6 +369,117 @@ impl Simulator {
     }
 }
 
+/// A lie a source can tell about one label (see [`Simulator::lie_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lie {
+    /// The safe head is a forged block one above the real one whose L1 origin was never on L1
+    /// ([`Simulator::lying_status`]): the validator's L1 checks catch it (`L1_MISMATCH`).
+    BadOrigin,
+    /// `unsafe_l2` is a fabricated block one above the real tip (real parent, real L1 origin).
+    Unsafe,
+    /// `local_safe_l2` is a fabricated block one above the real local safe head (at most at the
+    /// tip's height; real L1 origin).
+    LocalSafe,
+    /// `safe_l2` is a fabricated block at the real safe head's height (real parent and L1
+    /// origin, another hash).
+    Safe,
+    /// `finalized_l2` is a fabricated block one above the real finalized head (at most at the
+    /// safe head's height; real parent and L1 origin, another hash). With a real L1 origin no
+    /// L1 check can tell it from the truth: only other sources can.
+    Finalized,
+}
+
+impl Lie {
+    /// Every lie.
+    pub const ALL: [Self; 5] =
+        [Self::BadOrigin, Self::Unsafe, Self::LocalSafe, Self::Safe, Self::Finalized];
+
+    /// Its name (`l1-origin`, `unsafe`, `local-safe`, `safe`, `finalized`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadOrigin => "l1-origin",
+            Self::Unsafe => "unsafe",
+            Self::LocalSafe => "local-safe",
+            Self::Safe => "safe",
+            Self::Finalized => "finalized",
+        }
+    }
+}
+
+impl std::fmt::Display for Lie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Lie {
+    type Err = String;
+
+    /// A name of [`Lie::as_str`], or an alias: `bad-origin`, `tip`, `local_safe`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bad-origin" => return Ok(Self::BadOrigin),
+            "tip" => return Ok(Self::Unsafe),
+            "local_safe" => return Ok(Self::LocalSafe),
+            _ => {}
+        }
+        Self::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|l| l.as_str()).collect();
+            format!("unknown lie {s:?} (known: {})", names.join(", "))
+        })
+    }
+}
+
+impl Simulator {
+    /// The live status with one label replaced as `lie` says (the other fields honest), and
+    /// the fabricated (or forged) block, which is never part of the chain nor known to the L2
+    /// network. Fabricated blocks keep a real parent and a real L1 origin; their hash is
+    /// derived from the real block's, so it changes as the chain moves.
+    pub fn lie_status(&self, lie: Lie) -> (SyncStatus, L2BlockRef) {
+        let mut st = self.status();
+        let tip = self.unsafe_head();
+        let fake_of = |real: L2BlockRef| L2BlockRef {
+            hash: keccak256(
+                [real.hash.as_slice(), b"fabricated-", lie.as_str().as_bytes()].concat(),
+            ),
+            ..real
+        };
+        let fake = match lie {
+            Lie::BadOrigin => return self.lying_status(),
+            Lie::Unsafe => {
+                let b = L2BlockRef {
+                    hash: keccak256([tip.hash.as_slice(), b"fabricated-unsafe"].concat()),
+                    number: tip.number + 1,
+                    parent_hash: tip.hash,
+                    timestamp: tip.timestamp + L2_BLOCK_SECONDS,
+                    l1origin: tip.l1origin,
+                    sequence_number: tip.sequence_number + 1,
+                };
+                st.unsafe_l2 = b;
+                b
+            }
+            Lie::LocalSafe => {
+                let real = st.local_safe();
+                let b = fake_of(self.at((real.number + 1).min(tip.number)));
+                st.local_safe_l2 = Some(b);
+                b
+            }
+            Lie::Safe => {
+                let b = fake_of(st.safe_l2);
+                st.safe_l2 = b;
+                b
+            }
+            Lie::Finalized => {
+                let n = (st.finalized_l2.number + 1).min(st.safe_l2.number);
+                let b = fake_of(self.at(n));
+                st.finalized_l2 = b;
+                b
+            }
+        };
+        (st, fake)
+    }
+}
+
 /// The status a restarting source serves before it has read L1: `current_l1` unset.
 pub fn not_ready_status(mut st: SyncStatus) -> SyncStatus {
     st.current_l1 = L1BlockRef::default();
@@ -553,6 +664,54 @@ mod tests {
         assert!(l1.blocks.iter().all(|b| b.hash != forged.l1origin.hash));
         assert!(st.safe_l2.number <= st.unsafe_l2.number);
         assert!(not_ready_status(st).current_l1.is_unset());
+    }
+
+    #[test]
+    fn each_lie_fabricates_one_label_with_a_real_origin() {
+        let mut l1 = FakeL1::new();
+        let mut sim = Simulator::new(SimConfig::default(), l1.blocks[0]);
+        for i in 0..60 {
+            if i % 3 == 0 {
+                l1.mine();
+                sim.observe_l1(&l1.blocks[l1.blocks.len() - 1..]).unwrap();
+            }
+            sim.produce();
+        }
+        let honest = sim.status();
+        let on_l1 = |id: BlockId| l1.blocks.iter().any(|b| b.id() == id);
+        for lie in Lie::ALL {
+            assert_eq!(lie.as_str().parse::<Lie>(), Ok(lie));
+            let (st, fake) = sim.lie_status(lie);
+            assert!(sim.block(&fake.hash).is_none(), "{lie}: the fake is not a chain block");
+            let labels = |s: &SyncStatus| {
+                [s.unsafe_l2, s.local_safe(), s.safe_l2, s.finalized_l2].map(|b| b.hash)
+            };
+            let changed: Vec<usize> = labels(&st)
+                .iter()
+                .zip(labels(&honest))
+                .enumerate()
+                .filter(|(_, (a, b))| *a != b)
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(on_l1(fake.l1origin), lie != Lie::BadOrigin, "{lie}: origin");
+            assert!(st.finalized_l2.number <= st.safe_l2.number, "{lie}: {st:?}");
+            assert!(st.safe_l2.number <= st.unsafe_l2.number, "{lie}: {st:?}");
+            assert!(st.local_safe().number <= st.unsafe_l2.number, "{lie}: {st:?}");
+            let want: &[usize] = match lie {
+                Lie::Unsafe => &[0],
+                Lie::LocalSafe => &[1],
+                Lie::Safe => &[2],
+                Lie::Finalized => &[3],
+                Lie::BadOrigin => &[1, 2],
+            };
+            assert_eq!(changed, want, "{lie}: labels changed");
+            if lie == Lie::Finalized || lie == Lie::Unsafe {
+                let real = if lie == Lie::Unsafe { honest.unsafe_l2 } else { honest.finalized_l2 };
+                assert_eq!(fake.number, real.number + 1, "{lie}: one ahead");
+            }
+        }
+        assert!("nonsense".parse::<Lie>().is_err());
+        assert_eq!("tip".parse::<Lie>(), Ok(Lie::Unsafe));
     }
 
     #[derive(Debug, Clone)]

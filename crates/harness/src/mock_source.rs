@@ -155,6 +155,21 @@ impl MockSource {
         self.state().chain_id = chain_id;
     }
 
+    /// Serve another node at once: `chain_id` (for `optimism_rollupConfig` and `eth_chainId`)
+    /// and `status` change together under one lock, so no request sees the new chain with the
+    /// old status or the reverse (e.g. a DNS or load-balancer switch to a node of another chain).
+    pub fn set_chain(&self, chain_id: u64, status: SyncStatus) {
+        let mut s = self.state();
+        s.chain_id = chain_id;
+        s.status = status;
+        s.raw_status = None;
+    }
+
+    /// The chain id currently served.
+    pub fn chain_id(&self) -> u64 {
+        self.state().chain_id
+    }
+
     /// Set how the mock answers from now on ([`Failure::None`] to heal).
     pub fn set_failure(&self, failure: Failure) {
         self.state().failure = failure;
@@ -432,5 +447,37 @@ pub fn synthetic_status_with(heads: Heads, l1_hash: impl Fn(u64) -> B256) -> Syn
         pending_safe_l2: Some(l2(heads.safe_l2)),
         cross_unsafe_l2: Some(l2(heads.unsafe_l2)),
         local_safe_l2: Some(l2(heads.safe_l2)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lightcl_rpc::{Client, ClientConfig};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn set_chain_switches_chain_id_and_status_together() {
+        let heads =
+            |n: u64| Heads { l1: 100 + n, unsafe_l2: 600 + n, safe_l2: 590, finalized_l2: 500 };
+        let src = MockSource::start(10, synthetic_status(heads(0))).await.unwrap();
+        let c = Client::new(ClientConfig::new(src.url().parse().unwrap())).unwrap();
+        src.set_status_json(json!({"not": "a status"}));
+        src.set_chain(11, synthetic_status(heads(1)));
+        assert_eq!(src.chain_id(), 11);
+        assert_eq!(src.status(), synthetic_status(heads(1)));
+        // One batch: both answers come from the new node (the raw override is cleared).
+        let out = c
+            .batch_calls(&[
+                ("optimism_rollupConfig", json!([])),
+                ("optimism_syncStatus", json!([])),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[0].as_ref().unwrap()["l2_chain_id"], json!(11));
+        let status = SyncStatus::from_value(out[1].as_ref().unwrap()).unwrap();
+        assert_eq!(status, synthetic_status(heads(1)));
+        src.set_chain_id(10);
+        assert_eq!(src.chain_id(), 10);
     }
 }

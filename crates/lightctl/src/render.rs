@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::report::{Block, Entry, ErrorView, Report};
+use crate::report::{Block, DriverView, Entry, ErrorView, Report};
 
 /// Longest error text shown in a table cell.
 const MAX_ERROR: usize = 120;
@@ -123,6 +123,15 @@ fn run_state(paused: bool, ready: bool) -> String {
     }
 }
 
+/// A driver's STATE: paused, `standby (holder X)` while another driver holds its EL's lease,
+/// else running or not-ready.
+fn driver_state(d: &DriverView) -> String {
+    match d.standby_behind() {
+        Some(holder) if !d.paused => format!("standby (holder {holder})"),
+        _ => run_state(d.paused, d.ready),
+    }
+}
+
 fn yes_no(b: bool) -> String {
     if b { "ok".into() } else { "DOWN".into() }
 }
@@ -201,6 +210,7 @@ pub fn render(r: &Report) -> String {
         ];
         let mut t = Table::new(H);
         let mut rejections = Vec::new();
+        let mut sources = Vec::new();
         for e in &r.validators {
             match (&e.status, &e.error) {
                 (Some(s), _) => {
@@ -221,6 +231,18 @@ pub fn render(r: &Report) -> String {
                         yes_no(s.l1_reachable),
                         opt_err(s.last_error.as_ref()),
                     ]);
+                    for src in &s.sources {
+                        sources.push(format!(
+                            "  {} {}{}: head #{} lag {} seen {} rejected-in-row {}",
+                            label(e),
+                            src.source_id,
+                            if src.chosen { " (chosen)" } else { "" },
+                            src.head,
+                            src.lag_blocks,
+                            age(src.last_seen_ms, now),
+                            src.rejections_in_row,
+                        ));
+                    }
                     for rej in s.recent_rejections.iter().rev().take(MAX_REJECTIONS) {
                         let at = if rej.ref_name.is_some() || rej.number > 0 {
                             format!(" [{} #{}]", rej.ref_name.as_deref().unwrap_or("-"), rej.number)
@@ -244,6 +266,14 @@ pub fn render(r: &Report) -> String {
         }
         out.push('\n');
         t.render(&mut out);
+        if !sources.is_empty() {
+            out.push_str("  sources:\n");
+            for line in sources {
+                out.push_str("  ");
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
         if !rejections.is_empty() {
             out.push_str("  recent rejections (newest first):\n");
             for line in rejections {
@@ -277,7 +307,7 @@ pub fn render(r: &Report) -> String {
                     t.row(vec![
                         label(e),
                         st.map_or_else(|| "-".into(), |s| s.node_id.clone()),
-                        run_state(s.paused, s.ready),
+                        driver_state(s),
                         st.map_or_else(|| "-".into(), |s| s.phase.clone()),
                         block(st.and_then(|s| s.head.as_ref())),
                         block(st.and_then(|s| s.safe.as_ref())),
@@ -357,7 +387,7 @@ mod tests {
     use crate::Kind;
     use crate::client::CallError;
     use crate::config::Service;
-    use crate::report::{DriverView, FleetNode, FleetView};
+    use crate::report::{FleetNode, FleetView};
 
     #[test]
     fn ages_and_blocks() {
@@ -418,5 +448,38 @@ mod tests {
         let header = lines.iter().find(|l| l.contains("DRIVER")).unwrap();
         let col = header.find("LAG").unwrap();
         assert_eq!(&up[col..col + 1], "3", "{header}\n{up}");
+    }
+
+    #[test]
+    fn a_standby_driver_names_the_lease_holder() {
+        let services = [
+            Service { kind: Kind::Driver, name: Some("a".into()), url: "http://a:1".into() },
+            Service { kind: Kind::Driver, name: Some("b".into()), url: "http://b:1".into() },
+        ];
+        let mut r = Report::pending(&services, None);
+        let state = |node: &str| v1::EngineState { node_id: node.into(), ..Default::default() };
+        let holder = v1::EngineDriverStatus {
+            state: Some(state("node-a")),
+            ready: true,
+            lease_held: true,
+            lease_holder: "node-a-0a1b2c3d".into(),
+            ..Default::default()
+        };
+        let standby = v1::EngineDriverStatus {
+            state: Some(state("node-b")),
+            lease_holder: "node-a-0a1b2c3d".into(),
+            ..Default::default()
+        };
+        r.drivers[0].set(Ok(DriverView::from(&holder)));
+        r.drivers[1].set(Ok(DriverView::from(&standby)));
+        r.finish(1_000);
+        let text = render(&r);
+        let row = |name: &str| text.lines().find(|l| l.contains(name)).unwrap().to_owned();
+        assert!(row("a (http://a:1)").contains("running"), "{text}");
+        assert!(row("b (http://b:1)").contains("standby (holder node-a-0a1b2c3d)"), "{text}");
+        // Paused wins.
+        let paused = v1::EngineDriverStatus { paused: true, ..standby };
+        r.drivers[1].set(Ok(DriverView::from(&paused)));
+        assert!(render(&r).lines().any(|l| l.contains("b (http://b:1)") && l.contains("paused")));
     }
 }

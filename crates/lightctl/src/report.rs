@@ -255,6 +255,39 @@ pub struct ValidatorView {
     pub rejected: u64,
     /// Last error, if any.
     pub last_error: Option<String>,
+    /// Every source in the validator's vote window, most advanced first.
+    #[serde(default)]
+    pub sources: Vec<SourceView>,
+}
+
+/// One source as a validator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceView {
+    /// Source id.
+    pub source_id: String,
+    /// Newest unsafe head number.
+    pub head: u64,
+    /// Blocks behind the most advanced source.
+    pub lag_blocks: u64,
+    /// When its newest status was stored (Unix ms).
+    pub last_seen_ms: u64,
+    /// Statuses rejected in a row.
+    pub rejections_in_row: u32,
+    /// Followed (failover) or counted (quorum).
+    pub chosen: bool,
+}
+
+impl From<&v1::SourceHealth> for SourceView {
+    fn from(h: &v1::SourceHealth) -> Self {
+        Self {
+            source_id: h.source_id.clone(),
+            head: h.head,
+            lag_blocks: h.lag_blocks,
+            last_seen_ms: h.last_seen_ms,
+            rejections_in_row: h.rejections_in_row,
+            chosen: h.chosen,
+        }
+    }
 }
 
 impl From<&v1::ValidatorStatus> for ValidatorView {
@@ -270,6 +303,7 @@ impl From<&v1::ValidatorStatus> for ValidatorView {
             accepted: s.accepted,
             rejected: s.rejected,
             last_error: non_empty(&s.last_error),
+            sources: s.sources.iter().map(SourceView::from).collect(),
         }
     }
 }
@@ -343,6 +377,28 @@ pub struct DriverView {
     pub lag_blocks: u64,
     /// Newest target it has.
     pub last_target: Option<TargetView>,
+    /// It holds its EL's single-writer lease (may send forkchoice updates); false: standby.
+    pub lease_held: bool,
+    /// The lease holder's instance id as the driver last saw it (null: none seen, or a driver
+    /// without leases).
+    pub lease_holder: Option<String>,
+    /// The lease's KV key (null from a driver without leases).
+    pub lease_key: Option<String>,
+}
+
+impl DriverView {
+    /// Standby: another driver holds this driver's EL lease (its instance id), `None` otherwise
+    /// (holding, no holder seen, or its own lease lapsed).
+    pub fn standby_behind(&self) -> Option<&str> {
+        let holder = self.lease_holder.as_deref()?;
+        // An instance id is `<node id>-<8 hex digits>`.
+        let own = self.state.as_ref().is_some_and(|s| {
+            holder.strip_prefix(s.node_id.as_str()).and_then(|r| r.strip_prefix('-')).is_some_and(
+                |suffix| suffix.len() == 8 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+            )
+        });
+        (!self.lease_held && !own).then_some(holder)
+    }
 }
 
 impl From<&v1::EngineDriverStatus> for DriverView {
@@ -355,6 +411,9 @@ impl From<&v1::EngineDriverStatus> for DriverView {
             el_reachable: s.el_reachable,
             lag_blocks: s.lag_blocks,
             last_target: s.last_target.as_ref().map(TargetView::from),
+            lease_held: s.lease_held,
+            lease_holder: non_empty(&s.lease_holder),
+            lease_key: non_empty(&s.lease_key),
         }
     }
 }
@@ -579,6 +638,28 @@ mod tests {
         assert_eq!(v["state"]["last_answer"], "valid");
         assert_eq!(v["state"]["safe"], serde_json::Value::Null);
         assert_eq!(v["lag_blocks"], 2);
+        assert_eq!(v["lease_held"], false);
+        assert_eq!(v["lease_holder"], serde_json::Value::Null);
+
+        let standby = v1::EngineDriverStatus {
+            state: Some(v1::EngineState { node_id: "n".into(), ..Default::default() }),
+            lease_holder: "m-0a1b2c3d".into(),
+            lease_key: "lease.10.00ff".into(),
+            ..Default::default()
+        };
+        let d = DriverView::from(&standby);
+        assert_eq!(d.standby_behind(), Some("m-0a1b2c3d"));
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["lease_holder"], "m-0a1b2c3d");
+        assert_eq!(v["lease_key"], "lease.10.00ff");
+        // Its own lapsed lease (NATS unreachable) or holding: no standby.
+        let own = v1::EngineDriverStatus { lease_holder: "n-0a1b2c3d".into(), ..standby.clone() };
+        assert_eq!(DriverView::from(&own).standby_behind(), None);
+        let held = v1::EngineDriverStatus { lease_held: true, ..own };
+        assert_eq!(DriverView::from(&held).standby_behind(), None);
+        // Node `n` is not the instance of node `n-1`.
+        let other = v1::EngineDriverStatus { lease_holder: "n-1-0a1b2c3d".into(), ..standby };
+        assert_eq!(DriverView::from(&other).standby_behind(), Some("n-1-0a1b2c3d"));
 
         let t = v1::Target {
             revision: 3,

@@ -57,6 +57,15 @@ async fn status_json_reports_every_service() {
     assert_eq!(rej["number"], 25);
     assert_eq!(rej["expected_hash"], hex_hash(0xaa));
     assert_eq!(rej["actual_hash"], hex_hash(0xbb));
+    let src = &vs["sources"];
+    assert_eq!(
+        (src[0]["source_id"].as_str(), src[0]["chosen"].as_bool()),
+        (Some("src-a"), Some(true))
+    );
+    assert_eq!(
+        (src[1]["lag_blocks"].as_u64(), src[1]["rejections_in_row"].as_u64()),
+        (Some(3), Some(2))
+    );
 
     let drivers = j["drivers"].as_array().expect("drivers");
     assert_eq!(drivers.len(), 2);
@@ -84,6 +93,8 @@ async fn status_table_shows_the_pipeline() {
     let poller_row = t.lines().find(|l| l.contains(&p.url())).expect("poller row");
     assert!(poller_row.contains("120 121212") && poller_row.contains("42/3"), "{poller_row}");
     assert!(t.contains("src-b/9: l1_mismatch [safe_l2.l1origin #25]"), "{t}");
+    assert!(t.contains("src-a (chosen): head #120 lag 0"), "{t}");
+    assert!(t.contains("src-b: head #117 lag 3") && t.contains("rejected-in-row 2"), "{t}");
     let driver_row = t.lines().find(|l| l.contains(&d.url())).expect("driver row");
     for want in ["reth-0", "running", "following", "118 121212", "valid"] {
         assert!(driver_row.contains(want), "{want} missing: {driver_row}");

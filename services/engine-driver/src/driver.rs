@@ -2,7 +2,9 @@
 //!
 //! Targets arrive on a watch channel (only the newest is kept while an FCU is in flight);
 //! control commands on an mpsc channel. Every planner action is executed here and its result
-//! fed back; nothing else talks forkchoice to the EL.
+//! fed back; nothing else talks forkchoice to the EL. Every forkchoice update asks the lease's
+//! [`Fence`] first, immediately before it is sent: without the lease it is not sent
+//! (docs/architecture.md#single-writer).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::el::EngineClient;
+use crate::lease::{Fence, LeaseView};
 use crate::metrics::{AnswerLabel, KindLabel, Metrics, gauge_value};
 
 /// An operator command for the driver loop.
@@ -97,6 +100,10 @@ pub struct Driver {
     nats_connected: watch::Receiver<bool>,
     metrics: Metrics,
     readiness: Readiness,
+    fence: Fence,
+    lease: watch::Receiver<LeaseView>,
+    /// The lease as last seen by the loop (a new holding re-reads the EL's heads).
+    lease_held: bool,
     epoch: Instant,
     retry_deadline_ms: Option<u64>,
     el_reachable: bool,
@@ -133,6 +140,10 @@ pub struct DriverParts {
     pub metrics: Metrics,
     /// Readiness (`el` condition is maintained here).
     pub readiness: Readiness,
+    /// The lease decision, asked before every forkchoice update.
+    pub fence: Fence,
+    /// The lease as the lease task publishes it (for the status and to notice a takeover).
+    pub lease: watch::Receiver<LeaseView>,
 }
 
 impl Driver {
@@ -162,6 +173,9 @@ impl Driver {
             nats_connected: p.nats_connected,
             metrics: p.metrics,
             readiness: p.readiness,
+            fence: p.fence,
+            lease: p.lease,
+            lease_held: false,
             epoch: Instant::now(),
             retry_deadline_ms: None,
             el_reachable: false,
@@ -192,6 +206,7 @@ impl Driver {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut queue: VecDeque<Action> = self.planner.start(self.now_ms()).into();
         let (mut commands_open, mut targets_open, mut nats_open) = (true, true, true);
+        let mut lease_open = true;
         loop {
             while let Some(action) = queue.pop_front() {
                 let Some(more) = self.execute(action, &cancel).await else {
@@ -222,6 +237,19 @@ impl Driver {
                 }
                 changed = self.nats_connected.changed(), if nats_open => {
                     nats_open = changed.is_ok();
+                }
+                changed = self.lease.changed(), if lease_open => {
+                    if changed.is_err() {
+                        lease_open = false;
+                        continue;
+                    }
+                    let held = self.lease.borrow_and_update().held;
+                    if held && !self.lease_held {
+                        // Another driver may have moved the EL meanwhile: re-read its heads,
+                        // then plan (and send) for the newest target at once.
+                        queue.extend(self.planner.resync(self.now_ms()));
+                    }
+                    self.lease_held = held;
                 }
                 () = tokio::time::sleep_until(sleep_to.into()), if deadline.is_some() => {
                     self.retry_deadline_ms = None;
@@ -301,6 +329,18 @@ impl Driver {
     async fn execute(&mut self, action: Action, cancel: &CancellationToken) -> Option<Vec<Action>> {
         match action {
             Action::SendFcu(fc) => {
+                // The fence, immediately before sending: a driver that does not hold the lease
+                // right now (standby, paused or cut off from NATS past its window) sends
+                // nothing. The planner hears "not sent" as a failed update and retries with
+                // backoff; a takeover re-reads the EL's heads first (see `run`).
+                let Some(mut window) = self.fence.window() else {
+                    self.metrics.fcu_fenced_total.inc();
+                    let message = self.fenced_message();
+                    tracing::debug!(head = %fc.head, safe = %fc.safe, finalized = %fc.finalized, %message, "forkchoice update not sent");
+                    return Some(
+                        self.planner.on_fcu_answer(FcuOutcome::Error { message }, self.now_ms()),
+                    );
+                };
                 let started = Instant::now();
                 let span = tracing::info_span!(
                     parent: &self.span,
@@ -312,10 +352,27 @@ impl Driver {
                     finalized = %fc.finalized,
                     answer = tracing::field::Empty,
                 );
-                let (outcome, reached) = tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return None,
-                    r = self.el.forkchoice_updated(&fc).instrument(span.clone()) => r,
+                // The fence holds while the request is on its way too: one that has not left
+                // when this driver's window closes (a slow connect) is abandoned, so nothing
+                // leaves after it. Renewals extend the window meanwhile.
+                let (outcome, reached) = {
+                    let fcu = self.el.forkchoice_updated(&fc).instrument(span.clone());
+                    tokio::pin!(fcu);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = cancel.cancelled() => return None,
+                            () = tokio::time::sleep(window) => match self.fence.window() {
+                                Some(more) => window = more,
+                                None => {
+                                    tracing::warn!(head = %fc.head, "forkchoice update abandoned: this driver's lease window closed before the EL answered");
+                                    let message = "abandoned: the lease window closed before the EL answered".to_owned();
+                                    break (FcuOutcome::Error { message }, self.el_reachable);
+                                }
+                            },
+                            r = &mut fcu => break r,
+                        }
+                    }
                 };
                 span.record("answer", answer_label(outcome.kind()));
                 self.metrics.fcu_duration.observe(started.elapsed().as_secs_f64());
@@ -390,6 +447,18 @@ impl Driver {
         }
     }
 
+    /// Why a forkchoice update was fenced.
+    fn fenced_message(&self) -> String {
+        let view = self.lease.borrow().clone();
+        if view.holder.is_empty() {
+            format!("not sent: this driver does not hold the EL's lease {} yet", view.key)
+        } else if view.holder == self.fence.me() {
+            format!("not sent: the EL's lease {} was not renewed in time", view.key)
+        } else {
+            format!("not sent: standby, the EL's lease {} is held by {}", view.key, view.holder)
+        }
+    }
+
     fn set_el_reachable(&mut self, reachable: bool) {
         if self.el_reachable != reachable {
             self.el_reachable = reachable;
@@ -427,6 +496,8 @@ impl Driver {
 
     fn refresh_status(&mut self) {
         let snap = self.planner.snapshot();
+        // One borrow, cloned: two read guards of one watch at once can deadlock with a writer.
+        let lease = self.lease.borrow().clone();
         let status = v1::EngineDriverStatus {
             state: Some(self.state.clone()),
             paused: snap.paused,
@@ -435,6 +506,9 @@ impl Driver {
             el_reachable: self.el_reachable,
             last_target: self.planner.target().map(v1::Target::from_core),
             lag_blocks: lag(&snap),
+            lease_held: lease.held,
+            lease_holder: lease.holder,
+            lease_key: lease.key,
         };
         self.status_tx.send_if_modified(|s| {
             let changed = *s != status;

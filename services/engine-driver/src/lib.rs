@@ -7,16 +7,18 @@
 //! attributes, fresh HS256 JWT per request), and publishes what the EL applied to KV
 //! `lightcl-engine` under `<chain>.<node>`.
 //!
-//! Invariants: forkchoice updates are sent serially from this one loop; every update passed
-//! the planner's checks (`finalized ≤ safe ≤ head`, finalized never lowered, never an INVALID
+//! Invariants: forkchoice updates are sent serially from this one loop, and only while this
+//! driver holds its EL's single-writer lease ([`lease`]: a compare-and-set key in the same
+//! bucket, asked immediately before every update; a standby driver is not ready); every update
+//! passed the planner's checks (`finalized ≤ safe ≤ head`, finalized never lowered, never an INVALID
 //! head, zero labels until the first VALID); an unreachable EL or NATS never ends the process
 //! (retry with backoff, not ready); a misconfiguration (unreadable JWT secret, a JWT the EL
 //! rejects, wrong chain, no FCU V3) stops it with exit status 64 and one line naming the flag.
 //!
 //! Also served, by [`lightcl_runtime::Shell`]: admin HTTP (`/live`, `/ready`, `/metrics` with
 //! `lightcl_engine_driver_*`) and the `EngineDriverControl` gRPC service; and optionally
-//! `optimism_syncStatus` on `--rpc.addr`. The driver loop and the bus side are the shell's
-//! critical tasks: one that ends before shutdown stops the process (exit 70).
+//! `optimism_syncStatus` on `--rpc.addr`. The driver loop, the bus side and the lease are the
+//! shell's critical tasks: one that ends before shutdown stops the process (exit 70).
 //!
 //! The bus side is `lightcl-bus`: [`lightcl_bus::LatestConsumer`] delivers the newest target,
 //! [`lightcl_bus::EngineStates::publish_changes`] keeps this driver's KV key current; this
@@ -25,6 +27,7 @@
 pub mod control;
 pub mod driver;
 pub mod el;
+pub mod lease;
 pub mod metrics;
 pub mod rpc;
 
@@ -35,6 +38,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 use lightcl_bus::{Bus, EngineStates, Latest, LatestConsumer, NatsArgs, subjects};
 use lightcl_core::engine::{Planner, PlannerConfig};
+use lightcl_core::lease::LeaseConfig;
 use lightcl_proto::TargetUpdate;
 use lightcl_proto::v1;
 use lightcl_proto::v1::engine_driver_control_server::EngineDriverControlServer;
@@ -49,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Driver, DriverParts, Identity};
 use crate::el::{ElError, EngineClient};
+use crate::lease::{LeaseIdentity, LeaseTask};
 use crate::metrics::Metrics;
 
 /// Command line of `lightcl-engine-driver`.
@@ -85,6 +90,13 @@ pub struct Cli {
     /// Serve `optimism_syncStatus` JSON-RPC on this address (off by default).
     #[arg(long = "rpc.addr", env = "LIGHTCL_RPC_ADDR", value_name = "HOST:PORT")]
     pub rpc_addr: Option<SocketAddr>,
+    /// Single-writer lease: a lease key left unrenewed this long is expired and a standby driver
+    /// of the same EL takes over (at least 1s).
+    #[arg(long = "lease.ttl", env = "LIGHTCL_LEASE_TTL", default_value = "6s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// How often the holder renews its lease; below half of --lease.ttl.
+    #[arg(long = "lease.renew", env = "LIGHTCL_LEASE_RENEW", default_value = "1500ms", value_parser = parse_duration)]
+    pub lease_renew: Duration,
 }
 
 /// Validated configuration.
@@ -106,6 +118,8 @@ pub struct Config {
     pub fcu_timeout: Duration,
     /// `optimism_syncStatus` address.
     pub rpc_addr: Option<SocketAddr>,
+    /// Lease timing (`--lease.ttl`, `--lease.renew`).
+    pub lease: LeaseConfig,
 }
 
 impl Cli {
@@ -135,6 +149,18 @@ impl Cli {
         if self.fcu_timeout.is_zero() {
             return Err(ConfigError::new("--fcu-timeout", "must be above zero"));
         }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::new("--lease.ttl", "must be at least 1s"));
+        }
+        if self.lease_renew < Duration::from_millis(50) || self.lease_renew * 2 >= self.lease_ttl {
+            return Err(ConfigError::new(
+                "--lease.renew",
+                format!(
+                    "must be at least 50ms and below half of --lease.ttl ({})",
+                    humantime::format_duration(self.lease_ttl)
+                ),
+            ));
+        }
         self.nats.check().map_err(|e| {
             let (flag, reason) = e.flag_reason();
             ConfigError::new(flag, reason)
@@ -151,6 +177,7 @@ impl Cli {
             },
             fcu_timeout: self.fcu_timeout,
             rpc_addr: self.rpc_addr,
+            lease: lease::lease_config(self.lease_ttl, self.lease_renew),
         })
     }
 }
@@ -189,11 +216,15 @@ pub const DRIVER_TASK: &str = "driver";
 /// Name of the critical task that runs the bus side ([`follow_bus`]).
 pub const BUS_TASK: &str = "bus";
 
+/// Name of the critical task that holds (or waits for) the EL's lease ([`LeaseTask`]).
+pub const LEASE_TASK: &str = "lease";
+
 /// Runs the engine-driver until `cancel` fires. `on_bound` is called once the servers listen.
 ///
 /// [`start`], then `on_bound`, then [`Started::run`]: the [`Shell`] runs the servers, the
 /// drain and the critical tasks [`DRIVER_TASK`] (the EL check, then the driver loop),
-/// [`BUS_TASK`] (targets in, engine state out) and `nats-connection`; one of them ending
+/// [`BUS_TASK`] (targets in, engine state out), [`LEASE_TASK`] and `nats-connection`; one of
+/// them ending
 /// before shutdown stops the driver with [`RunError::TaskDied`] (exit 70). A misconfigured EL
 /// (the fatal start-up check) stops it with [`RunError::Config`] naming the flag (exit 64).
 pub async fn run(
@@ -244,7 +275,7 @@ impl Started {
 pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, RunError> {
     let mut registry = prometheus_client::registry::Registry::with_prefix("lightcl_engine_driver");
     let metrics = Metrics::new(&mut registry);
-    let readiness = Readiness::new(&["nats", "el"]);
+    let readiness = Readiness::new(&["nats", "el", lease::READINESS]);
 
     let el =
         EngineClient::new(cfg.engine_rpc.clone(), cfg.jwt, cfg.fcu_timeout, Duration::from_secs(2))
@@ -260,6 +291,19 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, Ru
     let (targets_tx, targets_rx) = watch::channel(None);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let id = Identity { chain_id: cfg.common.chain_id, node_id: cfg.node_id.clone() };
+    // The lease is the EL's, whoever drives it: its id comes from the EL's JWT secret.
+    let (lease_task, fence, lease_view) = LeaseTask::new(
+        bus.clone(),
+        LeaseIdentity {
+            chain_id: id.chain_id,
+            node_id: id.node_id.clone(),
+            el_id: lightcl_bus::el_lease_id(cfg.jwt.as_bytes()),
+            me: lease::instance_id(&id.node_id),
+        },
+        cfg.lease,
+        readiness.clone(),
+        metrics.clone(),
+    );
     let (driver, shared) = Driver::new(DriverParts {
         planner: Planner::new(cfg.planner),
         el: el.clone(),
@@ -269,6 +313,8 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, Ru
         nats_connected: bus.connected(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        fence,
+        lease: lease_view,
     });
 
     let auth = cfg.common.auth()?;
@@ -304,6 +350,7 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, Ru
         BUS_TASK,
         follow_bus(bus, id.chain_id, targets_tx, shared.status.clone(), metrics, cancel.clone()),
     );
+    shell.spawn_critical(LEASE_TASK, lease_task.run(cancel.clone()));
     shell.spawn_critical(DRIVER_TASK, check_then_drive(el, id, driver, readiness, cancel));
     // After the critical tasks (the bus side has put the final engine state), before the
     // admin and gRPC servers.
@@ -435,5 +482,43 @@ mod tests {
         }
         std::fs::write(&empty, "s3cret\n").unwrap();
         assert!(parse(&empty).is_ok());
+    }
+
+    #[test]
+    fn lease_flags_are_checked_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwt = dir.path().join("jwt.hex");
+        std::fs::write(&jwt, "ab".repeat(32)).unwrap();
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "lightcl-engine-driver",
+                "--chain-id",
+                "10",
+                "--l2.engine-rpc",
+                "http://127.0.0.1:8551",
+                "--l2.jwt-secret",
+                jwt.to_str().unwrap(),
+                "--node-id",
+                "el-0",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap().into_config()
+        };
+        let cfg = parse(&[]).unwrap();
+        assert_eq!(cfg.lease, LeaseConfig::default(), "6s / 1500ms / 1s margin");
+        let cfg = parse(&["--lease.ttl", "2s", "--lease.renew", "500ms"]).unwrap();
+        assert_eq!((cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.margin_ms), (2_000, 500, 500));
+        for (bad, flag) in [
+            (&["--lease.ttl", "900ms"][..], "--lease.ttl"),
+            (&["--lease.renew", "3s"][..], "--lease.renew"),
+            (&["--lease.ttl", "2s", "--lease.renew", "1s"][..], "--lease.renew"),
+            (&["--lease.renew", "10ms"][..], "--lease.renew"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.flag, flag, "{bad:?}: {e}");
+        }
+        assert!(
+            parse(&["--lease.renew", "3s"]).unwrap_err().reason.contains("half of --lease.ttl")
+        );
     }
 }

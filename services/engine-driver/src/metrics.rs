@@ -21,6 +21,22 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label set `{el="<el id>"}`: the EL whose lease it is (alerts group the drivers of one EL).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ElLabel {
+    /// The EL's lease id (`lightcl_bus::el_lease_id`).
+    pub el: String,
+}
+
+/// Label set `{el, change="acquired|lost"}` of `lease_changes_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabel {
+    /// The EL's lease id.
+    pub el: String,
+    /// `acquired` or `lost`.
+    pub change: String,
+}
+
 /// Every metric the engine-driver exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -54,6 +70,13 @@ pub struct Metrics {
     pub e2e_lag: Histogram,
     /// `nats_reconnects_total`: NATS reconnections (the target consumer is re-created).
     pub nats_reconnects_total: Counter,
+    /// `lease_held{el}`: 1 while this driver holds its EL's lease and may send.
+    pub lease_held: Family<ElLabel, Gauge>,
+    /// `lease_changes_total{el,change}`: this driver acquiring or losing the lease.
+    pub lease_changes_total: Family<ChangeLabel, Counter>,
+    /// `fcu_fenced_total`: planned forkchoice updates not sent because this driver did not
+    /// hold the lease at that moment.
+    pub fcu_fenced_total: Counter,
 }
 
 impl Metrics {
@@ -77,6 +100,9 @@ impl Metrics {
             bad_messages_total: Counter::default(),
             e2e_lag: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             nats_reconnects_total: Counter::default(),
+            lease_held: Family::default(),
+            lease_changes_total: Family::default(),
+            fcu_fenced_total: Counter::default(),
         };
         reg.register("fcu", "Forkchoice updates sent, by EL answer", m.fcu_total.clone());
         reg.register(
@@ -109,6 +135,21 @@ impl Metrics {
             m.e2e_lag.clone(),
         );
         reg.register("nats_reconnects", "NATS reconnections", m.nats_reconnects_total.clone());
+        reg.register(
+            "lease_held",
+            "1 while this driver holds its EL's single-writer lease and may send",
+            m.lease_held.clone(),
+        );
+        reg.register(
+            "lease_changes",
+            "This driver acquiring or losing its EL's lease, by change",
+            m.lease_changes_total.clone(),
+        );
+        reg.register(
+            "fcu_fenced",
+            "Planned forkchoice updates not sent because this driver did not hold the lease",
+            m.fcu_fenced_total.clone(),
+        );
         m
     }
 }

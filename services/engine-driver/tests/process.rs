@@ -40,7 +40,10 @@ async fn killed_driver_restarts_from_newest_target_and_el_heads() {
     let pubr = Publisher::connect(&nats.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = write_secret(&dir, SECRET_HEX);
-    let args = base_args(&nats.url(), &el.url(), &secret, "n1");
+    let mut args = base_args(&nats.url(), &el.url(), &secret, "n1");
+    // The killed driver cannot release its lease: the restarted one (another instance) waits
+    // for it to expire. A short lease keeps that wait short.
+    args.extend(["--lease.ttl", "2s", "--lease.renew", "500ms"].map(String::from));
 
     let mut first = spawn(&args);
     pubr.publish(&target(1, &chain, 30, 25, 20)).await;

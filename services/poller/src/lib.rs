@@ -12,7 +12,12 @@
 //! - the `Nats-Msg-Id` is a hash of chain, source, content and heartbeat slot, so replicas of
 //!   one source and retries store one message, and a publish counts only once PubAcked;
 //! - nothing is polled before the source proved it serves `--chain-id`
-//!   (`optimism_rollupConfig`); a source serving another chain stops the poller (exit 64).
+//!   (`optimism_rollupConfig`); a source serving another chain at start-up stops the poller
+//!   (exit 64);
+//! - while running, the chain is re-checked every `--source.chain-check-interval` and before the
+//!   first publish after any failed poll; a source found serving another chain is refused
+//!   (nothing published, not ready, `wrong_chain` gauge) until a re-check finds `--chain-id`
+//!   again ([`lightcl_core::poll::ChainGuard`]).
 //!
 //! Also served, by [`lightcl_runtime::Shell`]: admin HTTP (`/live`, `/ready`, `/metrics` with
 //! `lightcl_poller_*`) and the `PollerControl` gRPC service (status, watch, pause/resume).
@@ -73,6 +78,15 @@ pub struct Cli {
     /// Cap of the exponential backoff after failed polls.
     #[arg(long = "max-backoff", env = "LIGHTCL_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
+    /// Longest time between two checks that the source still serves --chain-id while polls
+    /// succeed (it is also checked before the first publish after a failed poll).
+    #[arg(
+        long = "source.chain-check-interval",
+        env = "LIGHTCL_SOURCE_CHAIN_CHECK_INTERVAL",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
+    pub chain_check_interval: Duration,
 }
 
 /// Validated configuration.
@@ -94,6 +108,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Backoff cap.
     pub max_backoff: Duration,
+    /// Longest time between two chain checks while polls succeed.
+    pub chain_check_interval: Duration,
 }
 
 impl Cli {
@@ -128,6 +144,15 @@ impl Cli {
         if self.max_backoff < self.poll_interval {
             return Err(ConfigError::new("--max-backoff", "must be at least --poll-interval"));
         }
+        if self.chain_check_interval < self.poll_interval {
+            return Err(ConfigError::new(
+                "--source.chain-check-interval",
+                format!(
+                    "must be at least --poll-interval ({}); equal to it checks on every poll",
+                    humantime::format_duration(self.poll_interval)
+                ),
+            ));
+        }
         self.nats.check().map_err(|e| {
             let (flag, reason) = e.flag_reason();
             ConfigError::new(flag, reason)
@@ -141,6 +166,7 @@ impl Cli {
             rpc_timeout: self.rpc_timeout,
             heartbeat: self.heartbeat,
             max_backoff: self.max_backoff,
+            chain_check_interval: self.chain_check_interval,
         })
     }
 }
@@ -182,7 +208,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let mut registry = prometheus_client::registry::Registry::with_prefix("lightcl_poller");
     let metrics = Metrics::new(&mut registry);
-    let readiness = Readiness::new(&["nats", "source"]);
+    let readiness = Readiness::new(&["nats", "source", "chain"]);
 
     let chain_id = cfg.common.chain_id;
     let source_url = cfg.source.redacted().to_owned();
@@ -219,6 +245,7 @@ pub async fn run(
         poll_interval: cfg.poll_interval,
         heartbeat: cfg.heartbeat,
         max_backoff: cfg.max_backoff,
+        chain_check_interval: cfg.chain_check_interval,
         metrics,
         readiness,
         status: status_tx,
@@ -252,6 +279,7 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_secs(2));
         assert_eq!(c.rpc_timeout, Duration::from_secs(2));
         assert_eq!(c.heartbeat, Duration::from_secs(10));
+        assert_eq!(c.chain_check_interval, Duration::from_secs(60));
         let c =
             parse(&["--l2.follow.source", "https://x.example/v2/KEY", "--source-id", "primary"])
                 .unwrap();
@@ -269,9 +297,31 @@ mod tests {
             (vec!["--l2.follow.source", "http://x:1", "--poll-interval", "1ms"], "--poll-interval"),
             (vec!["--l2.follow.source", "http://x:1", "--heartbeat", "1s"], "--heartbeat"),
             (vec!["--l2.follow.source", "http://x:1", "--rpc-timeout", "0s"], "--rpc-timeout"),
+            (
+                vec!["--l2.follow.source", "http://x:1", "--source.chain-check-interval", "1s"],
+                "--source.chain-check-interval",
+            ),
         ] {
             let e = parse(&args).unwrap_err();
             assert_eq!(e.flag, flag, "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn chain_check_interval_is_at_least_the_poll_interval() {
+        let src = ["--l2.follow.source", "http://x:1"];
+        let c = parse(&[src[0], src[1], "--source.chain-check-interval", "2s"]).unwrap();
+        assert_eq!(c.chain_check_interval, Duration::from_secs(2));
+        let e = parse(&[
+            src[0],
+            src[1],
+            "--poll-interval",
+            "5s",
+            "--source.chain-check-interval",
+            "4s",
+        ])
+        .unwrap_err();
+        assert_eq!(e.flag, "--source.chain-check-interval");
+        assert!(e.reason.contains("--poll-interval"), "{e}");
     }
 }

@@ -47,7 +47,17 @@ pub struct Metrics {
     pub nats_reconnects: Counter,
     /// `paused`: 1 while paused.
     pub paused: Gauge,
+    /// `chain_checks_total{result=ok|error|wrong_chain}`: `optimism_rollupConfig` checks.
+    pub chain_checks: Family<ResultLabel, Counter>,
+    /// `chain_mismatches_total`: times the source was found serving another chain while
+    /// running (once per switch, not per re-check).
+    pub chain_mismatches: Counter,
+    /// `wrong_chain`: 1 while the source is refused for serving another chain.
+    pub wrong_chain: Gauge,
 }
+
+/// Every `chain_checks_total` result (pre-created at zero).
+pub const CHAIN_CHECK_RESULTS: [&str; 3] = ["ok", "error", "wrong_chain"];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -64,7 +74,13 @@ impl Metrics {
             publishes: Family::default(),
             nats_reconnects: Counter::default(),
             paused: Gauge::default(),
+            chain_checks: Family::default(),
+            chain_mismatches: Counter::default(),
+            wrong_chain: Gauge::default(),
         };
+        for r in CHAIN_CHECK_RESULTS {
+            let _ = m.chain_checks.get_or_create(&ResultLabel { result: r.into() });
+        }
         for r in ["ok", "error"] {
             let _ = m.polls.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -99,7 +115,27 @@ impl Metrics {
             m.nats_reconnects.clone(),
         );
         reg.register("paused", "1 while paused by the operator", m.paused.clone());
+        reg.register(
+            "chain_checks",
+            "optimism_rollupConfig chain checks of the source by result",
+            m.chain_checks.clone(),
+        );
+        reg.register(
+            "chain_mismatches",
+            "Times the running source was found serving another L2 chain",
+            m.chain_mismatches.clone(),
+        );
+        reg.register(
+            "wrong_chain",
+            "1 while the source is refused for serving another L2 chain (nothing is published)",
+            m.wrong_chain.clone(),
+        );
         m
+    }
+
+    /// Counts a chain check outcome (`ok`, `error` or `wrong_chain`).
+    pub fn chain_check(&self, result: &str) {
+        self.chain_checks.get_or_create(&ResultLabel { result: result.into() }).inc();
     }
 
     /// Counts a poll outcome.

@@ -2,15 +2,24 @@
 //! each publishing its status when [`Publication::decide`] says so.
 //!
 //! Start-up retries NATS (topology) and the source's chain check until both succeed; a source
-//! serving another chain ends the service with [`SourceError::WrongChain`]. A poll or publish
-//! failure backs off exponentially with jitter (capped) and is logged once per distinct error;
-//! nothing that failed to parse is ever published.
+//! serving another chain *at start-up* ends the service with [`SourceError::WrongChain`] (a
+//! configuration error). A poll or publish failure backs off exponentially with jitter (capped)
+//! and is logged once per distinct error; nothing that failed to parse is ever published.
+//!
+//! While running, the chain is checked again as [`ChainGuard`] decides: every
+//! `--source.chain-check-interval`, and on the first successful poll after a failed one (the
+//! source was unreachable or erroring and may have come back as another node), in both cases
+//! *after* reading the status and *before* publishing it. A source that now serves another
+//! chain is an incident, not a configuration error: its statuses are dropped, an error names
+//! both chain ids, readiness `chain` is cleared, `chain_mismatches_total` and the `wrong_chain`
+//! gauge record it, and the poller keeps polling and re-checking with the error backoff,
+//! publishing again once a check finds `--chain-id`.
 
 use std::time::Duration;
 
 use lightcl_bus::{Bus, Publisher, status_content_hash, status_msg_id, subjects};
 use lightcl_core::SyncStatus;
-use lightcl_core::poll::{PollDecision, Publication, next_delay};
+use lightcl_core::poll::{ChainGuard, ChainVerdict, PollDecision, Publication, next_delay};
 use lightcl_proto::{names, v1};
 use lightcl_runtime::{Backoff, Readiness, now_ms};
 use tokio::sync::watch;
@@ -42,9 +51,11 @@ pub struct Parts {
     pub heartbeat: Duration,
     /// Cap of the error backoff.
     pub max_backoff: Duration,
+    /// Longest time between two chain checks while polls succeed.
+    pub chain_check_interval: Duration,
     /// Metrics.
     pub metrics: Metrics,
-    /// Readiness conditions `nats` and `source`.
+    /// Readiness conditions `nats`, `source` and `chain`.
     pub readiness: Readiness,
     /// Published status for the control API.
     pub status: watch::Sender<v1::PollerStatus>,
@@ -57,6 +68,9 @@ pub struct Parts {
 pub struct Service {
     p: Parts,
     publication: Publication,
+    chain: ChainGuard,
+    /// Origin of the monotonic ms the chain guard works in.
+    origin: Instant,
     subject: String,
     poll_seq: u64,
     backoff: Backoff,
@@ -87,6 +101,8 @@ impl Service {
             Backoff::new(parts.poll_interval.max(Duration::from_millis(50)), parts.max_backoff);
         Self {
             publication: Publication::new(parts.heartbeat),
+            chain: ChainGuard::new(parts.chain_id, parts.chain_check_interval),
+            origin: Instant::now(),
             subject,
             poll_seq: 0,
             backoff,
@@ -101,7 +117,8 @@ impl Service {
         }
     }
 
-    /// Runs until `cancel` fires. Returns an error only when the source serves another chain.
+    /// Runs until `cancel` fires. Returns an error only when the source serves another chain at
+    /// start-up (a change while running is refused and waited out instead).
     /// (The NATS connection state is mirrored into readiness `nats` by the caller's shell.)
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), SourceError> {
         match self.start_up(&cancel).await {
@@ -135,17 +152,26 @@ impl Service {
                 }
             }
             if !chain {
+                let checked_at = self.mono_ms(Instant::now());
                 let attempt = tokio::select! {
                     () = cancel.cancelled() => return Ok(false),
                     r = self.p.source.check_chain(self.p.chain_id) => r,
                 };
                 match attempt {
-                    Ok(()) => chain = true,
+                    Ok(()) => {
+                        chain = true;
+                        self.p.metrics.chain_check("ok");
+                        let verdict = self.chain.checked(self.p.chain_id, checked_at);
+                        debug_assert_eq!(verdict, ChainVerdict::Confirmed);
+                        self.p.readiness.set("chain", true);
+                    }
                     Err(e @ SourceError::WrongChain { .. }) => {
+                        self.p.metrics.chain_check("wrong_chain");
                         tracing::error!(source = %self.p.source_url, error = %e, "refusing to follow");
                         return Err(e);
                     }
                     Err(e) => {
+                        self.p.metrics.chain_check("error");
                         // A failed chain check is a failed request to the source: counted like
                         // a failed poll, so the error kinds add up to polls{result="error"}.
                         self.polls_failed += 1;
@@ -170,6 +196,7 @@ impl Service {
             source = %self.p.source_url,
             interval = ?self.p.poll_interval,
             heartbeat = ?self.p.heartbeat,
+            chain_check_interval = ?self.p.chain_check_interval,
             "poller started"
         );
         Ok(true)
@@ -198,7 +225,7 @@ impl Service {
                         // An abandoned poll or publish is harmless: the next one repeats it
                         // with the same message id.
                         () = cancel.cancelled() => break,
-                        o = self.poll_once() => o,
+                        o = self.poll_once(started) => o,
                     };
                     let failed = match outcome {
                         Outcome::Ok | Outcome::PublishFailed => {
@@ -216,7 +243,7 @@ impl Service {
 
     /// One poll, in span `poller.poll`; publishes inside the span so the trace context rides
     /// in the message headers.
-    async fn poll_once(&mut self) -> Outcome {
+    async fn poll_once(&mut self, started: Instant) -> Outcome {
         self.poll_seq += 1;
         let span = tracing::info_span!(
             "poller.poll",
@@ -230,10 +257,13 @@ impl Service {
             publish = tracing::field::Empty,
             error.kind = tracing::field::Empty,
         );
-        self.poll_inner(&span).instrument(span.clone()).await
+        self.poll_inner(&span, started).instrument(span.clone()).await
     }
 
-    async fn poll_inner(&mut self, span: &tracing::Span) -> Outcome {
+    async fn poll_inner(&mut self, span: &tracing::Span, started: Instant) -> Outcome {
+        // One monotonic stamp for the whole poll, its scheduled start: the chain guard measures
+        // its interval between poll starts, which are at least --poll-interval apart.
+        let poll_ms = self.mono_ms(started);
         let t0 = Instant::now();
         let result = self.p.source.sync_status().await;
         self.p.metrics.poll_duration.observe(t0.elapsed().as_secs_f64());
@@ -242,15 +272,16 @@ impl Service {
         let status = match result {
             Ok(s) => s,
             Err(e) => {
-                span.record("error.kind", e.kind());
-                self.polls_failed += 1;
-                self.p.metrics.poll("error");
-                self.p.metrics.poll_error(e.kind());
-                self.p.readiness.set("source", false);
-                self.note_error(e.to_string());
+                // The source may come back as another node: check before the next publish.
+                self.chain.request_failed();
+                self.poll_failed(span, &e, e.to_string());
                 return Outcome::Failed;
             }
         };
+        // Checked after the read, so a passing check also covers this status.
+        if self.chain.check_due(poll_ms) && !self.check_chain(span, poll_ms).await {
+            return Outcome::Failed;
+        }
         span.record("unsafe_l2", status.unsafe_l2.number);
         span.record("safe_l2", status.safe_l2.number);
         span.record("finalized_l2", status.finalized_l2.number);
@@ -314,6 +345,76 @@ impl Service {
         }
         self.last_status = Some(status);
         outcome
+    }
+
+    /// Re-checks the source's chain for the poll that started at `poll_ms` (its status already
+    /// read); whether that status may be published. A failed or refused check counts as a
+    /// failed poll (kinds as for polls; another chain is `wrong_chain`).
+    async fn check_chain(&mut self, span: &tracing::Span, poll_ms: u64) -> bool {
+        let expected = self.p.chain_id;
+        let actual = match self.p.source.chain_id().await {
+            Ok(actual) => actual,
+            Err(e) => {
+                self.chain.request_failed();
+                self.p.metrics.chain_check("error");
+                self.poll_failed(span, &e, format!("chain check: {e}"));
+                return false;
+            }
+        };
+        match self.chain.checked(actual, poll_ms) {
+            ChainVerdict::Confirmed => {
+                self.p.metrics.chain_check("ok");
+                true
+            }
+            ChainVerdict::Resumed { was } => {
+                self.p.metrics.chain_check("ok");
+                self.p.metrics.wrong_chain.set(0);
+                self.p.readiness.set("chain", true);
+                tracing::warn!(
+                    source = %self.p.source_url,
+                    expected_chain_id = expected,
+                    previous_chain_id = was,
+                    "the source serves --chain-id {expected} again (was chain {was}); publishing resumes"
+                );
+                true
+            }
+            verdict
+            @ (ChainVerdict::Changed { actual } | ChainVerdict::StillRefused { actual }) => {
+                self.p.metrics.chain_check("wrong_chain");
+                let e = SourceError::WrongChain { expected, actual };
+                if let ChainVerdict::Changed { .. } = verdict {
+                    self.p.metrics.chain_mismatches.inc();
+                    self.p.metrics.wrong_chain.set(1);
+                    self.p.readiness.set("chain", false);
+                    tracing::error!(
+                        source = %self.p.source_url,
+                        expected_chain_id = expected,
+                        actual_chain_id = actual,
+                        "the source now serves L2 chain {actual}, expected --chain-id {expected}: \
+                         refusing it (nothing is published) and re-checking with backoff"
+                    );
+                    // Logged above: `note_error` below only records it.
+                    self.last_error = e.to_string();
+                }
+                self.poll_failed(span, &e, e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Counts and records a failed poll (or chain check) and clears readiness `source`.
+    fn poll_failed(&mut self, span: &tracing::Span, e: &SourceError, message: String) {
+        span.record("error.kind", e.kind());
+        self.polls_failed += 1;
+        self.p.metrics.poll("error");
+        self.p.metrics.poll_error(e.kind());
+        self.p.readiness.set("source", false);
+        self.note_error(message);
+    }
+
+    /// `at` in monotonic milliseconds since the service was created (for the chain guard).
+    fn mono_ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Logs an error once per distinct message (repeats are debug), and keeps it for GetStatus.

@@ -1,5 +1,6 @@
-//! The trusted external consensus node: `optimism_rollupConfig` (chain check at start-up) and
-//! `optimism_syncStatus` (every poll), over JSON-RPC/HTTP with a timeout and a body limit.
+//! The trusted external consensus node: `optimism_rollupConfig` (the chain check, at start-up
+//! and again while running) and `optimism_syncStatus` (every poll), over JSON-RPC/HTTP with a
+//! timeout and a body limit.
 
 use std::time::Duration;
 
@@ -49,8 +50,10 @@ impl SourceError {
         }
     }
 
-    /// A wrong chain is fatal; an HTTP 401/403 or a bad URL too; everything else is temporary
-    /// (the source may be restarting or mid-upgrade).
+    /// A wrong chain is fatal (at start-up; while running the poller refuses the source and
+    /// keeps re-checking instead, see [`lightcl_core::poll::ChainGuard`]); an HTTP 401/403 or
+    /// a bad URL too; everything else is temporary (the source may be restarting or
+    /// mid-upgrade).
     pub fn severity(&self) -> Severity {
         match self {
             Self::WrongChain { .. } => Severity::Fatal,
@@ -84,12 +87,17 @@ impl Source {
 
     /// Checks that the source serves `chain_id` (`optimism_rollupConfig.l2_chain_id`).
     pub async fn check_chain(&self, chain_id: u64) -> Result<(), SourceError> {
-        let cfg: Value = self.client.request("optimism_rollupConfig", NO_PARAMS).await?;
-        let actual = l2_chain_id(&cfg)?;
+        let actual = self.chain_id().await?;
         if actual != chain_id {
             return Err(SourceError::WrongChain { expected: chain_id, actual });
         }
         Ok(())
+    }
+
+    /// The L2 chain the source serves now (`optimism_rollupConfig.l2_chain_id`).
+    pub async fn chain_id(&self) -> Result<u64, SourceError> {
+        let cfg: Value = self.client.request("optimism_rollupConfig", NO_PARAMS).await?;
+        l2_chain_id(&cfg)
     }
 
     /// One `optimism_syncStatus` call, parsed.

@@ -46,7 +46,7 @@ fn one_line_naming(out: &Output, flag: &str, what: &str) {
 #[test]
 fn bad_flags_exit_64_naming_the_flag() {
     let src = ["--l2.follow.source", "http://127.0.0.1:1"];
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--chain-id", "10", "--l2.follow.source", "not a url"], "--l2.follow.source"),
         (&["--chain-id", "10", "--l2.follow.source", "ftp://x"], "--l2.follow.source"),
         (&["--chain-id", "10"], "--l2.follow.source"),
@@ -54,6 +54,10 @@ fn bad_flags_exit_64_naming_the_flag() {
         (&["--chain-id", "10", src[0], src[1], "--poll-interval", "0s"], "--poll-interval"),
         (&["--chain-id", "10", src[0], src[1], "--heartbeat", "0s"], "--heartbeat"),
         (&["--chain-id", "10", src[0], src[1], "--rpc-timeout", "soon"], "--rpc-timeout"),
+        (
+            &["--chain-id", "10", src[0], src[1], "--source.chain-check-interval", "1s"],
+            "--source.chain-check-interval",
+        ),
     ];
     for (args, flag) in cases {
         one_line_naming(&bin().args(args).output().unwrap(), flag, &format!("{args:?}"));
@@ -65,6 +69,12 @@ fn bad_flags_exit_64_naming_the_flag() {
         .output()
         .unwrap();
     one_line_naming(&out, "--l2.follow.source", "LIGHTCL_L2_FOLLOW_SOURCE");
+    let out = bin()
+        .args(["--chain-id", "10", src[0], src[1]])
+        .env("LIGHTCL_SOURCE_CHAIN_CHECK_INTERVAL", "10ms")
+        .output()
+        .unwrap();
+    one_line_naming(&out, "--source.chain-check-interval", "LIGHTCL_SOURCE_CHAIN_CHECK_INTERVAL");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,21 +15,27 @@
 //!   decision, and targets are stored with a CAS publish (expected last subject sequence): a
 //!   restarted validator continues the revision sequence and two replicas never store two
 //!   targets with the same revision;
+//! - the next target is newer than every position an engine-driver reports (KV
+//!   `lightcl-engine`, followed with a watch): after a restore of an older backup of the
+//!   targets it starts a new epoch that every driver takes;
 //! - a status is acked only once its target or rejection is stored.
 //!
 //! Also served, by [`lightcl_runtime::Shell`]: admin HTTP (`/live`, `/ready`, `/metrics` with
 //! `lightcl_validator_*`) and the `ValidatorControl` gRPC service (status, watch, pause/resume).
 
 pub mod control;
+pub mod drivers;
 pub mod l1;
 pub mod metrics;
 pub mod service;
+pub mod sources;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use lightcl_bus::{Bus, NatsArgs, Publisher};
+use lightcl_core::quorum::{FailoverConfig, QuorumConfig};
 use lightcl_core::validate::{Validator, ValidatorConfig};
 use lightcl_proto::v1;
 use lightcl_proto::v1::validator_control_server::ValidatorControlServer;
@@ -43,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::l1::L1Reader;
 use crate::metrics::Metrics;
 use crate::service::{Parts, Service};
+use crate::sources::Sources;
 
 /// Command line of `lightcl-validator`.
 #[derive(Debug, Clone, Parser)]
@@ -61,9 +68,33 @@ pub struct Cli {
     /// Our L1 execution RPC (http(s)://host:port).
     #[arg(long = "l1.rpc", visible_alias = "l1-eth-rpc", env = "LIGHTCL_L1_RPC")]
     pub l1_rpc: String,
-    /// Publish a target only for a safe_l2 that this many distinct sources reported.
+    /// With 2 or more: every label of a target must have been reported identically by this
+    /// many distinct sources within --quorum.window. With 1 and several sources: follow one
+    /// source, fail over when it stalls or is rejected repeatedly.
     #[arg(long = "quorum", env = "LIGHTCL_QUORUM", default_value_t = 1)]
     pub quorum: usize,
+    /// How long a status counts as a vote (and how far back a starting validator reads).
+    #[arg(long = "quorum.window", env = "LIGHTCL_QUORUM_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub quorum_window: Duration,
+    /// Failover: a followed source whose head has not moved for this many block times (or
+    /// that sent nothing for as long) is replaced.
+    #[arg(
+        long = "failover.stall-blocks",
+        env = "LIGHTCL_FAILOVER_STALL_BLOCKS",
+        default_value_t = 5
+    )]
+    pub failover_stall_blocks: u64,
+    /// Failover: a followed source rejected this many times in a row is replaced.
+    #[arg(
+        long = "failover.max-rejections",
+        env = "LIGHTCL_FAILOVER_MAX_REJECTIONS",
+        default_value_t = 3
+    )]
+    pub failover_max_rejections: u32,
+    /// Failover: a source switched away from is not followed again for this long while
+    /// another source is healthy.
+    #[arg(long = "failover.hold", env = "LIGHTCL_FAILOVER_HOLD", default_value = "60s", value_parser = parse_duration)]
+    pub failover_hold: Duration,
     /// Timeout of one L1 batch request.
     #[arg(long = "l1-timeout", visible_alias = "l1.timeout", env = "LIGHTCL_L1_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub l1_timeout: Duration,
@@ -82,8 +113,10 @@ pub struct Config {
     pub nats: NatsArgs,
     /// L1 endpoint (displays as `scheme://host:port`).
     pub l1_rpc: Endpoint,
-    /// k of the k-of-n quorum.
-    pub quorum: usize,
+    /// k of the k-of-n quorum, and its window.
+    pub quorum: QuorumConfig,
+    /// Failover between sources (k = 1).
+    pub failover: FailoverConfig,
     /// L1 batch timeout.
     pub l1_timeout: Duration,
     /// L1 retry budget per status.
@@ -99,6 +132,15 @@ impl Cli {
         if !(1..=16).contains(&self.quorum) {
             return Err(ConfigError::new("--quorum", "must be 1..=16"));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.quorum_window) {
+            return Err(ConfigError::new("--quorum.window", "must be 1s..=10m"));
+        }
+        if !(1..=100).contains(&self.failover_stall_blocks) {
+            return Err(ConfigError::new("--failover.stall-blocks", "must be 1..=100"));
+        }
+        if !(1..=1000).contains(&self.failover_max_rejections) {
+            return Err(ConfigError::new("--failover.max-rejections", "must be 1..=1000"));
+        }
         if self.l1_timeout.is_zero() {
             return Err(ConfigError::new("--l1-timeout", "must be above zero"));
         }
@@ -110,11 +152,25 @@ impl Cli {
             common: self.common,
             nats: self.nats,
             l1_rpc,
-            quorum: self.quorum,
+            quorum: QuorumConfig {
+                k: self.quorum,
+                window_ms: millis(self.quorum_window),
+                ..QuorumConfig::default()
+            },
+            failover: FailoverConfig {
+                stall_blocks: self.failover_stall_blocks,
+                max_rejections: self.failover_max_rejections,
+                hold_ms: millis(self.failover_hold),
+                ..FailoverConfig::default()
+            },
             l1_timeout: self.l1_timeout,
             l1_retry_budget: self.l1_retry_budget,
         })
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub use lightcl_runtime::RunError;
@@ -170,7 +226,8 @@ pub async fn run(
 
     shell.mirror_nats(bus.connected(), metrics.nats_reconnects.clone());
     let service = Service::new(Parts {
-        validator: Validator::new(ValidatorConfig { chain_id, quorum: cfg.quorum }, None),
+        validator: Validator::new(ValidatorConfig { chain_id, quorum: cfg.quorum.k }, None),
+        sources: Sources::new(cfg.quorum, cfg.failover),
         publisher: Publisher::new(bus.jetstream(), cfg.nats.publish_timeout),
         bus: bus.clone(),
         l1,

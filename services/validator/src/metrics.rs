@@ -25,6 +25,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Label set `{source="..."}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source id.
+    pub source: String,
+}
+
 /// Every metric the validator exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -63,6 +70,16 @@ pub struct Metrics {
     pub paused: Gauge,
     /// `nats_reconnects_total`: NATS connections re-established after a loss.
     pub nats_reconnects: Counter,
+    /// `source_switches_total`: failover changes of the followed source.
+    pub source_switches: Counter,
+    /// `source_head{source}`: each source's newest unsafe head number (sources in the window).
+    pub source_head: Family<SourceLabel, Gauge>,
+    /// `source_lag_blocks{source}`: blocks behind the most advanced source.
+    pub source_lag: Family<SourceLabel, Gauge>,
+    /// `source_rejections_in_row{source}`: its statuses rejected in a row.
+    pub source_rejections: Family<SourceLabel, Gauge>,
+    /// `source_chosen{source}`: 1 when followed (failover) or counted (quorum).
+    pub source_chosen: Family<SourceLabel, Gauge>,
 }
 
 impl Metrics {
@@ -86,6 +103,11 @@ impl Metrics {
             last_current_l1: Gauge::default(),
             paused: Gauge::default(),
             nats_reconnects: Counter::default(),
+            source_switches: Counter::default(),
+            source_head: Family::default(),
+            source_lag: Family::default(),
+            source_rejections: Family::default(),
+            source_chosen: Family::default(),
         };
         for r in RejectReason::ALL {
             let _ = m.statuses.get_or_create(&VerdictLabels {
@@ -109,6 +131,27 @@ impl Metrics {
         );
         reg.register("publish_errors", "Failed publishes (retried)", m.publish_errors.clone());
         reg.register("bad_messages", "Undecodable raw statuses", m.bad_messages.clone());
+        reg.register(
+            "source_switches",
+            "Failover changes of the followed source",
+            m.source_switches.clone(),
+        );
+        reg.register("source_head", "Newest unsafe head number per source", m.source_head.clone());
+        reg.register(
+            "source_lag_blocks",
+            "Blocks a source is behind the most advanced one",
+            m.source_lag.clone(),
+        );
+        reg.register(
+            "source_rejections_in_row",
+            "Statuses of a source rejected in a row",
+            m.source_rejections.clone(),
+        );
+        reg.register(
+            "source_chosen",
+            "1 when the source is followed (failover) or counted (quorum)",
+            m.source_chosen.clone(),
+        );
         reg.register(
             "skipped_targets",
             "Stored targets skipped as undecodable when reading the newest target",
@@ -143,6 +186,19 @@ impl Metrics {
             m.nats_reconnects.clone(),
         );
         m
+    }
+
+    /// Sets the per-source gauges from `views` (a source gone from the vote window keeps its
+    /// last values; its `source_head` no longer moves, which is what a stall looks like).
+    pub fn sources(&self, views: &[crate::sources::SourceView]) {
+        let label = |id: &str| SourceLabel { source: id.to_owned() };
+        for v in views {
+            let l = label(&v.id);
+            self.source_head.get_or_create(&l).set(i64::try_from(v.head).unwrap_or(i64::MAX));
+            self.source_lag.get_or_create(&l).set(i64::try_from(v.lag).unwrap_or(i64::MAX));
+            self.source_rejections.get_or_create(&l).set(i64::from(v.rejections_in_row));
+            self.source_chosen.get_or_create(&l).set(i64::from(v.chosen));
+        }
     }
 
     /// Counts one status outcome.

@@ -1,7 +1,9 @@
 //! The validator loop: raw statuses in, targets or rejections out (docs/architecture.md#validator).
 //!
 //! Per status, in order: reload the last target from the stream (so replicas and restarts
-//! agree), plan, read L1 in one batch (retried with backoff; never skipped), decide with
+//! agree), take the newest position the engine-drivers report (kept current by a KV watch,
+//! [`crate::drivers`]; no request per status), plan, read L1 in one batch (retried with
+//! backoff; never skipped), decide with
 //! [`lightcl_core::validate::Validator`], store the target with a CAS publish (expected last
 //! subject sequence) or the rejection, and only then ack the status. A lost CAS race reloads
 //! the state and decides again; a NATS failure retries the same decision.
@@ -10,13 +12,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use lightcl_bus::{
-    Bus, BusError, ConsumerSpec, Delivery, Publisher, StartAt, TypedConsumer, newest_valid,
-    rejection_msg_id, subjects, target_msg_id,
+    Bus, BusError, ConsumerSpec, Delivery, LatestConsumer, Publisher, StartAt, TypedConsumer,
+    newest_valid, rejection_msg_id, subjects, target_msg_id,
 };
+use lightcl_core::revision::{Position, epoch_plausible, is_newer};
 use lightcl_core::validate::{
     Accepted, L1Answers, L1Plan, Observation, Rejection, Validator, Verdict,
 };
-use lightcl_proto::{names, v1};
+use lightcl_proto::{SourceStatus, names, v1};
 use lightcl_runtime::{Backoff, Readiness, now_ms};
 use opentelemetry::trace::TraceContextExt;
 use tokio::sync::watch;
@@ -24,8 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::drivers::{self, Reported};
 use crate::l1::L1Reader;
 use crate::metrics::Metrics;
+use crate::sources::{Next, QUORUM_SOURCE, Sources};
+
+/// How long start-up waits for the first complete read of the engine-drivers' positions before
+/// the validator decides without them (they are then used as soon as they can be read).
+pub const DRIVERS_START_WAIT: Duration = Duration::from_secs(5);
 
 /// How many stream sequences the validator looks back past an undecodable newest target.
 pub const TARGET_WALK_BACK: u64 = 256;
@@ -58,6 +67,8 @@ pub struct Parts {
     pub status: watch::Sender<v1::ValidatorStatus>,
     /// Pause switch (from the control API).
     pub paused: watch::Receiver<bool>,
+    /// Every source's recent statuses and the followed source.
+    pub sources: Sources,
 }
 
 /// The running loop's state.
@@ -75,6 +86,11 @@ pub struct Service {
     rejected: u64,
     l1_ok: bool,
     last_error: String,
+    /// The newest position the chain's engine-drivers report ([`drivers::follow`]).
+    drivers: watch::Receiver<Reported>,
+    drivers_tx: Option<watch::Sender<Reported>>,
+    /// Stops [`drivers::follow`] when the service ends.
+    drivers_guard: Option<tokio_util::sync::DropGuard>,
 }
 
 enum Stored {
@@ -86,6 +102,7 @@ impl Service {
     /// A service over `parts`.
     pub fn new(parts: Parts) -> Self {
         let chain_id = parts.validator.config().chain_id;
+        let (drivers_tx, drivers) = watch::channel(Reported::default());
         Self {
             p: parts,
             chain_id,
@@ -97,6 +114,9 @@ impl Service {
             rejected: 0,
             l1_ok: false,
             last_error: String::new(),
+            drivers,
+            drivers_tx: Some(drivers_tx),
+            drivers_guard: None,
         }
     }
 
@@ -140,6 +160,7 @@ impl Service {
                 }
             }
         }
+        self.follow_drivers(&cancel).await;
         self.p.readiness.set("nats", true);
         self.probe_l1().await;
         self.publish_status();
@@ -152,6 +173,15 @@ impl Service {
             "validator started"
         );
 
+        // Every status of every source, from the last window on (also after each reconnect):
+        // the votes all replicas share (docs/architecture.md#several-sources).
+        let window = Duration::from_millis(self.p.sources.window_ms());
+        let mut votes = LatestConsumer::<SourceStatus>::new(
+            &self.p.bus,
+            subjects::STATUS_STREAM,
+            subjects::status_filter(self.chain_id),
+        )
+        .since(window);
         let undecodable = consumer.undecodable();
         let mut undecodable_counted = 0;
         let mut paused = self.p.paused.clone();
@@ -189,6 +219,14 @@ impl Service {
                     if let Stored::Cancelled = self.handle(d, &cancel).instrument(span).await {
                         break;
                     }
+                }
+                v = votes.next() => {
+                    let m = v.message;
+                    if m.chain_id == self.chain_id {
+                        let obs = Observation { chain_id: m.chain_id, source_id: m.source_id, status: m.status };
+                        self.p.sources.record(&obs, v.sequence, v.stored_ms);
+                    }
+                    continue;
                 }
                 () = tokio::time::sleep(Duration::from_secs(2)), if !self.l1_ok => {
                     self.probe_l1().await;
@@ -258,6 +296,30 @@ impl Service {
         Ok(())
     }
 
+    /// Starts [`drivers::follow`] (stopped with the loop) and waits, at most
+    /// [`DRIVERS_START_WAIT`], for its first complete read: a validator restarted after a
+    /// restore of an older backup must know the drivers' positions before its first decision.
+    async fn follow_drivers(&mut self, cancel: &CancellationToken) {
+        let Some(tx) = self.drivers_tx.take() else { return };
+        // Cancelled with the service's token, or when the service ends (the guard is dropped).
+        let token = cancel.child_token();
+        self.drivers_guard = Some(token.clone().drop_guard());
+        tokio::spawn(drivers::follow(self.p.bus.clone(), self.chain_id, tx, token));
+        let mut rx = self.drivers.clone();
+        let loaded = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = tokio::time::timeout(DRIVERS_START_WAIT, rx.wait_for(|r| r.loaded)) => {
+                matches!(r, Ok(Ok(_)))
+            }
+        };
+        if !loaded {
+            tracing::warn!(
+                "the engine-drivers' positions (KV lightcl-engine) are not readable yet; \
+                 deciding without them until they are"
+            );
+        }
+    }
+
     async fn probe_l1(&mut self) {
         match self.p.l1.fetch(&L1Plan::default()).await {
             Ok(_) => self.set_l1(true),
@@ -295,7 +357,29 @@ impl Service {
         span.record("unsafe_l2", status.unsafe_l2.number);
         span.record("safe_l2", status.safe_l2.number);
         span.record("finalized_l2", status.finalized_l2.number);
-        let obs = Observation { chain_id: raw.chain_id, source_id: raw.source_id.clone(), status };
+        let delivered =
+            Observation { chain_id: raw.chain_id, source_id: raw.source_id.clone(), status };
+        self.p.sources.record(&delivered, d.sequence, d.stored_ms);
+        let (next, switch) = self.p.sources.next(&delivered, now_ms());
+        if let Some(sw) = switch {
+            self.p.metrics.source_switches.inc();
+            tracing::warn!(
+                from = sw.from.as_deref().unwrap_or("-"),
+                to = %sw.to,
+                "following another source"
+            );
+        }
+        let (obs, sources) = match next {
+            Next::Decide { obs, sources } => (*obs, sources),
+            Next::Standby { active } => {
+                self.p.metrics.verdict("standby", None);
+                span.record("verdict", "standby");
+                tracing::debug!(source = %delivered.source_id, following = %active, "status recorded; following another source");
+                ack(&d).await;
+                return Stored::Done;
+            }
+            Next::NoQuorum(r) => return self.reject(&d, &r, cancel).await,
+        };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             if let Err(e) = self.reload().await {
@@ -310,7 +394,11 @@ impl Service {
             // A JetStream request just succeeded: NATS is usable again (a failed request above
             // marked it not ready while the connection itself stayed up).
             self.p.readiness.set("nats", true);
-            self.p.validator.set_clock(now_ms());
+            let now = now_ms();
+            self.p.validator.set_clock(now);
+            let drivers = self.drivers.borrow().newest;
+            self.p.validator.set_drivers_newest(drivers);
+            self.warn_if_drivers_ahead(drivers, now);
             let verdict = match self.p.validator.plan(&obs) {
                 Err(r) => Verdict::Reject(r),
                 Ok(plan) => match self.fetch(&plan, &d, cancel).await {
@@ -318,6 +406,14 @@ impl Service {
                     Fetched::GaveUp(r) => Verdict::Reject(r),
                     Fetched::Cancelled => return Stored::Cancelled,
                 },
+            };
+            let verdict = match verdict {
+                Verdict::Accept(mut a) => {
+                    a.source_ids.clone_from(&sources);
+                    self.p.sources.verdict(&obs.source_id, false);
+                    Verdict::Accept(a)
+                }
+                v => v,
             };
             match verdict {
                 Verdict::Accept(a) => match self.store_target(raw, &a).await {
@@ -366,13 +462,25 @@ impl Service {
                     }
                 },
                 Verdict::Unchanged => {
+                    self.p.sources.verdict(&obs.source_id, false);
                     self.p.metrics.verdict("unchanged", None);
                     span.record("verdict", "unchanged");
                     tracing::debug!(source = %obs.source_id, "status unchanged");
                     ack(&d).await;
                     return Stored::Done;
                 }
+                Verdict::Reject(r) if obs.source_id == QUORUM_SOURCE && r.reason.is_behind() => {
+                    // The combined candidate is older than the stored target: this replica's
+                    // votes lag behind another replica's (or statuses came out of order).
+                    // Nothing any source did wrong: publish nothing.
+                    self.p.metrics.verdict("unchanged", None);
+                    span.record("verdict", "behind");
+                    tracing::debug!(reason = %r.reason.as_str(), "quorum candidate behind the stored target");
+                    ack(&d).await;
+                    return Stored::Done;
+                }
                 Verdict::Reject(r) => {
+                    self.p.sources.verdict(&obs.source_id, !r.reason.is_behind());
                     return self.reject(&d, &r, cancel).await;
                 }
                 Verdict::NoPosition(e) => {
@@ -385,6 +493,24 @@ impl Service {
                     return Stored::Done;
                 }
             }
+        }
+    }
+
+    /// Logs when a driver reports a position newer than the stored newest target: the next
+    /// target starts a new epoch above it (see [`lightcl_core::revision::next_position`]).
+    fn warn_if_drivers_ahead(&self, drivers: Option<Position>, now: u64) {
+        let stored = self.p.validator.last().map(Position::of);
+        let Some(d) = drivers.filter(|d| epoch_plausible(d.epoch, now)) else { return };
+        if is_newer(stored.filter(|s| epoch_plausible(s.epoch, now)), d, now) {
+            tracing::warn!(
+                driver_epoch = d.epoch,
+                driver_revision = d.revision,
+                stored_epoch = stored.map_or(0, |s| s.epoch),
+                stored_revision = stored.map_or(0, |s| s.revision),
+                "an engine-driver is ahead of the newest stored target (an older backup of \
+                 LIGHTCL_TARGETS restored, or its newest targets removed?): the next target \
+                 starts a new epoch above it"
+            );
         }
     }
 
@@ -492,6 +618,8 @@ impl Service {
     }
 
     fn publish_status(&self) {
+        let views = self.p.sources.views();
+        self.p.metrics.sources(&views);
         let s = v1::ValidatorStatus {
             chain_id: self.chain_id,
             paused: *self.p.paused.borrow(),
@@ -503,6 +631,17 @@ impl Service {
             accepted: self.accepted,
             rejected: self.rejected,
             last_error: self.last_error.clone(),
+            sources: views
+                .iter()
+                .map(|v| v1::SourceHealth {
+                    source_id: v.id.clone(),
+                    head: v.head,
+                    lag_blocks: v.lag,
+                    last_seen_ms: v.last_seen_ms,
+                    rejections_in_row: v.rejections_in_row,
+                    chosen: v.chosen,
+                })
+                .collect(),
         };
         self.p.status.send_if_modified(|old| {
             if *old == s {

@@ -332,18 +332,21 @@ async fn survives_a_nats_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn quorum_waits_for_k_sources_with_the_same_safe_head() {
+async fn quorum_waits_for_k_sources_with_the_same_labels() {
     let mut env = Env::new().await;
     let v = env.start(&["--quorum", "2"]).await;
     let s = env.status(70, 60, 20, 38);
     env.publish("a", &s).await;
     let r = env.wait_rejections(1).await;
-    assert_eq!((reason(&r[0]), r[0].ref_name.as_str(), r[0].number), (R::NoQuorum, "safe_l2", 60));
-    // A second source with another safe head does not help.
+    // One source: not even the tip has two reporters.
+    assert_eq!((reason(&r[0]), r[0].ref_name.as_str()), (R::NoQuorum, "unsafe_l2"));
+    // A second source with the same tip but another safe head does not help: the safe labels
+    // (local safe falls back to safe) have one reporter each.
     let mut other = s.clone();
     other.safe_l2.hash = alloy_primitives::B256::repeat_byte(7);
     env.publish("b", &other).await;
-    assert_eq!(reason(&env.wait_rejections(2).await[1]), R::NoQuorum);
+    let r = env.wait_rejections(2).await;
+    assert_eq!((reason(&r[1]), r[1].ref_name.as_str()), (R::NoQuorum, "local_safe_l2"));
     // It agrees: quorum reached.
     env.publish("b", &s).await;
     let t = env.wait_targets(1).await;

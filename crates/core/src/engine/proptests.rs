@@ -393,8 +393,33 @@ proptest! {
                 prop_assert!(fc.finalized.number >= floor.number, "{c:?} -> {fc:?}");
                 let beside = fc.finalized.number == floor.number && fc.finalized != floor;
                 prop_assert!(floor.is_unset() || !beside, "{c:?} -> {fc:?}");
-                prop_assert_eq!((fc.safe, fc.finalized), (c.target.safe, c.target.finalized));
+                if c.target.finalized.number >= floor.number || floor.is_unset() {
+                    prop_assert_eq!((fc.safe, fc.finalized), (c.target.safe, c.target.finalized));
+                } else {
+                    // Held: finalized stays the EL's, safe is the target's unless below it.
+                    prop_assert_eq!(fc.finalized, floor, "{:?}", c);
+                    let safe = if c.target.safe.number >= floor.number { c.target.safe } else { floor };
+                    prop_assert_eq!(fc.safe, safe, "{:?}", c);
+                }
             }
+        }
+    }
+
+    /// A target finalized the EL cannot take (below its accepted one) holds only finalized:
+    /// whenever the same target with the EL's finalized would be sent, it is sent, with the
+    /// same head.
+    #[test]
+    fn head_keeps_moving_while_finalized_is_held(c in follow_case(), d in 1u64..4) {
+        let mut c = c;
+        c.applied.first_valid = true;
+        let gap = c.target.safe.number.saturating_sub(c.target.finalized.number);
+        prop_assume!(gap >= 1);
+        let floor = id(c.target.finalized.number + d.min(gap), 0);
+        c.applied.forkchoice.finalized = floor;
+        let mut lifted = c;
+        lifted.target.finalized = floor;
+        if let Follow::Send(want) = lifted.decide() {
+            prop_assert_eq!(c.decide(), Follow::Send(want), "{:?}", c);
         }
     }
 
@@ -502,7 +527,10 @@ fn planner_does_what_follow_decides_for(c: FollowCase, safe_n: u64) -> Result<()
         Follow::Send(fc) => prop_assert_eq!(sent, vec![fc]),
         Follow::Refuse(refusal) => {
             prop_assert!(sent.is_empty());
-            let alert = Action::Alert(Alert::Refused { revision: 1, refusal });
+            let alert = Action::Alert(Alert::Refused {
+                position: Position { epoch: 0, revision: 1 },
+                refusal,
+            });
             prop_assert!(out.contains(&alert), "{:?}", out);
         }
         Follow::Skip => {

@@ -128,12 +128,13 @@ fn restarted_driver_starts_from_el_heads() {
 #[test]
 fn restarted_driver_never_moves_finalized_below_el() {
     let mut p = following(50, 40, 30);
+    // The target's finalized (20) is below the EL's (30): only finalized is held.
     let out = p.on_target(target(7, 60, 45, 20, 0), 0);
-    assert!(sends(&out).is_empty());
-    assert!(out.iter().any(|a| matches!(
-        a,
-        Action::Alert(Alert::Refused { revision: 7, refusal: Refusal::FinalizedRegression { .. } })
-    )));
+    assert_eq!(sends(&out), vec![fc(id(60, 0), id(45, 0), id(30, 0))]);
+    // A safe below the EL's finalized too: safe stands at the held finalized.
+    p.on_fcu_answer(FcuOutcome::Valid, 1);
+    let out = p.on_target(target(8, 62, 25, 20, 0), 0);
+    assert_eq!(sends(&out), vec![fc(id(62, 0), id(30, 0), id(30, 0))]);
 }
 
 #[test]
@@ -154,7 +155,7 @@ fn first_valid_switches_to_following_and_sends_all_three_labels() {
     let out = p.on_fcu_answer(FcuOutcome::Valid, 2);
     assert!(sends(&out).is_empty());
     assert_eq!(p.snapshot().applied, fc(id(10, 0), id(5, 0), id(2, 0)));
-    assert_eq!(p.snapshot().applied_revision, 1);
+    assert_eq!(p.snapshot().applied_position, Position { epoch: 0, revision: 1 });
 }
 
 #[test]
@@ -303,7 +304,7 @@ fn identical_fcu_is_deduped_after_valid() {
     let out = p.on_target(target(2, 20, 12, 4, 0), 1);
     assert!(sends(&out).is_empty());
     assert!(!p.is_busy());
-    assert_eq!(p.snapshot().applied_revision, 2);
+    assert_eq!(p.snapshot().applied_position, Position { epoch: 0, revision: 2 });
 }
 
 #[test]
@@ -356,10 +357,10 @@ fn invalid_head_is_alerted_and_never_planned_again() {
     // A newer target naming the same head plans nothing.
     let out = p.on_target(target(2, 20, 13, 4, 0), 1);
     assert!(sends(&out).is_empty());
-    assert!(
-        out.iter()
-            .any(|a| matches!(a, Action::Alert(Alert::TargetHeadInvalid { revision: 2, .. })))
-    );
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Alert(Alert::TargetHeadInvalid { position: Position { revision: 2, .. }, .. })
+    )));
     // A target with another head goes ahead.
     assert_eq!(sends(&p.on_target(target(3, 21, 13, 4, 0), 2)).len(), 1);
 }
@@ -710,11 +711,6 @@ fn follow_refuses_what_breaks_an_invariant() {
         ),
         (
             fc(id(20, 0), id(12, 0), id(4, 0)),
-            id(5, 0),
-            Refusal::FinalizedRegression { accepted: id(5, 0), planned: id(4, 0) },
-        ),
-        (
-            fc(id(20, 0), id(12, 0), id(4, 0)),
             id(4, 1),
             Refusal::FinalizedConflict { accepted: id(4, 1), planned: id(4, 0) },
         ),
@@ -723,6 +719,11 @@ fn follow_refuses_what_breaks_an_invariant() {
     for (want, floor, refusal) in cases {
         assert_eq!(follow_at(want, el, read, floor, true), Follow::Refuse(refusal), "{want:?}");
     }
+    // A finalized below the EL's is held at the EL's, head and safe follow.
+    assert_eq!(
+        follow_at(fc(id(20, 0), id(12, 0), id(4, 0)), el, read, id(5, 0), true),
+        Follow::Send(fc(id(20, 0), id(12, 0), id(5, 0)))
+    );
     assert_eq!(
         follow_at(fc(zero(), zero(), zero()), el, read, zero(), false),
         Follow::Refuse(Refusal::ZeroHead)
@@ -767,12 +768,12 @@ fn new_epoch_never_moves_finalized_backwards() {
     let now = 1_700_000_000_000;
     let mut p = following(50, 40, 30);
     p.set_wall_clock(now);
+    // A new epoch whose finalized (20) is below the EL's (30): the head and safe move on,
+    // finalized stays at 30.
     let out = p.on_target(at_epoch(now, target(1, 60, 45, 20, 0)), 0);
-    assert!(sends(&out).is_empty());
-    assert!(out.iter().any(|a| matches!(
-        a,
-        Action::Alert(Alert::Refused { revision: 1, refusal: Refusal::FinalizedRegression { .. } })
-    )));
+    let sent = sends(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!((sent[0].head.number, sent[0].safe.number, sent[0].finalized.number), (60, 45, 30));
 }
 
 #[test]
@@ -784,8 +785,98 @@ fn revision_u64_max_does_not_wedge_the_driver() {
     assert!(!sends(&p.on_target(forged, 0)).is_empty());
     p.on_fcu_answer(FcuOutcome::Valid, 1);
     // The validator's next target after it: a later epoch at revision 1.
-    let next =
-        crate::revision::next_position(Some(crate::revision::Position::of(&forged)), now).unwrap();
+    let next = crate::revision::next_position(Some(Position::of(&forged)), None, now).unwrap();
     let t = Target { epoch: next.epoch, revision: next.revision, ..target(0, 30, 20, 4, 0) };
     assert_eq!(sends(&p.on_target(t, 2)), vec![fc(id(30, 0), id(20, 0), id(4, 0))]);
+}
+
+/// Two epochs with the same revision number are different targets: keyed by revision alone,
+/// an INVALID answer for (old epoch, 5) blocked (new epoch, 5), arrived meanwhile, for good.
+#[test]
+fn an_invalid_head_blocks_its_position_not_the_same_revision_of_a_new_epoch() {
+    let now = 1_700_000_000_000;
+    let mut p = following(10, 5, 2);
+    p.set_wall_clock(now);
+    let old = at_epoch(now - 1_000, target(5, 20, 12, 4, 0));
+    assert_eq!(sends(&p.on_target(old, 0)), vec![fc(id(20, 0), id(12, 0), id(4, 0))]);
+    // While that update is in flight the validator starts a new epoch; same revision number.
+    let new = at_epoch(now, target(5, 21, 12, 4, 0));
+    assert!(sends(&p.on_target(new, 1)).is_empty(), "one update in flight");
+    let invalid = FcuOutcome::Invalid { latest_valid_hash: None, validation_error: None };
+    let out = p.on_fcu_answer(invalid, 2);
+    assert_eq!(sends(&out), vec![fc(id(21, 0), id(12, 0), id(4, 0))], "the new epoch's target");
+    let out = p.on_fcu_answer(FcuOutcome::Valid, 3);
+    assert!(sends(&out).is_empty());
+    assert_eq!(p.snapshot().applied_position, Position { epoch: now, revision: 5 });
+}
+
+/// The applied position follows a new epoch even when its revision is lower: keyed by
+/// revision alone, the applied target stayed the old epoch's revision 50 (`max(50, 1)`).
+#[test]
+fn applied_position_follows_a_new_epoch_at_a_lower_revision() {
+    let now = 1_700_000_000_000;
+    let mut p = following(10, 5, 2);
+    p.set_wall_clock(now);
+    let old = at_epoch(now - 1_000, target(50, 20, 12, 4, 0));
+    assert_eq!(sends(&p.on_target(old, 0)), vec![fc(id(20, 0), id(12, 0), id(4, 0))]);
+    p.on_fcu_answer(FcuOutcome::Valid, 1);
+    assert_eq!(p.snapshot().applied_position, Position { epoch: now - 1_000, revision: 50 });
+    // A new epoch at revision 1 with the same heads: nothing to send, but it is applied.
+    let new = at_epoch(now, target(1, 20, 12, 4, 0));
+    assert!(sends(&p.on_target(new, 2)).is_empty());
+    let snap = p.snapshot();
+    assert_eq!(snap.target_position, Position { epoch: now, revision: 1 });
+    assert_eq!(snap.applied_position, Position { epoch: now, revision: 1 });
+}
+
+#[test]
+fn a_new_heads_first_resend_is_prompt_after_a_syncing_streak() {
+    let mut p = following_no_probe(10, 5, 2);
+    p.on_target(target(1, 20, 12, 4, 0), 0);
+    // A long SYNCING streak for head 20: the re-send delay reaches its 1 s cap.
+    let mut t = 0;
+    for _ in 0..8 {
+        p.on_fcu_answer(FcuOutcome::Syncing, t);
+        t += 2_000;
+        p.on_timer(t);
+    }
+    let out = without_publish(p.on_fcu_answer(FcuOutcome::Syncing, t));
+    assert_eq!(out, vec![Action::ScheduleRetry { after_ms: 1_000 }]);
+    // A new head: sent at once, and its first SYNCING re-send comes after 50 ms, not 1 s.
+    assert_eq!(sends(&p.on_target(target(2, 21, 12, 4, 0), t + 1)).len(), 1);
+    let out = without_publish(p.on_fcu_answer(FcuOutcome::Syncing, t + 2));
+    assert_eq!(out, vec![Action::ScheduleRetry { after_ms: 50 }]);
+}
+
+#[test]
+fn the_syncing_probe_backs_off_with_the_resends() {
+    let mut p = following(10, 5, 2);
+    p.on_target(target(1, 20, 12, 4, 0), 0);
+    let mut gaps = Vec::new();
+    let mut t = 0;
+    for _ in 0..8 {
+        let out = without_publish(p.on_fcu_answer(FcuOutcome::Syncing, t));
+        if let [Action::ScheduleRetry { after_ms }] = out[..] {
+            gaps.push(after_ms);
+        }
+        t += 2_000;
+        p.on_timer(t);
+    }
+    // First the re-sends themselves (50, 100 ms), then probes every 100 ms while the re-send
+    // is up to 400 ms away, then a quarter of the capped 1 s re-send: 250 ms.
+    assert_eq!(gaps, vec![50, 100, 100, 100, 200, 250, 250, 250]);
+    assert_eq!(probe_every(100, 1_000), 250);
+    assert_eq!(probe_every(0, 1_000), 0);
+}
+
+#[test]
+fn remembered_invalid_heads_are_never_sent() {
+    let mut p = following(10, 5, 2);
+    p.remember_invalid([hash(20, 0), B256::ZERO]);
+    assert_eq!(p.invalid_heads(), vec![hash(20, 0)]);
+    let out = p.on_target(target(1, 20, 12, 4, 0), 0);
+    assert!(sends(&out).is_empty(), "{out:?}");
+    assert!(out.iter().any(|a| matches!(a, Action::Alert(Alert::TargetHeadInvalid { .. }))));
+    // Another head is followed as usual.
+    assert_eq!(sends(&p.on_target(target(2, 21, 12, 4, 0), 1)).len(), 1);
 }

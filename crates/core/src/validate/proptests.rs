@@ -239,8 +239,10 @@ proptest! {
         run_ops(1, ops)?;
     }
 
+    /// Two sources interleaved, each status judged on its own (several sources are combined
+    /// before the validator: see `quorum::proptests`): the invariants hold all the same.
     #[test]
-    fn quorum_invariants(ops in prop::collection::vec(op(), 1..40)) {
+    fn two_source_invariants(ops in prop::collection::vec(op(), 1..40)) {
         run_ops(2, ops)?;
     }
 }

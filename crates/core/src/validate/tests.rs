@@ -497,6 +497,19 @@ fn current_l1_backwards_alone_keeps_previous_current_l1() {
 }
 
 #[test]
+fn restarting_source_with_its_tip_behind_is_not_a_replay() {
+    let l1 = L1::new(40);
+    let mut v = validator(1);
+    let first = accepted(run(&mut v, &l1, &obs("a", status(&l1, 70, 50, 20, 30))));
+    // Re-reading L1 from 22, safe and finalized kept, its tip behind the previous one: not a
+    // replay; the previous current_l1 is kept.
+    let a = accepted(run(&mut v, &l1, &obs("a", status(&l1, 64, 52, 20, 22))));
+    assert!(a.kept_current_l1);
+    assert_eq!(a.target.current_l1, first.target.current_l1);
+    assert_eq!((a.target.unsafe_l2.number, a.target.safe_l2.number), (64, 52));
+}
+
+#[test]
 fn current_l1_backwards_with_heads_backwards_is_status_replay() {
     let mut l1 = L1::new(40);
     let mut v = validator(1);
@@ -507,36 +520,6 @@ fn current_l1_backwards_with_heads_backwards_is_status_replay() {
     let r = rejected(run(&mut v, &l1, &obs("a", status(&l1, 70, 56, 20, 29))));
     assert_eq!(r.reason, RejectReason::StatusReplay);
     assert_eq!((r.ref_name, r.number), (Some(RefName::CurrentL1), 29));
-}
-
-#[test]
-fn quorum_needs_k_sources_with_the_same_safe() {
-    let l1 = L1::new(40);
-    let mut v = validator(2);
-    let s = status(&l1, 60, 50, 20, 30);
-    let r = rejected(run(&mut v, &l1, &obs("a", s.clone())));
-    assert_eq!(r.reason, RejectReason::NoQuorum);
-    assert_eq!((r.ref_name, r.number), (Some(RefName::SafeL2), 50));
-    // The same source again does not count twice.
-    assert_eq!(rejected(run(&mut v, &l1, &obs("a", s.clone()))).reason, RejectReason::NoQuorum);
-    // A second source with another safe hash does not count.
-    let mut other = s.clone();
-    other.safe_l2 = l2(&l1, 50, 6);
-    assert_eq!(rejected(run(&mut v, &l1, &obs("b", other))).reason, RejectReason::NoQuorum);
-    // b now agrees: quorum reached.
-    let a = accepted(run(&mut v, &l1, &obs("b", s)));
-    assert_eq!(a.source_ids, vec!["a".to_string(), "b".to_string()]);
-}
-
-#[test]
-fn l1_inconsistent_status_does_not_vote() {
-    let l1 = L1::new(40);
-    let mut v = validator(2);
-    let good = status(&l1, 60, 50, 20, 30);
-    let mut bad = good.clone();
-    bad.current_l1.hash = hash(30, 9);
-    assert_eq!(rejected(run(&mut v, &l1, &obs("a", bad))).reason, RejectReason::L1Mismatch);
-    assert_eq!(rejected(run(&mut v, &l1, &obs("b", good))).reason, RejectReason::NoQuorum);
 }
 
 #[test]
@@ -615,4 +598,27 @@ fn revision_u64_max_starts_a_new_epoch_never_wraps() {
         matches!(d, Verdict::NoPosition(crate::revision::PositionError::Exhausted(_))),
         "{d:?}"
     );
+}
+
+#[test]
+fn a_driver_ahead_of_the_stored_target_starts_a_new_epoch_above_it() {
+    let now = 1_700_000_000_000;
+    let l1 = L1::new(40);
+    let mut v = validator(1);
+    v.set_clock(now);
+    let a = accepted(run(&mut v, &l1, &obs("a", status(&l1, 60, 50, 20, 30))));
+    // An older backup restored: the stored newest is an old epoch, a driver applied (now, 50).
+    let restored = Target { epoch: now - 1_000, revision: 3, ..a.target };
+    v.restore(Some(restored));
+    let applied = Position { epoch: now, revision: 50 };
+    v.set_drivers_newest(Some(applied));
+    v.set_clock(now + 7);
+    // The same heads as the restored target: still published, under a new epoch.
+    let b = accepted(run(&mut v, &l1, &obs("a", status(&l1, 60, 50, 20, 30))));
+    assert_eq!((b.target.epoch, b.target.revision), (now + 7, 1));
+    assert!(crate::revision::is_newer(Some(applied), Position::of(&b.target), now + 7));
+    v.commit(b.target);
+    // Once stored, the history continues; the drivers' (older) position changes nothing.
+    let c = accepted(run(&mut v, &l1, &obs("a", status(&l1, 61, 50, 20, 30))));
+    assert_eq!((c.target.epoch, c.target.revision), (now + 7, 2));
 }

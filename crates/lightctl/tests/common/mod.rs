@@ -110,6 +110,23 @@ pub fn validator_status() -> v1::ValidatorStatus {
         }],
         accepted: 7,
         rejected: 1,
+        sources: vec![
+            v1::SourceHealth {
+                source_id: "src-a".into(),
+                head: 120,
+                last_seen_ms: lightcl_runtime::now_ms(),
+                chosen: true,
+                ..Default::default()
+            },
+            v1::SourceHealth {
+                source_id: "src-b".into(),
+                head: 117,
+                lag_blocks: 3,
+                last_seen_ms: lightcl_runtime::now_ms(),
+                rejections_in_row: 2,
+                chosen: false,
+            },
+        ],
         ..Default::default()
     }
 }

@@ -308,3 +308,80 @@ async fn failover(net: &mut Devnet) -> Result<(), String> {
     )
     .await
 }
+
+/// (d) A source switched to another chain's node mid-run (a DNS or load-balancer change) is
+/// refused: its poller, checking the chain at every poll here, goes not ready and publishes
+/// nothing while the source serves chain 999; the EL keeps following the other source; once
+/// the source serves our chain again its poller publishes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_switched_to_another_chain_is_refused() {
+    let bin_dir = match ensure_binaries() {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    let mut cfg = DevnetConfig { bin_dir: Some(bin_dir), ..config(2, 1, &[]) };
+    let every_poll = format!("--source.chain-check-interval={}ms", cfg.poll_interval.as_millis());
+    cfg.extra_args.insert("poller".into(), vec![every_poll]);
+    let mut net = match Devnet::start(cfg).await {
+        Ok(n) => n,
+        Err(e) => panic!("devnet start: {e}"),
+    };
+    let result = other_chain(&mut net).await.and_then(|()| {
+        net.check_invariants().map_err(|v| format!("invariant violations:\n  {}", v.join("\n  ")))
+    });
+    finish(net, result).await;
+}
+
+/// Stream sequence of the newest stored status of source `i` (0: none).
+async fn newest_status_seq(net: &Devnet, i: usize) -> Result<u64, String> {
+    let client = async_nats::connect(net.nats_url()).await.map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::new(client);
+    let subject = lightcl_bus::subjects::status(net.config().chain_id, &Devnet::source_id(i));
+    let last = lightcl_bus::last_message::<lightcl_proto::v1::RawStatus>(
+        &js,
+        lightcl_bus::subjects::STATUS_STREAM,
+        &subject,
+        lightcl_proto::names::RAW_STATUS,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(last.map_or(0, |m| m.sequence))
+}
+
+async fn other_chain(net: &mut Devnet) -> Result<(), String> {
+    run("other-chain", net, vec![ElsReachSource(secs(30))]).await?;
+    let poller = Service::poller(1);
+    net.set_source_chain(1, 999);
+    let deadline = Instant::now() + secs(10);
+    while net.is_ready(poller).await {
+        if Instant::now() >= deadline {
+            return Err("poller-1 still ready 10 s after its source switched chains".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Refused: from now on nothing of source 1 is stored, however often it is polled.
+    let refused_at = newest_status_seq(net, 1).await?;
+    let polls = net.source_requests_at(1);
+    // Refused polls back off (the poller's error backoff): a few more are enough.
+    net.wait_for("source 1 polled 3 more times", secs(20), |n| {
+        n.source_requests_at(1) >= polls + 3
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let after = newest_status_seq(net, 1).await?;
+    if after != refused_at {
+        return Err(format!("a status of the other chain was stored: seq {refused_at} → {after}"));
+    }
+    // The EL keeps following the other source meanwhile.
+    run("other-chain", net, vec![ElsReachSource(secs(15))]).await?;
+    // Our chain again: published again.
+    net.set_source_chain(1, net.config().chain_id);
+    let deadline = Instant::now() + secs(15);
+    while newest_status_seq(net, 1).await? == after || !net.is_ready(poller).await {
+        if Instant::now() >= deadline {
+            return Err("poller-1 did not publish again once its source served our chain".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run("other-chain", net, vec![ElsReachSource(secs(15)), NoLabelRegression]).await
+}

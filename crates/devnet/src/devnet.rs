@@ -882,6 +882,14 @@ impl Devnet {
         }
     }
 
+    /// Source `i` answers as a node of chain `chain_id` from now on (`optimism_rollupConfig`
+    /// and `eth_chainId`), e.g. a DNS or load-balancer switch to another chain's node.
+    pub fn set_source_chain(&self, i: usize, chain_id: u64) {
+        if let Some(s) = self.shared.sources.get(i) {
+            s.set_chain_id(chain_id);
+        }
+    }
+
     /// Source `i` keeps answering with the status it serves now, frozen (true), or follows the
     /// chain again from the next block (false): a node whose derivation is stuck.
     pub fn set_source_stalled(&self, i: usize, stalled: bool) {

@@ -25,7 +25,7 @@ use lightcl_harness::mock_el::FcuReply;
 use lightcl_harness::wait;
 use lightcl_proto::v1;
 use lightcl_tests::Action::*;
-use lightcl_tests::{ensure_binaries, fast_config, run};
+use lightcl_tests::{ensure_binaries, fast_config, finish, run};
 use prost::Message as _;
 
 /// How long the killed server stays down.
@@ -277,17 +277,7 @@ async fn el_keeps_following_through_leader_kill_and_rolling_restart() {
     let result = steps(&mut net, &mut times).await.and_then(|()| {
         net.check_invariants().map_err(|v| format!("invariant violations:\n  {}", v.join("\n  ")))
     });
-    let result = result.map_err(|e| {
-        let mut msg = e;
-        for s in net.service_list() {
-            msg.push_str(&format!("\n---- {s} log tail ----\n{}", net.log_tail(s, 15)));
-        }
-        msg
-    });
-    net.shutdown().await;
     eprintln!("[cluster] measured:\n  {}", times.join("\n  "));
     eprintln!("[cluster] finished in {:?}", started.elapsed());
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    finish(net, result).await;
 }

@@ -11,7 +11,7 @@ use lightcl_bus::{Bus, NatsArgs, Publisher, last_message, subjects};
 use lightcl_devnet::{Devnet, DevnetConfig, Service};
 use lightcl_proto::{names, v1};
 use lightcl_tests::Action::*;
-use lightcl_tests::{ensure_binaries, fast_config, run};
+use lightcl_tests::{ensure_binaries, fast_config, finish, run};
 
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -101,15 +101,5 @@ async fn purge_revision_max_and_restored_backup_never_wedge_running_drivers() {
     let result = steps(&mut net, &bus, chain).await.and_then(|()| {
         net.check_invariants().map_err(|v| format!("invariant violations:\n  {}", v.join("\n  ")))
     });
-    let result = result.map_err(|e| {
-        let mut msg = e;
-        for s in net.service_list() {
-            msg.push_str(&format!("\n---- {s} log tail ----\n{}", net.log_tail(s, 15)));
-        }
-        msg
-    });
-    net.shutdown().await;
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    finish(net, result).await;
 }

@@ -7,7 +7,7 @@ use alloy_primitives::B256;
 use lightcl_core::engine::{EngineSnapshot, FcuAnswer, Phase};
 use lightcl_core::revision::Position;
 use lightcl_core::validate::{Accepted, L1Evidence, RejectReason, Rejection};
-use lightcl_core::{BlockId, L1BlockRef, L2BlockRef, SyncStatus, Target};
+use lightcl_core::{BlockId, L1BlockRef, L1View, L2BlockRef, SyncStatus, Target};
 
 /// A protobuf message that does not convert to a core type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,6 +222,43 @@ impl v1::Target {
     }
 }
 
+/// A ref as an optional field: an unset (all-zero) ref is left absent.
+fn set_l1(r: L1BlockRef) -> Option<v1::L1BlockRef> {
+    (!r.is_unset()).then(|| r.into())
+}
+
+/// An [`L1View`] from its three optional fields; `None` when `head` is absent or unset (a
+/// message of a version without the fields). A present field that does not convert is an
+/// error naming it.
+fn l1_view(
+    head: &Option<v1::L1BlockRef>,
+    safe: &Option<v1::L1BlockRef>,
+    finalized: &Option<v1::L1BlockRef>,
+) -> Result<Option<L1View>, ProtoError> {
+    let Some(head) = opt_l1(head, "head_l1")?.filter(|h| !h.is_unset()) else {
+        return Ok(None);
+    };
+    Ok(Some(L1View {
+        head,
+        safe: opt_l1(safe, "safe_l1")?.unwrap_or_default(),
+        finalized: opt_l1(finalized, "finalized_l1")?.unwrap_or_default(),
+    }))
+}
+
+impl v1::Target {
+    /// Sets the validator's L1 view (`head_l1`, `safe_l1`, `finalized_l1`; unset refs absent).
+    pub fn set_l1_view(&mut self, v: &L1View) {
+        self.head_l1 = set_l1(v.head);
+        self.safe_l1 = set_l1(v.safe);
+        self.finalized_l1 = set_l1(v.finalized);
+    }
+
+    /// The validator's L1 view carried with the target; `None` on a target without `head_l1`.
+    pub fn l1_view(&self) -> Result<Option<L1View>, ProtoError> {
+        l1_view(&self.head_l1, &self.safe_l1, &self.finalized_l1)
+    }
+}
+
 /// A message as its bus readers use it: the protobuf message on the wire, its full name (the
 /// `Lightcl-Message` header) and the strict conversion every reader applies. A message that
 /// does not decode or convert is poison, never a silently zeroed value.
@@ -250,13 +287,19 @@ pub struct TargetUpdate {
     pub target: Target,
     /// Wall-clock ms of the poll that observed these heads (0 when unknown).
     pub observed_at_ms: u64,
+    /// The validator's L1 view at validation time (`None` from validators without it).
+    pub l1: Option<L1View>,
 }
 
 impl FromWire for TargetUpdate {
     type Wire = v1::Target;
     const NAME: &'static str = names::TARGET;
     fn from_wire(wire: v1::Target) -> Result<Self, ProtoError> {
-        Ok(Self { target: wire.to_core()?, observed_at_ms: wire.observed_at_ms })
+        Ok(Self {
+            target: wire.to_core()?,
+            observed_at_ms: wire.observed_at_ms,
+            l1: wire.l1_view()?,
+        })
     }
 }
 
@@ -300,14 +343,18 @@ impl From<&L1Evidence> for v1::L1Evidence {
 impl v1::Target {
     /// The bus message of an accepted status: the target with its evidence and sources, the
     /// time the status was observed and the time it was validated.
+    /// The validator's L1 view (`head_l1`, `safe_l1`, `finalized_l1`) comes from the same
+    /// L1 batch as the evidence.
     pub fn from_accepted(a: &Accepted, observed_at_ms: u64, validated_at_ms: u64) -> Self {
-        Self {
+        let mut m = Self {
             evidence: Some((&a.evidence).into()),
             source_ids: a.source_ids.clone(),
             observed_at_ms,
             validated_at_ms,
             ..Self::from_core(&a.target)
-        }
+        };
+        m.set_l1_view(&a.evidence.view);
+        m
     }
 }
 
@@ -432,7 +479,38 @@ impl v1::EngineState {
             target_head: Some(s.target_head.into()),
             target_epoch: s.target_position.epoch,
             applied_epoch: s.applied_position.epoch,
+            ..Default::default()
         }
+    }
+
+    /// Sets the L1 view served with `current_l1` (`head_l1`, `safe_l1`, `finalized_l1`).
+    pub fn set_l1_view(&mut self, v: Option<&L1View>) {
+        let v = v.copied().unwrap_or_default();
+        self.head_l1 = set_l1(v.head);
+        self.safe_l1 = set_l1(v.safe);
+        self.finalized_l1 = set_l1(v.finalized);
+    }
+
+    /// The L1 view stored with `current_l1`; `None` without `head_l1`.
+    pub fn l1_view(&self) -> Result<Option<L1View>, ProtoError> {
+        l1_view(&self.head_l1, &self.safe_l1, &self.finalized_l1)
+    }
+
+    /// Sets the full refs of the applied head, safe and finalized blocks (`None`: unknown).
+    pub fn set_applied_refs(&mut self, [head, safe, finalized]: [Option<L2BlockRef>; 3]) {
+        let set = |r: Option<L2BlockRef>| r.filter(|r| !r.is_unset()).map(Into::into);
+        self.head_ref = set(head);
+        self.safe_ref = set(safe);
+        self.finalized_ref = set(finalized);
+    }
+
+    /// The full refs of the applied head, safe and finalized blocks stored with the state.
+    pub fn applied_refs(&self) -> Result<[Option<L2BlockRef>; 3], ProtoError> {
+        Ok([
+            opt_l2(&self.head_ref, "head_ref")?,
+            opt_l2(&self.safe_ref, "safe_ref")?,
+            opt_l2(&self.finalized_ref, "finalized_ref")?,
+        ])
     }
 
     /// The position of the newest target this driver has seen (None before any).
@@ -580,7 +658,7 @@ mod tests {
         let mut m = v1::Target::from_core(&target());
         m.observed_at_ms = 1234;
         let u = TargetUpdate::from_wire(m.clone()).unwrap();
-        assert_eq!(u, TargetUpdate { target: target(), observed_at_ms: 1234 });
+        assert_eq!(u, TargetUpdate { target: target(), observed_at_ms: 1234, l1: None });
         assert_eq!(Target::from_wire(m.clone()).unwrap(), target());
         assert_eq!(<TargetUpdate as FromWire>::NAME, names::TARGET);
         m.unsafe_l2.as_mut().unwrap().hash = vec![1, 2, 3];
@@ -596,6 +674,7 @@ mod tests {
                 checked: vec![s.current_l1.id(), s.head_l1.id()],
                 l1_head: s.head_l1.id(),
                 l1_finalized: s.finalized_l1.id(),
+                view: L1View { head: s.head_l1, safe: s.safe_l1, finalized: s.finalized_l1 },
             },
             source_ids: vec!["a".into(), "b".into()],
             kept_current_l1: false,
@@ -603,6 +682,19 @@ mod tests {
         };
         let m = v1::Target::from_accepted(&a, 11, 22);
         assert_eq!(m.to_core().unwrap(), a.target);
+        // The validator's L1 view travels with the target, and reaches the drivers.
+        assert_eq!(m.l1_view().unwrap(), Some(a.evidence.view));
+        let u = TargetUpdate::from_wire(m.clone()).unwrap();
+        assert_eq!(u.l1, Some(a.evidence.view));
+        let mut bad = m.clone();
+        bad.safe_l1.as_mut().unwrap().hash = vec![1];
+        assert_eq!(TargetUpdate::from_wire(bad).unwrap_err().field, "safe_l1.hash");
+        // A node without `finalized`: the field is absent, the view has it unset.
+        let mut no_fin = a.clone();
+        no_fin.evidence.view.finalized = L1BlockRef::default();
+        let m2 = v1::Target::from_accepted(&no_fin, 11, 22);
+        assert!(m2.finalized_l1.is_none());
+        assert_eq!(m2.l1_view().unwrap(), Some(no_fin.evidence.view));
         assert_eq!((m.observed_at_ms, m.validated_at_ms), (11, 22));
         assert_eq!(m.source_ids, a.source_ids);
         let ev = m.evidence.unwrap();
@@ -717,6 +809,16 @@ mod tests {
         let m = v1::EngineState::from_snapshot(10, "n1", &fresh, 5);
         assert_eq!(m.last_answer, v1::FcuAnswer::Unspecified as i32);
         assert!(m.last_error.is_empty() && m.current_l1.is_none());
+        assert_eq!(m.l1_view().unwrap(), None);
+        assert_eq!(m.applied_refs().unwrap(), [None, None, None]);
+        // The served L1 view and the applied refs round-trip through the KV value.
+        let mut m = m;
+        let view = L1View { head: s.head_l1, safe: s.safe_l1, finalized: s.finalized_l1 };
+        m.set_l1_view(Some(&view));
+        m.set_applied_refs([Some(s.unsafe_l2), None, Some(s.finalized_l2)]);
+        let back = v1::EngineState::decode(m.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.l1_view().unwrap(), Some(view));
+        assert_eq!(back.applied_refs().unwrap(), [Some(s.unsafe_l2), None, Some(s.finalized_l2)]);
     }
 
     #[test]

@@ -157,8 +157,30 @@ fn check_target(m: &v1::Target) -> Option<Target> {
         source_ids: vec![],
         observed_at_ms: 0,
         validated_at_ms: 0,
+        head_l1: None,
+        safe_l1: None,
+        finalized_l1: None,
         ..m.clone()
     };
+    // The L1 view (optional fields): `head_l1` first; the other two only count when the head
+    // converts and is set (an unset head means "no view").
+    let mut view_faults = Faults::new();
+    l1_faults(&m.head_l1, "head_l1", false, &mut view_faults);
+    let head_set = m.head_l1.as_ref().is_some_and(|h| {
+        h.hash.len() == 32 && h.parent_hash.len() == 32 && (h.number != 0 || h.hash != [0u8; 32])
+    });
+    if view_faults.is_empty() && head_set {
+        l1_faults(&m.safe_l1, "safe_l1", false, &mut view_faults);
+        l1_faults(&m.finalized_l1, "finalized_l1", false, &mut view_faults);
+    }
+    let view = m.l1_view();
+    check_conv(&view, &view_faults);
+    assert_eq!(matches!(view, Ok(Some(_))), view_faults.is_empty() && head_set);
+    if let Ok(Some(v)) = &view {
+        let mut again = v1::Target::default();
+        again.set_l1_view(v);
+        assert_eq!(again.l1_view().ok().flatten().as_ref(), Some(v), "the view survives");
+    }
     assert_eq!(v1::Target::from_core(&t), norm, "every value survives");
     if let Some(ev) = &m.evidence {
         check_evidence(ev);
@@ -242,6 +264,27 @@ fn check_engine_state(m: &v1::EngineState) {
     if let Some(r) = &m.current_l1 {
         check_l1_ref(r, "current_l1");
     }
+    for (name, r) in
+        [("head_l1", &m.head_l1), ("safe_l1", &m.safe_l1), ("finalized_l1", &m.finalized_l1)]
+    {
+        if let Some(r) = r {
+            check_l1_ref(r, name);
+        }
+    }
+    for (name, r) in
+        [("head_ref", &m.head_ref), ("safe_ref", &m.safe_ref), ("finalized_ref", &m.finalized_ref)]
+    {
+        if let Some(r) = r {
+            check_l2_ref(r, name);
+        }
+    }
+    let mut faults = Faults::new();
+    for (name, r) in
+        [("head_ref", &m.head_ref), ("safe_ref", &m.safe_ref), ("finalized_ref", &m.finalized_ref)]
+    {
+        l2_faults(r, name, false, &mut faults);
+    }
+    check_conv(&m.applied_refs(), &faults);
 }
 
 /// Decodes `bytes` as every bus message and every control request/reply, and converts what
@@ -408,6 +451,11 @@ fn target_msg(noisy: bool) -> impl Strategy<Value = v1::Target> {
         prop::collection::vec("[a-z0-9-]{0,8}", 0..3),
         any::<u64>(),
         any::<u64>(),
+        (
+            opt(l1_msg(noisy), noisy, 0.7),
+            opt(l1_msg(noisy), noisy, 0.7),
+            opt(l1_msg(noisy), noisy, 0.7),
+        ),
     )
         .prop_map(
             |(
@@ -416,7 +464,11 @@ fn target_msg(noisy: bool) -> impl Strategy<Value = v1::Target> {
                 source_ids,
                 observed_at_ms,
                 validated_at_ms,
+                (head_l1, safe_l1, finalized_l1),
             )| v1::Target {
+                head_l1,
+                safe_l1,
+                finalized_l1,
                 chain_id,
                 // Any u64, independent enough of the others for a round trip.
                 epoch: revision.rotate_left(29) ^ observed_at_ms,
@@ -468,13 +520,31 @@ fn engine_state_msg(noisy: bool) -> impl Strategy<Value = v1::EngineState> {
         (any::<u64>(), "\\PC{0,12}", any::<i32>(), id(), id(), id()),
         (any::<u64>(), any::<u64>(), any::<i32>(), "\\PC{0,24}"),
         (prop::option::of(l1_msg(noisy)), any::<u64>(), id(), any::<u64>(), any::<u64>()),
+        (
+            prop::option::of(l1_msg(noisy)),
+            prop::option::of(l1_msg(noisy)),
+            prop::option::of(l1_msg(noisy)),
+        ),
+        (
+            prop::option::of(l2_msg(noisy)),
+            prop::option::of(l2_msg(noisy)),
+            prop::option::of(l2_msg(noisy)),
+        ),
     )
         .prop_map(
             |(
                 (chain_id, node_id, phase, head, safe, finalized),
                 (target_revision, applied_revision, last_answer, last_error),
                 (current_l1, updated_at_ms, target_head, target_epoch, applied_epoch),
+                (head_l1, safe_l1, finalized_l1),
+                (head_ref, safe_ref, finalized_ref),
             )| v1::EngineState {
+                head_l1,
+                safe_l1,
+                finalized_l1,
+                head_ref,
+                safe_ref,
+                finalized_ref,
                 chain_id,
                 node_id,
                 phase,

@@ -145,6 +145,28 @@ impl LeaseStore {
         })
     }
 
+    /// Every holder's value the key's history still keeps (the bucket keeps a few revisions
+    /// per key), oldest first; values that do not decode are left out. After a release deleted
+    /// the key, the value before the delete is here: a driver taking the key over reads what
+    /// the released holder stored (its EL's INVALID heads) before it writes.
+    pub async fn held_history(&self) -> Result<Vec<EngineLease>, BusError> {
+        let history =
+            self.store.history(&self.key).await.map_err(|e| {
+                BusError::unavailable("KV history", Named::new(self.key.clone(), e))
+            })?;
+        let entries: Vec<_> = history.collect().await;
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| BusError::unavailable("KV history", e))?;
+            if e.operation == kv::Operation::Put
+                && let Ok(l) = EngineLease::decode(e.value.as_ref())
+            {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
     /// The key's current value (when there is one), then every change, in revision order.
     pub async fn watch(
         &self,

@@ -650,8 +650,8 @@ async fn the_validator_reads_the_vote_window_and_watches_the_drivers() {
 
 /// The single-writer lease of the driver's EL (services/engine-driver/src/lease.rs), through
 /// the bus API as the driver's user: read the absent key, watch it, create it, renew it by
-/// compare-and-set, lose a stale compare-and-set and a create over it, release it and create it
-/// again over the delete marker. The server refuses nothing of it, and refuses the lease key of
+/// compare-and-set, lose a stale compare-and-set and a create over it, release it, read the
+/// released value from the key's history and create it again over the delete marker. The server refuses nothing of it, and refuses the lease key of
 /// another chain; lightctl's fleet does not list the lease as an engine state.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_driver_can_hold_the_lease_of_its_el() {
@@ -674,7 +674,10 @@ async fn the_driver_can_hold_the_lease_of_its_el() {
         chain_id: CHAIN,
         el_id: el_id.clone(),
         written_at_ms: 1,
+        invalid_heads: vec![vec![0xab; 32]],
     };
+    let history = bounded("driver: the history of the absent lease", store.held_history()).await;
+    assert!(history.is_empty(), "{history:?}");
     let created = bounded("driver: create the lease", store.write(&lease, 0)).await;
     let seen = tokio::time::timeout(DEADLINE, watch.next())
         .await
@@ -697,6 +700,9 @@ async fn the_driver_can_hold_the_lease_of_its_el() {
     let current = bounded("driver: get the lease", store.get()).await;
     assert_eq!(current.map(|e| e.revision), Some(renewed));
     bounded("driver: release the lease", store.release(renewed)).await;
+    // The released value (its INVALID heads) is still read from the key's history.
+    let history = bounded("driver: the history of the released lease", store.held_history()).await;
+    assert_eq!(history.last(), Some(&lease), "{history:?}");
     let again = bounded("driver: create after the release", store.write(&lease, 0)).await;
     assert!(again > renewed);
     driver.no_violations("driver").await;

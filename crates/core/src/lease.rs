@@ -19,8 +19,58 @@
 //!
 //! Pure: `(state, input) -> state, action`; times are the caller's monotonic milliseconds.
 
+use std::collections::VecDeque;
+
+use alloy_primitives::B256;
+
 #[cfg(test)]
 mod proptests;
+
+/// How many INVALID heads the lease value carries at most ([`InvalidHeads`]).
+pub const MAX_INVALID_HEADS: usize = 64;
+
+/// The heads an EL answered INVALID, as its lease value carries them: distinct, never zero,
+/// oldest first, the newest [`MAX_INVALID_HEADS`] (an older one is dropped when a new one
+/// arrives). EL-scoped: every driver of the EL absorbs the list it reads from the key, and the
+/// holder writes the list with every renewal (docs/architecture.md#single-writer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvalidHeads {
+    heads: VecDeque<B256>,
+}
+
+impl InvalidHeads {
+    /// Adds `head` as the newest; false (nothing changes) when it is zero or already known.
+    pub fn insert(&mut self, head: B256) -> bool {
+        if head == B256::ZERO || self.heads.contains(&head) {
+            return false;
+        }
+        self.heads.push_back(head);
+        while self.heads.len() > MAX_INVALID_HEADS {
+            self.heads.pop_front();
+        }
+        true
+    }
+
+    /// True when `head` is in the list.
+    pub fn contains(&self, head: &B256) -> bool {
+        self.heads.contains(head)
+    }
+
+    /// The heads, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &B256> {
+        self.heads.iter()
+    }
+
+    /// How many heads it holds (at most [`MAX_INVALID_HEADS`]).
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+}
 
 /// Lease timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +211,19 @@ impl Lease {
             self.pending = Some(now);
         }
         write
+    }
+
+    /// A renewal at `now` ahead of schedule (the value to store changed, e.g. a new INVALID
+    /// head): the write when this driver holds the key and no write is in flight, else `None`.
+    /// Renewing early is always safe: the window it opens counts from this send time.
+    pub fn renew_now(&mut self, now: u64) -> Option<Write> {
+        if self.pending.is_some() || !self.holds() {
+            return None;
+        }
+        let Stored::Held { revision, .. } = &self.stored else { return None };
+        let write = Write { expect: *revision };
+        self.pending = Some(now);
+        Some(write)
     }
 
     /// The store accepted the pending write as `revision` (at `now`).

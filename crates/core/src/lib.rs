@@ -30,4 +30,4 @@ pub mod validate;
 pub use alloy_primitives::B256;
 pub use severity::Severity;
 pub use status::{BlockId, L1BlockRef, L2BlockRef, ParseError, SyncStatus};
-pub use target::Target;
+pub use target::{L1View, Target};

@@ -27,3 +27,17 @@ pub struct Target {
     /// The L1 block the source had derived up to (checked canonical on our L1).
     pub current_l1: L1BlockRef,
 }
+
+/// The validator's view of its own L1 when it accepted a target: what an op-node reports as
+/// `head_l1`, `safe_l1` and `finalized_l1`. Carried next to the target on the bus
+/// (`lightcl.v1.Target` fields `head_l1`, `safe_l1`, `finalized_l1`), not in [`Target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct L1View {
+    /// Our L1 node's `latest` block.
+    pub head: L1BlockRef,
+    /// Our L1 node's `safe` block (its `finalized` block when the node has no `safe` tag;
+    /// unset when it has neither).
+    pub safe: L1BlockRef,
+    /// Our L1 node's `finalized` block (unset when the node has none).
+    pub finalized: L1BlockRef,
+}

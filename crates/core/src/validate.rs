@@ -27,7 +27,7 @@ use alloy_primitives::B256;
 
 use crate::revision::{Position, PositionError, epoch_plausible, next_position};
 use crate::status::{BlockId, L1BlockRef, L2BlockRef, SyncStatus};
-use crate::target::Target;
+use crate::target::{L1View, Target};
 
 #[cfg(test)]
 mod proptests;
@@ -301,6 +301,8 @@ pub struct L1Answers {
     pub head: L1BlockRef,
     /// Our L1 finalized block (`finalized`), if the node has one.
     pub finalized: Option<L1BlockRef>,
+    /// Our L1 safe block (`safe`), if the node has one.
+    pub safe: Option<L1BlockRef>,
     /// The block at each planned number; `None` when the node has none there.
     pub blocks: BTreeMap<u64, Option<L1BlockRef>>,
 }
@@ -314,6 +316,9 @@ pub struct L1Evidence {
     pub l1_head: BlockId,
     /// Our L1 finalized block at check time (unset when none).
     pub l1_finalized: BlockId,
+    /// Our L1 head, safe and finalized blocks at check time, as full refs (what the
+    /// engine-drivers serve as `head_l1`, `safe_l1`, `finalized_l1`).
+    pub view: L1View,
 }
 
 /// A status accepted as the next target.
@@ -709,6 +714,13 @@ impl Judged {
     }
 }
 
+/// Our L1's labels as an [`L1View`]: `safe` falls back to `finalized` for a node without the
+/// `safe` tag (never ahead of the real safe block, so never claims more than L1 has).
+pub fn l1_view(answers: &L1Answers) -> L1View {
+    let finalized = answers.finalized.unwrap_or_default();
+    L1View { head: answers.head, safe: answers.safe.unwrap_or(finalized), finalized }
+}
+
 /// Compares every check with what our L1 returned (number, then the node's hash).
 fn judge(plan: &L1Plan, answers: &L1Answers) -> Result<Judged, Rejection> {
     let mut out = Judged {
@@ -716,6 +728,7 @@ fn judge(plan: &L1Plan, answers: &L1Answers) -> Result<Judged, Rejection> {
             checked: Vec::new(),
             l1_head: answers.head.id(),
             l1_finalized: answers.finalized.map(|f| f.id()).unwrap_or_default(),
+            view: l1_view(answers),
         },
         probes: Vec::new(),
     };

@@ -12,6 +12,7 @@
 //!   ([`mock_source`]), an OTLP/gRPC trace receiver ([`otlp`]), and real TLS on loopback
 //!   ([`tls`]: a private CA generated in the test and an HTTPS reverse proxy, optionally keyed
 //!   like a hosted RPC provider, in front of any mock);
+//! - checks: [`op_batcher`] restates the rules op-batcher applies to an `optimism_syncStatus`;
 //! - waiting: [`wait::until`] / [`wait::until_async`] poll a condition against a deadline (sleeps
 //!   are not synchronisation here);
 //! - plain HTTP: [`http_get`] (admin `/ready`, `/metrics`, nats-server's `/healthz`).
@@ -23,6 +24,7 @@ mod get;
 pub mod mock_el;
 pub mod mock_source;
 pub mod nats;
+pub mod op_batcher;
 pub mod otlp;
 pub mod process;
 pub mod tls;

@@ -5,6 +5,11 @@
 //! fed back; nothing else talks forkchoice to the EL. Every forkchoice update asks the lease's
 //! [`Fence`] first, immediately before it is sent: without the lease it is not sent
 //! (docs/architecture.md#single-writer).
+//!
+//! INVALID heads are EL-scoped and kept in the lease value: the loop hands the fence's list
+//! (what this driver's EL answered INVALID, and what any lease value of the EL listed) to the
+//! planner at every turn and again right after the fence check of every forkchoice update, and
+//! tells the fence every head its EL answers INVALID.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,7 +18,8 @@ use std::time::{Duration, Instant};
 use alloy_primitives::B256;
 use lightcl_bus::Latest;
 use lightcl_core::engine::{Action, Alert, EngineSnapshot, FcuAnswer, FcuOutcome, Phase, Planner};
-use lightcl_core::status::{L1BlockRef, L2BlockRef};
+use lightcl_core::revision::Position;
+use lightcl_core::status::L2BlockRef;
 use lightcl_proto::{TargetUpdate, v1};
 use lightcl_runtime::Readiness;
 use opentelemetry::trace::TraceContextExt;
@@ -25,6 +31,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::el::EngineClient;
 use crate::lease::{Fence, LeaseView};
 use crate::metrics::{AnswerLabel, KindLabel, Metrics, gauge_value};
+use crate::served::{Served, Views};
 
 /// An operator command for the driver loop.
 #[derive(Debug)]
@@ -72,10 +79,8 @@ impl RefCache {
 pub struct Shared {
     /// Newest status (the `state` field is the published EngineState).
     pub status: watch::Receiver<v1::EngineDriverStatus>,
-    /// Refs of recent target blocks.
-    pub refs: Arc<Mutex<RefCache>>,
-    /// The mirrored `current_l1`.
-    pub current_l1: watch::Receiver<Option<L1BlockRef>>,
+    /// What `optimism_syncStatus` serves besides the EL's heads (and the KV value keeps).
+    pub served: Served,
 }
 
 /// Identity of this driver.
@@ -95,7 +100,10 @@ pub struct Driver {
     targets: watch::Receiver<Option<Latest<TargetUpdate>>>,
     commands: mpsc::Receiver<Command>,
     status_tx: watch::Sender<v1::EngineDriverStatus>,
-    current_l1_tx: watch::Sender<Option<L1BlockRef>>,
+    /// The served L1 refs and full L2 refs (`refs` is its cache).
+    served: Served,
+    /// L1 views of the newest targets received.
+    views: Views,
     refs: Arc<Mutex<RefCache>>,
     nats_connected: watch::Receiver<bool>,
     metrics: Metrics,
@@ -104,6 +112,8 @@ pub struct Driver {
     lease: watch::Receiver<LeaseView>,
     /// The lease as last seen by the loop (a new holding re-reads the EL's heads).
     lease_held: bool,
+    /// The generation of the fence's INVALID list the planner has absorbed.
+    invalid_seen: u64,
     epoch: Instant,
     retry_deadline_ms: Option<u64>,
     el_reachable: bool,
@@ -158,9 +168,9 @@ impl Driver {
             state: Some(state.clone()),
             ..Default::default()
         });
-        let (current_l1_tx, current_l1) = watch::channel(None);
-        let refs = Arc::new(Mutex::new(RefCache::default()));
-        let shared = Shared { status, refs: refs.clone(), current_l1 };
+        let served = Served::default();
+        let refs = served.refs.clone();
+        let shared = Shared { status, served: served.clone() };
         let d = Self {
             planner: p.planner,
             el: p.el,
@@ -168,7 +178,8 @@ impl Driver {
             targets: p.targets,
             commands: p.commands,
             status_tx,
-            current_l1_tx,
+            served,
+            views: Views::default(),
             refs,
             nats_connected: p.nats_connected,
             metrics: p.metrics,
@@ -176,6 +187,7 @@ impl Driver {
             fence: p.fence,
             lease: p.lease,
             lease_held: false,
+            invalid_seen: 0,
             epoch: Instant::now(),
             retry_deadline_ms: None,
             el_reachable: false,
@@ -202,12 +214,21 @@ impl Driver {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Hands the INVALID heads the fence learned since the last call (from lease values, or
+    /// answered to this driver) to the planner: it never sends them.
+    fn absorb_invalid(&mut self) {
+        if let Some(heads) = self.fence.invalid_since(&mut self.invalid_seen) {
+            self.planner.remember_invalid(heads);
+        }
+    }
+
     /// Runs until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut queue: VecDeque<Action> = self.planner.start(self.now_ms()).into();
         let (mut commands_open, mut targets_open, mut nats_open) = (true, true, true);
         let mut lease_open = true;
         loop {
+            self.absorb_invalid();
             while let Some(action) = queue.pop_front() {
                 let Some(more) = self.execute(action, &cancel).await else {
                     return;
@@ -261,7 +282,7 @@ impl Driver {
     }
 
     fn on_target(&mut self, msg: Latest<TargetUpdate>) -> Vec<Action> {
-        let TargetUpdate { target: t, observed_at_ms } = msg.message;
+        let TargetUpdate { target: t, observed_at_ms, l1 } = msg.message;
         self.metrics.targets_total.inc();
         if t.chain_id != self.id.chain_id {
             tracing::warn!(
@@ -271,6 +292,7 @@ impl Driver {
             );
             return Vec::new();
         }
+        self.views.insert(Position::of(&t), l1.unwrap_or_default());
         {
             let mut refs = self.refs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for r in [t.unsafe_l2, t.safe_l2, t.local_safe_l2, t.finalized_l2] {
@@ -341,6 +363,18 @@ impl Driver {
                         self.planner.on_fcu_answer(FcuOutcome::Error { message }, self.now_ms()),
                     );
                 };
+                // The INVALID heads, after the fence: a driver that has just taken the lease
+                // over absorbed its predecessor's list (read before its takeover write) here,
+                // before its first update. A head on it is not sent; the planner hears "not
+                // sent" and, re-planning, blocks the target (alert `target_head_invalid`).
+                self.absorb_invalid();
+                if self.planner.is_invalid(&fc.head.hash) {
+                    tracing::warn!(head = %fc.head, "forkchoice update not sent: its head is on the EL's INVALID list (lease value)");
+                    let message = format!("not sent: head {} is known INVALID", fc.head);
+                    return Some(
+                        self.planner.on_fcu_answer(FcuOutcome::Error { message }, self.now_ms()),
+                    );
+                }
                 let started = Instant::now();
                 let span = tracing::info_span!(
                     parent: &self.span,
@@ -383,6 +417,10 @@ impl Driver {
                 self.set_el_reachable(reached);
                 if matches!(outcome, FcuOutcome::Valid) {
                     self.observe_e2e_lag(fc.head.hash);
+                }
+                if matches!(outcome, FcuOutcome::Invalid { .. }) {
+                    // EL-scoped: into the lease value, for every driver of this EL and restarts.
+                    self.fence.learn_invalid([fc.head.hash]);
                 }
                 match &outcome {
                     FcuOutcome::Valid | FcuOutcome::Syncing => tracing::debug!(
@@ -486,11 +524,8 @@ impl Driver {
             Phase::Following => 2,
         });
         self.metrics.paused.set(i64::from(snap.paused));
-        self.current_l1_tx.send_if_modified(|c| {
-            let changed = *c != snap.current_l1;
-            *c = snap.current_l1;
-            changed
-        });
+        // Before the status changes: the KV put it triggers reads the served refs.
+        self.served.update(&snap, self.planner.target(), &self.views);
         self.refresh_status();
     }
 

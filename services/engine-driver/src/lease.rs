@@ -10,14 +10,24 @@
 //! update (`Lease::may_send` at that moment, on the same monotonic clock): a driver whose lease
 //! window closed — it was paused, partitioned from NATS, or someone else took over — sends
 //! nothing, even an update it had already planned.
+//!
+//! The lease value also carries the EL's INVALID heads (EL-scoped: every driver of that EL reads
+//! them). The fence keeps the list ([`Fence::learn_invalid`]): the lease task adds every list it
+//! reads from the key (at start, on every watch update, after a lost write, and from the key's
+//! history before taking over a released key), the driver loop adds the heads its EL answers
+//! INVALID, and the holder writes the list with every renewal — at once, ahead of schedule,
+//! when the list grew. The driver loop hands the list to its planner before every forkchoice
+//! update (after asking the fence), so a driver that just took over has absorbed its
+//! predecessor's list before its first update.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use alloy_primitives::B256;
 use futures::{Stream, StreamExt};
 use lightcl_bus::{Bus, BusError, LeaseEntry, LeaseStore, LeaseValue};
-use lightcl_core::lease::{Lease, LeaseConfig, Stored};
+use lightcl_core::lease::{InvalidHeads, Lease, LeaseConfig, Stored};
 use lightcl_proto::v1;
 use lightcl_runtime::{Backoff, Readiness};
 use rand::Rng;
@@ -48,13 +58,73 @@ pub fn instance_id(node_id: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Fence {
     lease: Arc<Mutex<Lease>>,
+    invalid: Arc<Mutex<KnownInvalid>>,
     epoch: Instant,
+}
+
+/// The EL's INVALID heads as this driver knows them.
+#[derive(Debug, Default)]
+struct KnownInvalid {
+    heads: InvalidHeads,
+    /// Bumped by every change of `heads`.
+    generation: u64,
+    /// The generation the last successful lease write stored.
+    written: u64,
 }
 
 impl Fence {
     /// A fence over a fresh lease of instance `me` (holds nothing yet).
     pub fn new(me: &str, cfg: LeaseConfig) -> Self {
-        Self { lease: Arc::new(Mutex::new(Lease::new(me, cfg, 0))), epoch: Instant::now() }
+        Self {
+            lease: Arc::new(Mutex::new(Lease::new(me, cfg, 0))),
+            invalid: Arc::new(Mutex::new(KnownInvalid::default())),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Adds heads the EL answered INVALID (to this driver, or to another driver of the EL whose
+    /// lease value listed them); the holder stores them with its next lease write, at once.
+    pub fn learn_invalid(&self, heads: impl IntoIterator<Item = B256>) {
+        let mut k = self.lock_invalid();
+        let mut grew = false;
+        for h in heads {
+            grew |= k.heads.insert(h);
+        }
+        if grew {
+            k.generation += 1;
+        }
+    }
+
+    /// The known INVALID heads, oldest first, when they changed since generation `seen` (which
+    /// is then moved on).
+    pub fn invalid_since(&self, seen: &mut u64) -> Option<Vec<B256>> {
+        let k = self.lock_invalid();
+        (k.generation != *seen).then(|| {
+            *seen = k.generation;
+            k.heads.iter().copied().collect()
+        })
+    }
+
+    /// The list to store with a lease write and its generation.
+    fn invalid_to_write(&self) -> (Vec<Vec<u8>>, u64) {
+        let k = self.lock_invalid();
+        (k.heads.iter().map(|h| h.to_vec()).collect(), k.generation)
+    }
+
+    /// True when the list changed since the last lease write stored it.
+    fn invalid_unwritten(&self) -> bool {
+        let k = self.lock_invalid();
+        k.generation != k.written
+    }
+
+    /// A lease write stored the list of `generation`.
+    fn invalid_written(&self, generation: u64) {
+        let mut k = self.lock_invalid();
+        k.written = k.written.max(generation);
+    }
+
+    fn lock_invalid(&self) -> MutexGuard<'_, KnownInvalid> {
+        self.invalid.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Monotonic milliseconds since this fence was made.
@@ -248,10 +318,18 @@ impl LeaseTask {
             return None;
         }
         self.last_revision = e.revision;
+        self.absorb(e);
         let stored = stored_of(e);
         let now = self.fence.now_ms();
         self.fence.lock().observe(stored.clone(), now);
         Some(stored)
+    }
+
+    /// Adds the INVALID heads a read value lists to the fence's list.
+    fn absorb(&self, e: &LeaseEntry) {
+        if let LeaseValue::Held(l) = &e.value {
+            self.fence.learn_invalid(invalid_heads_of(l, &self.key));
+        }
     }
 
     /// Opens the store (once), reads the key and starts the watch; `None` (logged) when any of
@@ -308,20 +386,53 @@ impl LeaseTask {
     /// Attempts the write the decision asks for now, if any, and feeds its result back.
     async fn write_if_due(&mut self) {
         let Some(store) = self.store.clone() else { return };
+        let limit = self.op_timeout();
+        let unwritten = self.fence.invalid_unwritten();
         let now = self.fence.now_ms();
-        let Some(write) = self.fence.lock().tick(now) else { return };
+        let write = {
+            let mut l = self.fence.lock();
+            // A grown INVALID list is stored at once, not at the next scheduled renewal.
+            l.tick(now).or_else(|| if unwritten { l.renew_now(now) } else { None })
+        };
+        let Some(write) = write else { return };
+        if write.expect == 0 {
+            // Taking over an absent key: it may have been released (deleted) by a holder whose
+            // value listed INVALID heads. Read them from the key's history first; without them,
+            // no takeover.
+            match tokio::time::timeout(limit, store.held_history()).await {
+                Ok(Ok(values)) => {
+                    for l in &values {
+                        self.fence.learn_invalid(invalid_heads_of(l, &self.key));
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.warn(format!("cannot read the lease's history before taking it: {e}"));
+                    let now = self.fence.now_ms();
+                    self.fence.lock().write_failed(None, now);
+                    return;
+                }
+                Err(_) => {
+                    self.warn("reading the lease's history timed out".to_owned());
+                    let now = self.fence.now_ms();
+                    self.fence.lock().write_failed(None, now);
+                    return;
+                }
+            }
+        }
+        let (invalid_heads, generation) = self.fence.invalid_to_write();
         let value = v1::EngineLease {
             holder: self.id.me.clone(),
             node_id: self.id.node_id.clone(),
             chain_id: self.id.chain_id,
             el_id: self.id.el_id.clone(),
             written_at_ms: lightcl_runtime::now_ms(),
+            invalid_heads,
         };
-        let limit = self.op_timeout();
         let result = tokio::time::timeout(limit, store.write(&value, write.expect)).await;
         match result {
             Ok(Ok(revision)) => {
                 self.last_revision = self.last_revision.max(revision);
+                self.fence.invalid_written(generation);
                 let now = self.fence.now_ms();
                 self.fence.lock().written(revision, now);
             }
@@ -330,6 +441,7 @@ impl LeaseTask {
                 let current = match tokio::time::timeout(limit, store.get()).await {
                     Ok(Ok(Some(e))) if e.revision >= self.last_revision => {
                         self.last_revision = e.revision;
+                        self.absorb(&e);
                         Some(stored_of(&e))
                     }
                     _ => None,
@@ -437,6 +549,21 @@ async fn next_entry(watch: &mut Option<EntryStream>) -> Option<Result<LeaseEntry
     }
 }
 
+/// The INVALID heads a lease value lists, oldest first; an entry that is not 32 bytes long is
+/// skipped with a warning (a corrupt or foreign value must not stop the driver).
+fn invalid_heads_of(l: &v1::EngineLease, key: &str) -> Vec<B256> {
+    l.invalid_heads
+        .iter()
+        .filter_map(|h| {
+            let head = B256::try_from(h.as_slice()).ok();
+            if head.is_none() {
+                tracing::warn!(%key, holder = %l.holder, len = h.len(), "lease value lists an INVALID head that is not 32 bytes long: skipped");
+            }
+            head
+        })
+        .collect()
+}
+
 /// The decision's view of a read: removed is absent, anything else is held (an undecodable value
 /// by an unknown holder, until it expires).
 fn stored_of(e: &LeaseEntry) -> Stored {
@@ -481,6 +608,47 @@ mod tests {
         assert_eq!(stored_of(&gone), Stored::Absent);
         let bad = LeaseEntry { revision: 9, value: LeaseValue::Undecodable("x".into()) };
         assert_eq!(stored_of(&bad), Stored::Held { revision: 9, holder: "?".into() });
+    }
+
+    #[test]
+    fn invalid_heads_of_a_value_skip_entries_of_another_length() {
+        let (a, b) = (B256::repeat_byte(1), B256::repeat_byte(2));
+        let l = v1::EngineLease {
+            holder: "n1-1".into(),
+            invalid_heads: vec![a.to_vec(), vec![], vec![3; 31], vec![4; 33], b.to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(invalid_heads_of(&l, "lease.10.x"), vec![a, b]);
+        assert!(invalid_heads_of(&v1::EngineLease::default(), "k").is_empty());
+    }
+
+    #[test]
+    fn the_fence_keeps_the_invalid_heads_and_what_is_left_to_write() {
+        let f = Fence::new("n1-1", LeaseConfig::default());
+        let mut seen = 0;
+        assert_eq!(f.invalid_since(&mut seen), None);
+        assert!(!f.invalid_unwritten());
+        let (a, b) = (B256::repeat_byte(1), B256::repeat_byte(2));
+        f.learn_invalid([a, B256::ZERO]);
+        assert!(f.invalid_unwritten());
+        assert_eq!(f.invalid_since(&mut seen), Some(vec![a]));
+        assert_eq!(f.invalid_since(&mut seen), None, "nothing new");
+        f.learn_invalid([a]);
+        assert_eq!(f.invalid_since(&mut seen), None, "a known head changes nothing");
+        let (bytes, generation) = f.invalid_to_write();
+        assert_eq!(bytes, vec![a.to_vec()]);
+        f.learn_invalid([b]);
+        f.invalid_written(generation);
+        assert!(f.invalid_unwritten(), "b came after that write");
+        let (bytes, generation) = f.invalid_to_write();
+        assert_eq!(bytes, vec![a.to_vec(), b.to_vec()]);
+        f.invalid_written(generation);
+        assert!(!f.invalid_unwritten());
+        // The bound: the newest 64.
+        f.learn_invalid((10u8..=200).map(B256::repeat_byte));
+        let (bytes, _) = f.invalid_to_write();
+        assert_eq!(bytes.len(), lightcl_core::lease::MAX_INVALID_HEADS);
+        assert_eq!(bytes.last(), Some(&B256::repeat_byte(200).to_vec()));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod el;
 pub mod lease;
 pub mod metrics;
 pub mod rpc;
+pub mod served;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -325,14 +326,9 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, Ru
             .await?;
     let rpc = match cfg.rpc_addr {
         Some(addr) => Some(
-            rpc::serve_sync_status(
-                addr,
-                el.clone(),
-                shared.refs.clone(),
-                shared.current_l1.clone(),
-            )
-            .await
-            .map_err(|source| ServeError::Bind { flag: "--rpc.addr", addr, source })?,
+            rpc::serve_sync_status(addr, el.clone(), shared.served.clone())
+                .await
+                .map_err(|source| ServeError::Bind { flag: "--rpc.addr", addr, source })?,
         ),
         None => None,
     };
@@ -348,7 +344,15 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, Ru
     shell.mirror_nats(bus.connected(), metrics.nats_reconnects_total.clone());
     shell.spawn_critical(
         BUS_TASK,
-        follow_bus(bus, id.chain_id, targets_tx, shared.status.clone(), metrics, cancel.clone()),
+        follow_bus(
+            bus,
+            id.chain_id,
+            targets_tx,
+            shared.status.clone(),
+            shared.served.clone(),
+            metrics,
+            cancel.clone(),
+        ),
     );
     shell.spawn_critical(LEASE_TASK, lease_task.run(cancel.clone()));
     shell.spawn_critical(DRIVER_TASK, check_then_drive(el, id, driver, readiness, cancel));
@@ -402,11 +406,16 @@ async fn check_then_drive(
 /// driver's `EngineState` (the `state` of its status) into KV `lightcl-engine` under
 /// `<chain>.<node>`, once more at shutdown; then a bounded flush. Does not return before
 /// `cancel`: NATS may be down at start-up or go away later, it waits and retries.
+///
+/// Before its first put it reads that key back once and restores the served sync-status refs
+/// it kept ([`served::restore`]); every put carries the served refs ([`served::Served::fill_state`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn follow_bus(
     bus: Bus,
     chain_id: u64,
     targets: watch::Sender<Option<Latest<TargetUpdate>>>,
     status: watch::Receiver<v1::EngineDriverStatus>,
+    served: served::Served,
     metrics: Metrics,
     cancel: CancellationToken,
 ) {
@@ -429,12 +438,21 @@ pub async fn follow_bus(
             }
         }
     };
-    let states = EngineStates::publish_changes(
-        &bus,
-        status,
-        |s: &v1::EngineDriverStatus| s.state.clone().unwrap_or_default(),
-        &cancel,
-    );
+    let node_id = status.borrow().state.as_ref().map(|s| s.node_id.clone()).unwrap_or_default();
+    let states = async {
+        served::restore(&bus, chain_id, &node_id, &served, &cancel).await;
+        EngineStates::publish_changes(
+            &bus,
+            status,
+            |s: &v1::EngineDriverStatus| {
+                let mut state = s.state.clone().unwrap_or_default();
+                served.fill_state(&mut state);
+                state
+            },
+            &cancel,
+        )
+        .await;
+    };
     tokio::join!(consume, states);
     bus.flush(Duration::from_secs(1)).await;
 }

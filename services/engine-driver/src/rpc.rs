@@ -3,38 +3,45 @@
 //!
 //! `unsafe_l2`/`cross_unsafe_l2` = the EL's latest block, `safe_l2`/`local_safe_l2`/
 //! `pending_safe_l2` = its safe block, `finalized_l2` = its finalized block (read from the EL
-//! at request time, so the answer matches the EL), with L1 origins and sequence numbers from
-//! the targets that named those blocks; `current_l1` = the mirrored `current_l1`. The L1 heads
-//! (`head_l1`, `safe_l1`, `finalized_l1`) are not known to the driver and are reported unset.
+//! at request time, so the answer matches the EL), each with the L1 origin and sequence number
+//! of the target that named that block. `current_l1` = the mirrored `current_l1` (the newest
+//! target's, once the EL's safe head reached that target's safe), and `head_l1`, `safe_l1`,
+//! `finalized_l1` (and the deprecated `current_l1_finalized` = `finalized_l1`) = the
+//! validator's view of its L1 carried by that same target. Both survive a restart: they are
+//! kept in this driver's KV key and read back at start-up ([`crate::served`]).
+//!
+//! Never a half-filled status: op-batcher starts from a status with an empty `head_l1`,
+//! `safe_l2` or `unsafe_l2` as "not in sync", and from a `current_l1` that went back as "the
+//! sequencer restarted"; an unset L1 origin would make it restart its channels from a zero L1
+//! block. So until every one of those is known (no target yet, the EL's head is a block no
+//! target named — e.g. during its initial sync — or targets from a validator without the L1
+//! view), the method answers JSON-RPC error -32000 ("sync status not ready: …"), which
+//! op-batcher and op-proposer log and retry.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use jsonrpsee::RpcModule;
 use jsonrpsee::server::{Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use lightcl_core::status::{L1BlockRef, L2BlockRef, SyncStatus};
-use tokio::sync::watch;
 
-use crate::driver::RefCache;
 use crate::el::{EngineClient, FullHeads};
+use crate::served::Served;
 
 struct Ctx {
     el: EngineClient,
-    refs: Arc<Mutex<RefCache>>,
-    current_l1: watch::Receiver<Option<L1BlockRef>>,
+    served: Served,
 }
 
 /// Starts the JSON-RPC server on `addr`; returns the bound address and its handle.
 pub async fn serve_sync_status(
     addr: SocketAddr,
     el: EngineClient,
-    refs: Arc<Mutex<RefCache>>,
-    current_l1: watch::Receiver<Option<L1BlockRef>>,
+    served: Served,
 ) -> Result<(SocketAddr, ServerHandle), std::io::Error> {
     let server = Server::builder().build(addr).await?;
     let bound = server.local_addr()?;
-    let mut m = RpcModule::new(Ctx { el, refs, current_l1 });
+    let mut m = RpcModule::new(Ctx { el, served });
     m.register_async_method("optimism_syncStatus", |_params, ctx, _| async move {
         let heads = ctx.el.heads_full().await.map_err(|e| {
             ErrorObjectOwned::owned(
@@ -43,7 +50,9 @@ pub async fn serve_sync_status(
                 None::<()>,
             )
         })?;
-        let status = sync_status(&heads, &ctx.refs, *ctx.current_l1.borrow());
+        let status = sync_status(&heads, &ctx.served).map_err(|why| {
+            ErrorObjectOwned::owned(-32000, format!("sync status not ready: {why}"), None::<()>)
+        })?;
         serde_json::to_value(&status)
             .map_err(|e| ErrorObjectOwned::owned(-32603, e.to_string(), None::<()>))
     })
@@ -52,39 +61,51 @@ pub async fn serve_sync_status(
     Ok((bound, server.start(m)))
 }
 
-/// The status for the EL's full heads.
-fn sync_status(
-    heads: &FullHeads,
-    refs: &Mutex<RefCache>,
-    current_l1: Option<L1BlockRef>,
-) -> SyncStatus {
-    let refs = refs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let enrich = |b: Option<L1BlockRef>| -> L2BlockRef {
-        let Some(b) = b else { return L2BlockRef::default() };
-        let known = refs.get(&b.hash);
-        L2BlockRef {
-            hash: b.hash,
-            number: b.number,
-            parent_hash: b.parent_hash,
-            timestamp: b.timestamp,
-            l1origin: known.map(|k| k.l1origin).unwrap_or_default(),
-            sequence_number: known.map_or(0, |k| k.sequence_number),
+/// The status for the EL's full heads, or why there is none yet.
+pub fn sync_status(heads: &FullHeads, served: &Served) -> Result<SyncStatus, String> {
+    let Some(l1) = served.l1() else {
+        return Err("no target applied yet (current_l1 unknown)".to_owned());
+    };
+    if l1.current.is_unset() {
+        return Err("current_l1 unknown: no target's safe head applied yet".to_owned());
+    }
+    if l1.view.head.is_unset() {
+        return Err("head_l1 unknown: the applied target carries no L1 view (a validator \
+                    without head_l1/safe_l1/finalized_l1)"
+            .to_owned());
+    }
+    let refs = served.refs();
+    let full = |what: &str, b: L1BlockRef| -> Result<L2BlockRef, String> {
+        match refs.get(&b.hash).filter(|k| k.number == b.number) {
+            Some(k) if !k.l1origin.is_unset() => Ok(k),
+            _ => Err(format!(
+                "the EL's {what} block #{} {} was named by no target seen (L1 origin unknown)",
+                b.number, b.hash
+            )),
         }
     };
-    let unsafe_l2 = enrich(Some(heads.latest));
-    let safe_l2 = enrich(heads.safe);
-    let finalized_l2 = enrich(heads.finalized);
-    SyncStatus {
-        current_l1: current_l1.unwrap_or_default(),
-        current_l1_finalized: None,
-        head_l1: L1BlockRef::default(),
-        safe_l1: L1BlockRef::default(),
-        finalized_l1: L1BlockRef::default(),
+    let unsafe_l2 = full("latest", heads.latest)?;
+    let safe_l2 =
+        full("safe", heads.safe.ok_or_else(|| "the EL has no safe block yet".to_owned())?)?;
+    let finalized_l2 = match heads.finalized {
+        Some(f) => full("finalized", f)?,
+        None => L2BlockRef::default(),
+    };
+    let finalized_l1 = l1.view.finalized;
+    Ok(SyncStatus {
+        current_l1: l1.current,
+        current_l1_finalized: (!finalized_l1.is_unset()).then_some(finalized_l1),
+        head_l1: l1.view.head,
+        safe_l1: l1.view.safe,
+        finalized_l1,
         unsafe_l2,
         safe_l2,
         finalized_l2,
         pending_safe_l2: Some(safe_l2),
         cross_unsafe_l2: Some(unsafe_l2),
         local_safe_l2: Some(safe_l2),
-    }
+    })
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -436,8 +436,25 @@ async fn sync_status_endpoint_parses_and_matches_the_el() {
         format!("http://{rpc}").parse().expect("url"),
     ))
     .expect("client");
+    // Not ready (an error) until the safe head is applied and current_l1 mirrored; never a
+    // half-filled status.
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        match client.call("optimism_syncStatus", serde_json::json!([])).await {
+            Ok(_) => true,
+            Err(e) => {
+                assert!(e.to_string().contains("sync status not ready"), "{e}");
+                false
+            }
+        }
+    })
+    .await
+    .expect("served once the target is applied");
     let v = client.call("optimism_syncStatus", serde_json::json!([])).await.expect("syncStatus");
     let s = lightcl_core::SyncStatus::from_value(&v).expect("parses with the core types");
+    assert_eq!(lightcl_harness::op_batcher::check(&s, None), Ok(()), "op-batcher acts on it");
+    let view = l1_view(&t);
+    assert_eq!((s.head_l1, s.safe_l1, s.finalized_l1), (view.head, view.safe, view.finalized));
+    assert_eq!(s.current_l1, t.current_l1);
     assert_eq!(s.unsafe_l2, chain.at(36));
     assert_eq!(s.safe_l2, chain.at(30));
     assert_eq!(s.local_safe_l2, Some(chain.at(30)));

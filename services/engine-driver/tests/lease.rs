@@ -18,6 +18,9 @@
 //! - A holder cut off from NATS (a TCP proxy in between is cut) while it keeps re-sending an
 //!   update the EL answers SYNCING: its re-sends stop when its lease window closes, before the
 //!   standby takes over; every update the EL handled after that moment is the new holder's.
+//! - A head the EL answered INVALID is kept in the lease value: the holder restarted (SIGKILL,
+//!   then started again), a standby taking over from a killed holder, and one taking over a
+//!   released lease (SIGTERM) each plan the same target again and never send that head.
 
 mod common;
 
@@ -386,5 +389,127 @@ async fn a_holder_cut_off_from_nats_stops_its_planned_re_sends_before_the_standb
         .filter(|c| c.fcu.is_some() && c.at.duration_since(standby_until) > Duration::ZERO)
         .count() as u64;
     assert_eq!(after, b.must_count().await.fcus, "an update of A reached the EL after B took over");
+    assert_eq!(el.check_invariants(), Ok(()));
+}
+
+/// The `alerts_total` samples of one kind in a `/metrics` body.
+fn alerts(body: &str, kind: &str) -> u64 {
+    let label = format!("kind=\"{kind}\"");
+    body.lines()
+        .filter(|l| l.starts_with("lightcl_engine_driver_alerts_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+impl Driver {
+    /// Waits until it refused the newest target because its head is known INVALID (alert
+    /// `target_head_invalid`): it planned the target and did not send it.
+    async fn wait_refused_invalid_target(&self) {
+        wait::until_async(WAIT, wait::POLL, || async {
+            let body = http_get(self.admin, "/metrics").await.ok_body().unwrap_or_default();
+            alerts(&body, "target_head_invalid") > 0
+        })
+        .await
+        .unwrap_or_else(|t| panic!("{} did not refuse the INVALID target head: {t}", self.node));
+    }
+}
+
+/// The INVALID heads the EL's lease value lists (empty while there is no value).
+async fn leased_invalid_heads(js: &async_nats::jetstream::Context) -> Vec<Vec<u8>> {
+    use prost::Message;
+    let key =
+        lightcl_bus::subjects::lease_key(CHAIN, &lightcl_bus::el_lease_id(secret().as_bytes()));
+    let Ok(kv) = js.get_key_value(lightcl_bus::subjects::ENGINE_BUCKET).await else {
+        return Vec::new();
+    };
+    match kv.get(key).await {
+        Ok(Some(bytes)) => {
+            v1::EngineLease::decode(bytes).map(|l| l.invalid_heads).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_head_is_never_sent_again_after_a_restart_or_a_takeover() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let el = mock_el(0).await;
+    let chain = L2Chain::new(100);
+    el.set_network_chain(&chain);
+    let pubr = Publisher::connect(&nats.url()).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = write_secret(&dir, SECRET_HEX);
+    let sent_h = |h| el.fcus().iter().filter(|f| f.state.head_block_hash == h).count();
+
+    let a = Driver::spawn(&nats.url(), &el, &secret, "node-a", dir.path()).await;
+    a.wait_holding(Instant::now(), WAIT).await;
+    pubr.publish(&target(1, &chain, 30, 25, 20)).await;
+    wait_finalized(&el, 20).await;
+
+    // The EL answers INVALID for H, the head of target 2 (the newest target from now on).
+    let h = chain.at(40).hash;
+    el.force_invalid(h);
+    pubr.publish(&target(2, &chain, 40, 35, 30)).await;
+    assert!(
+        el.wait_until(WAIT, |e| e.fcus().iter().any(|f| f.state.head_block_hash == h
+            && matches!(f.reply, lightcl_harness::mock_el::FcuReply::Invalid { .. })))
+            .await,
+        "the EL did not answer INVALID for H"
+    );
+    // The holder stores H in the lease value at once (an early renewal).
+    wait::until_async(WAIT, wait::POLL, || async {
+        leased_invalid_heads(&js).await == vec![h.to_vec()]
+    })
+    .await
+    .unwrap_or_else(|t| panic!("the lease value does not list H: {t}"));
+    let sent = sent_h(h);
+    assert_eq!(sent, 1, "H was sent once");
+
+    // A is killed and started again (a new instance, target 2 still the newest): after its
+    // takeover it absorbs H from the lease value and refuses target 2.
+    let mut a = a;
+    a.child.kill().expect("SIGKILL");
+    let _ = a.child.wait();
+    let a2 = Driver::spawn(&nats.url(), &el, &secret, "node-a", dir.path()).await;
+    a2.wait_holding(Instant::now(), WAIT).await;
+    a2.wait_refused_invalid_target().await;
+    assert_eq!(sent_h(h), sent, "the restarted driver sent H again");
+
+    // A standby takes over from the killed holder: it never sends H either.
+    let b = Driver::spawn(&nats.url(), &el, &secret, "node-b", dir.path()).await;
+    b.wait_standby_behind(&a2).await;
+    let mut a2 = a2;
+    a2.child.kill().expect("SIGKILL");
+    let _ = a2.child.wait();
+    b.wait_holding(Instant::now(), WAIT).await;
+    b.wait_refused_invalid_target().await;
+    assert_eq!(sent_h(h), sent, "the driver that took over sent H again");
+
+    // A holder stopped gracefully deletes the key: the next one reads H from the key's history
+    // before it takes the lease, and keeps it in its own value.
+    let c = Driver::spawn(&nats.url(), &el, &secret, "node-c", dir.path()).await;
+    c.wait_standby_behind(&b).await;
+    b.signal("TERM");
+    c.wait_holding(Instant::now(), WAIT).await;
+    c.wait_refused_invalid_target().await;
+    assert_eq!(sent_h(h), sent, "the driver that took a released lease sent H again");
+    wait::until_async(WAIT, wait::POLL, || async {
+        leased_invalid_heads(&js).await == vec![h.to_vec()]
+    })
+    .await
+    .unwrap_or_else(|t| panic!("the new holder's lease value does not list H: {t}"));
+
+    // The EL is still driven: a target on a fork below H is applied.
+    let fork = chain.fork(36, 1, 50);
+    el.set_network_chain(&fork);
+    pubr.publish(&target(3, &fork, 42, 35, 30)).await;
+    assert!(
+        el.wait_until(WAIT, |e| e.head().hash == fork.at(42).hash).await,
+        "the EL does not follow the fork: head {}",
+        el.head().number
+    );
+    assert_eq!(sent_h(h), sent);
     assert_eq!(el.check_invariants(), Ok(()));
 }

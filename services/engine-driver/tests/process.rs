@@ -85,6 +85,126 @@ async fn killed_driver_restarts_from_newest_target_and_el_heads() {
     .unwrap();
 }
 
+/// A free loopback port (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `optimism_syncStatus` of the driver at `port`: the status, or the error text.
+async fn sync_status(port: u16) -> Result<lightcl_core::SyncStatus, String> {
+    let client = lightcl_rpc::Client::new(lightcl_rpc::ClientConfig::new(
+        format!("http://127.0.0.1:{port}").parse().expect("url"),
+    ))
+    .expect("client");
+    let v = client
+        .call("optimism_syncStatus", serde_json::json!([]))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(lightcl_core::SyncStatus::from_value(&v).expect("parses with the core types"))
+}
+
+/// Killed (SIGKILL) and restarted with no target left on the bus, the driver serves
+/// `optimism_syncStatus` from its own KV key at once: every L1 ref set and equal to the last
+/// target's, every L2 ref the EL's applied block with the target's L1 origin, a status op-batcher
+/// acts on (and whose `current_l1` did not go back). Before that, only "not ready" errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn restarted_driver_serves_the_sync_status_it_kept_before_any_target() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let el = mock_el(0).await;
+    let chain = L2Chain::new(60);
+    el.set_network_chain(&chain);
+    let pubr = Publisher::connect(&nats.url()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = write_secret(&dir, SECRET_HEX);
+    let mut args = base_args(&nats.url(), &el.url(), &secret, "n1");
+    args.extend(["--lease.ttl", "2s", "--lease.renew", "500ms"].map(String::from));
+    let with_rpc = |port: u16| {
+        let mut a = args.clone();
+        a.extend(["--rpc.addr".to_owned(), format!("127.0.0.1:{port}")]);
+        a
+    };
+
+    let port = free_port();
+    let mut first = spawn(&with_rpc(port));
+    let t = target(1, &chain, 30, 25, 20);
+    pubr.publish(&t).await;
+    assert!(el.wait_until(Duration::from_secs(10), |e| e.finalized().number == 20).await);
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        match sync_status(port).await {
+            Ok(s) => {
+                *SERVED.lock().unwrap() = Some(s);
+                true
+            }
+            // Not bound yet, or "sync status not ready": never a half-filled status.
+            Err(_) => false,
+        }
+    })
+    .await
+    .expect("served before the kill");
+    let before = SERVED.lock().unwrap().take().expect("status");
+    let view = l1_view(&t);
+    assert_eq!(
+        (before.head_l1, before.safe_l1, before.finalized_l1),
+        (view.head, view.safe, view.finalized)
+    );
+    assert_eq!(before.current_l1, t.current_l1);
+    assert_eq!(lightcl_harness::op_batcher::check(&before, None), Ok(()));
+    // The KV value carries what is served (put on change, before the kill).
+    wait::until_async(Duration::from_secs(5), wait::POLL, || async {
+        pubr.engine_state("n1").await.is_some_and(|s| {
+            s.l1_view().ok().flatten() == Some(view)
+                && s.applied_refs().ok()
+                    == Some([Some(t.unsafe_l2), Some(t.safe_l2), Some(t.finalized_l2)])
+        })
+    })
+    .await
+    .expect("KV keeps the served refs");
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+
+    // No target left: whatever the restarted driver serves comes from its KV key.
+    pubr.purge_targets().await;
+    let port2 = free_port();
+    let started = std::time::Instant::now();
+    let _second = spawn(&with_rpc(port2));
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        match sync_status(port2).await {
+            Ok(s) => {
+                *SERVED.lock().unwrap() = Some(s);
+                true
+            }
+            // Not bound yet, or "sync status not ready": never a half-filled status.
+            Err(_) => false,
+        }
+    })
+    .await
+    .expect("served after the restart without a target");
+    let after = SERVED.lock().unwrap().take().expect("status");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served at start-up: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(after, before, "the same status as before the kill");
+    assert_eq!(
+        (after.head_l1, after.safe_l1, after.finalized_l1),
+        (view.head, view.safe, view.finalized)
+    );
+    assert_eq!(after.current_l1, t.current_l1);
+    // The L2 refs are the EL's applied blocks, with the target's L1 origins.
+    assert_eq!(
+        (after.unsafe_l2.hash, after.safe_l2.hash, after.finalized_l2.hash),
+        (el.head().hash, el.safe().hash, el.finalized().hash)
+    );
+    assert_eq!(
+        (after.unsafe_l2, after.safe_l2, after.finalized_l2),
+        (t.unsafe_l2, t.safe_l2, t.finalized_l2)
+    );
+    assert_eq!(lightcl_harness::op_batcher::check(&after, Some(&before.current_l1)), Ok(()));
+}
+
+static SERVED: std::sync::Mutex<Option<lightcl_core::SyncStatus>> = std::sync::Mutex::new(None);
+
 /// An Engine API URL with a bad scheme is refused before any server binds or NATS is dialled,
 /// naming the flag and never printing the URL's secret parts.
 #[test]

@@ -1,5 +1,7 @@
-//! Our L1: every status's L1 reads in ONE JSON-RPC batch (`latest`, `finalized`, then each
-//! block number the plan needs that the finalized-L1 cache does not hold).
+//! Our L1: every status's L1 reads in ONE JSON-RPC batch (`latest`, `finalized`, `safe`, then
+//! each block number the plan needs that the finalized-L1 cache does not hold). `latest`,
+//! `safe` and `finalized` also travel with the target as the validator's L1 view
+//! (`head_l1`, `safe_l1`, `finalized_l1`).
 
 use std::time::{Duration, Instant};
 
@@ -85,8 +87,11 @@ impl L1Reader {
     pub async fn fetch(&mut self, plan: &L1Plan) -> Result<L1Answers, L1Error> {
         let (numbers, cached) = plan.split(&self.cache);
         self.metrics.cache_hits.inc_by(cached.len() as u64);
-        let mut calls: Vec<(String, bool)> =
-            vec![("latest".to_owned(), false), ("finalized".to_owned(), false)];
+        let mut calls: Vec<(String, bool)> = vec![
+            ("latest".to_owned(), false),
+            ("finalized".to_owned(), false),
+            ("safe".to_owned(), false),
+        ];
         calls.extend(numbers.iter().map(|n| (to_quantity(*n), false)));
         self.metrics.l1_batch_size.observe(calls.len() as f64);
         let started = Instant::now();
@@ -100,7 +105,9 @@ impl L1Reader {
             .ok_or_else(|| L1Error::Missing { what: "latest".into(), missing: "null" })?;
         // A node without the `finalized` tag (or before finality) caches nothing.
         let finalized = block(answers.next(), "finalized").ok().flatten();
-        let mut out = L1Answers { head, finalized, ..L1Answers::default() };
+        // Likewise `safe` (only reported, never used for a check or the cache).
+        let safe = block(answers.next(), "safe").ok().flatten();
+        let mut out = L1Answers { head, finalized, safe, ..L1Answers::default() };
         for n in numbers {
             out.blocks.insert(n, block(answers.next(), &format!("block #{n}"))?);
         }

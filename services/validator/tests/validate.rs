@@ -34,6 +34,14 @@ async fn consistent_status_becomes_target_with_one_l1_request_per_status() {
     assert_eq!(checked, vec![10, 30, 35, 38], "finalized, safe, unsafe origins and current_l1");
     assert_eq!(ev.l1_head.as_ref().unwrap().number, 40);
     assert_eq!(ev.l1_finalized.as_ref().unwrap().number, 32);
+    // The validator's L1 view, full refs from the same batch (for the drivers' syncStatus).
+    let view = t1.l1_view().unwrap().expect("head_l1, safe_l1, finalized_l1");
+    assert_eq!(
+        view.head.id(),
+        lightcl_proto::convert::block_id(ev.l1_head.as_ref().unwrap(), "").unwrap()
+    );
+    assert_eq!(view.finalized.number, 32);
+    assert!((32..=40).contains(&view.safe.number), "safe {}", view.safe.number);
     assert!(t1.validated_at_ms > 0);
 
     // Next status: again exactly one L1 request (block 10 now comes from the finalized cache).
@@ -41,8 +49,9 @@ async fn consistent_status_becomes_target_with_one_l1_request_per_status() {
     let t = env.wait_targets(2).await;
     assert_eq!(t[1].revision, 2);
     assert_eq!(env.proxy.requests(), base + 2);
-    // Batches: latest + finalized + 10, 30, 35, 38; then + 31, 36, 39 (10 came from the cache).
-    assert_eq!(env.proxy.calls() - base_calls, 6 + 5);
+    // Batches: latest + finalized + safe + 10, 30, 35, 38; then + 31, 36, 39 (10 came from the
+    // cache).
+    assert_eq!(env.proxy.calls() - base_calls, 7 + 6);
 
     let HttpAnswer { status: code, body: metrics, .. } = http_get(v.bound.admin, "/metrics").await;
     assert_eq!(code, 200);

@@ -97,7 +97,9 @@ fn simulate(p: &Plan) -> Result<usize, String> {
                     None => {}
                 }
             }
-            if let Some(w) = d.tick(now) {
+            // Now and then an early renewal (a new INVALID head to store) when none is due.
+            let w = d.tick(now).or_else(|| if n % 7 == i { d.renew_now(now) } else { None });
+            if let Some(w) = w {
                 let apply = now + STEP * apply;
                 flights.push(InFlight {
                     driver: i,
@@ -131,6 +133,47 @@ proptest! {
             prop_assert!(false, "{}", e);
         }
     }
+
+    /// The list is the newest distinct non-zero heads, oldest first, never more than the bound,
+    /// whatever is inserted (repeats, zero, far more than the bound).
+    #[test]
+    fn invalid_heads_keep_the_newest_distinct(inserts in proptest::collection::vec(0u8..100, 0..300)) {
+        let mut list = InvalidHeads::default();
+        let mut model: Vec<B256> = Vec::new();
+        for b in inserts {
+            let h = B256::repeat_byte(b);
+            let new = b != 0 && !model.contains(&h);
+            prop_assert_eq!(list.insert(h), new);
+            if new {
+                model.push(h);
+                if model.len() > MAX_INVALID_HEADS {
+                    model.remove(0);
+                }
+                prop_assert!(list.contains(&h), "the newest head is kept");
+            }
+            prop_assert!(list.len() <= MAX_INVALID_HEADS);
+            prop_assert!(!list.contains(&B256::ZERO));
+            prop_assert_eq!(list.iter().copied().collect::<Vec<_>>(), model.clone());
+        }
+    }
+}
+
+#[test]
+fn an_early_renewal_needs_the_lease_and_no_write_in_flight() {
+    let cfg = LeaseConfig::default();
+    let mut a = Lease::new("a", cfg, 0);
+    assert_eq!(a.renew_now(0), None, "holds nothing");
+    assert_eq!(a.tick(0), Some(Write { expect: 0 }));
+    assert_eq!(a.renew_now(1), None, "a write is in flight");
+    a.written(1, 10);
+    assert_eq!(a.tick(20), None, "not due");
+    assert_eq!(a.renew_now(20), Some(Write { expect: 1 }));
+    a.written(2, 30);
+    assert_eq!(a.send_until(), Some(20 + cfg.ttl_ms - cfg.margin_ms), "counts from its send");
+    // Someone else holds it: no early renewal.
+    let mut b = Lease::new("b", cfg, 0);
+    b.observe(Stored::Held { revision: 2, holder: "a".into() }, 40);
+    assert_eq!(b.renew_now(50), None);
 }
 
 #[test]

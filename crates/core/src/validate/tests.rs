@@ -65,6 +65,7 @@ impl L1 {
         L1Answers {
             head: self.block(self.head()).unwrap_or_default(),
             finalized: self.block(self.finalized),
+            safe: None,
             blocks: plan.numbers().into_iter().map(|n| (n, self.block(n))).collect(),
         }
     }
@@ -146,6 +147,13 @@ fn consistent_status_becomes_target_with_revision_one() {
     assert!(!a.kept_current_l1 && !a.l1_reorg);
     assert_eq!(a.evidence.l1_head, l1.id(40));
     assert_eq!(a.evidence.l1_finalized, l1.id(20));
+    // The full refs: `safe` falls back to `finalized` on a node without the tag.
+    let view = a.evidence.view;
+    assert_eq!(
+        (view.head.id(), view.safe.id(), view.finalized.id()),
+        (l1.id(40), l1.id(20), l1.id(20))
+    );
+    assert_eq!(view.head, l1.block(40).unwrap());
     // safe origin 25, finalized origin 10, current_l1 30, unsafe origin 30 (dedup).
     assert_eq!(a.evidence.checked, vec![l1.id(10), l1.id(25), l1.id(30)]);
     assert_eq!(v.last(), Some(&a.target));
@@ -543,6 +551,7 @@ fn cache_only_holds_finalized_blocks() {
     let answers = L1Answers {
         head: l1.block(40).unwrap(),
         finalized: l1.block(20),
+        safe: None,
         blocks: [1, 2, 3].into_iter().map(|n| (n, l1.block(n))).collect(),
     };
     small.record(&answers);
@@ -621,4 +630,18 @@ fn a_driver_ahead_of_the_stored_target_starts_a_new_epoch_above_it() {
     // Once stored, the history continues; the drivers' (older) position changes nothing.
     let c = accepted(run(&mut v, &l1, &obs("a", status(&l1, 61, 50, 20, 30))));
     assert_eq!((c.target.epoch, c.target.revision), (now + 7, 2));
+}
+
+#[test]
+fn l1_view_takes_the_safe_tag_when_the_node_has_one() {
+    let l1 = L1::new(40);
+    let mut answers =
+        L1Answers { head: l1.block(40).unwrap(), finalized: l1.block(20), ..L1Answers::default() };
+    answers.safe = l1.block(30);
+    let view = l1_view(&answers);
+    assert_eq!((view.head.number, view.safe.number, view.finalized.number), (40, 30, 20));
+    // Neither tag: only the head is known.
+    let bare = L1Answers { head: l1.block(40).unwrap(), ..L1Answers::default() };
+    let view = l1_view(&bare);
+    assert!(view.safe.is_unset() && view.finalized.is_unset() && !view.head.is_unset());
 }

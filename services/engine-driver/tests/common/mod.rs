@@ -11,7 +11,7 @@ use async_nats::jetstream;
 use clap::Parser;
 use lightcl_bus::subjects;
 use lightcl_core::status::L1BlockRef;
-use lightcl_core::{L2BlockRef, Target};
+use lightcl_core::{L1View, L2BlockRef, Target};
 use lightcl_engine_driver::{Bound, Cli, RunError, run};
 use lightcl_harness::mock_el::{L2Chain, MockEl, MockElConfig, l1_origin};
 use lightcl_proto::v1;
@@ -50,13 +50,20 @@ impl Publisher {
         Self { js }
     }
 
+    /// Publishes `t` with the validator's L1 view [`l1_view`] (as validators do).
     pub async fn publish(&self, t: &Target) {
+        let mut m = v1::Target::from_core(t);
+        m.set_l1_view(&l1_view(t));
+        self.publish_message(&m).await;
+    }
+
+    pub async fn publish_message(&self, m: &v1::Target) {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Content-Type", "application/x-protobuf");
         headers.insert("Lightcl-Message", lightcl_proto::names::TARGET);
-        let body = v1::Target::from_core(t).encode_to_vec();
+        let body = m.encode_to_vec();
         self.js
-            .publish_with_headers(subjects::target(t.chain_id), headers, body.into())
+            .publish_with_headers(subjects::target(m.chain_id), headers, body.into())
             .await
             .expect("publish")
             .await
@@ -70,6 +77,12 @@ impl Publisher {
             .expect("publish")
             .await
             .expect("puback");
+    }
+
+    /// Removes every target from the stream (a restarted driver then gets none).
+    pub async fn purge_targets(&self) {
+        let stream = self.js.get_stream(subjects::TARGETS_STREAM).await.expect("stream");
+        stream.purge().await.expect("purge");
     }
 
     /// The engine state the driver put to KV, if any.
@@ -103,6 +116,17 @@ pub fn target(rev: u64, chain: &L2Chain, u: u64, s: u64, f: u64) -> Target {
         local_safe_l2: safe,
         finalized_l2: at(f),
         current_l1: l1(safe.l1origin.number + 1),
+    }
+}
+
+/// The validator's L1 view published with `t`: head above `current_l1` and every L1 origin of
+/// the target, safe and finalized below it.
+pub fn l1_view(t: &Target) -> L1View {
+    let top = t.current_l1.number.max(t.unsafe_l2.l1origin.number);
+    L1View {
+        head: l1(top + 3),
+        safe: l1(top + 1),
+        finalized: l1(t.current_l1.number.saturating_sub(2)),
     }
 }
 

@@ -126,6 +126,12 @@ impl Metrics {
             m.sync_phase.clone(),
         );
         reg.register("paused", "1 while paused by the operator", m.paused.clone());
+        // Every kind exported from the start at zero, so `increase()` in the alert rules sees
+        // the first one.
+        for kind in ["refused", "invalid_head", "target_head_invalid", "forkchoice_state_rejected"]
+        {
+            let _ = m.alerts_total.get_or_create(&KindLabel { kind: kind.to_owned() });
+        }
         reg.register("alerts", "Alerts raised, by kind", m.alerts_total.clone());
         reg.register("el_read_errors", "Failed EL block reads", m.el_read_errors_total.clone());
         reg.register("bad_messages", "Undecodable target messages", m.bad_messages_total.clone());

@@ -349,6 +349,7 @@ impl v1::Target {
         let mut m = Self {
             evidence: Some((&a.evidence).into()),
             source_ids: a.source_ids.clone(),
+            l1_retreat: a.retreat,
             observed_at_ms,
             validated_at_ms,
             ..Self::from_core(&a.target)
@@ -679,6 +680,7 @@ mod tests {
             source_ids: vec!["a".into(), "b".into()],
             kept_current_l1: false,
             l1_reorg: false,
+            retreat: false,
         };
         let m = v1::Target::from_accepted(&a, 11, 22);
         assert_eq!(m.to_core().unwrap(), a.target);

@@ -479,6 +479,7 @@ fn target_msg(noisy: bool) -> impl Strategy<Value = v1::Target> {
                 finalized_l2,
                 current_l1,
                 evidence,
+                l1_retreat: revision % 3 == 0,
                 source_ids,
                 observed_at_ms,
                 validated_at_ms,

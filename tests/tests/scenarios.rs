@@ -234,6 +234,73 @@ async fn l1_reorg_recovery_never_sends_non_canonical_labels() {
     .await;
 }
 
+/// The stated bound of the L1 watch (issue 17): within 1 s plus the validator's
+/// `--l1.watch-interval` (default 1 s) after an L1 reorg is visible on our L1, no EL is sent
+/// or keeps a safe label whose L1 origin was reorged out.
+const RETREAT_BOUND: Duration = Duration::from_secs(2);
+
+/// How long the source keeps serving its stale view in the retreat scenario: well past
+/// [`RETREAT_BOUND`], so only the validator's own L1 watch can move the ELs in time.
+const STALE_SOURCE: Duration = Duration::from_secs(6);
+
+fn every_el_retreated(net: &Devnet) -> bool {
+    net.retreat_times().iter().all(Option::is_some)
+}
+
+fn retreated_within_bound_while_the_source_was_stale(net: &Devnet) -> Result<(), String> {
+    if source_rederived(net) {
+        return Err("the source re-derived first: the retreat was not the validator's".into());
+    }
+    for (i, t) in net.retreat_times().into_iter().enumerate() {
+        let t = t.ok_or_else(|| format!("el-{i} never got a canonical safe head"))?;
+        if t.is_zero() {
+            return Err(format!("el-{i}'s safe head kept a canonical origin: no retreat needed"));
+        }
+        eprintln!("    el-{i}: L1 reorg -> retreat FCU {t:?} (bound {RETREAT_BOUND:?})");
+        if t > RETREAT_BOUND {
+            return Err(format!("el-{i} retreated after {t:?}, bound {RETREAT_BOUND:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_reorg_under_a_stale_source_retreats_within_the_bound() {
+    // The source keeps serving its pre-reorg view (re-published every heartbeat) for 6 s. The
+    // validator's L1 watch (default 1 s) sees the safe head's L1 origin gone and publishes a
+    // retreat: the ELs' safe moves back to the newest validated safe head still canonical,
+    // while the head and finalized stay. The final check fails on any FCU carrying, or any EL
+    // keeping, a safe/finalized whose L1 origin had been reorged out more than the bound before.
+    let cfg = DevnetConfig {
+        els: 2,
+        rederive_delay: STALE_SOURCE,
+        stale_label_grace: RETREAT_BOUND,
+        stale_state_bound: Some(RETREAT_BOUND),
+        ..with_poller_args(fast_config(), &["--heartbeat=1s"])
+    };
+    play(
+        "l1-retreat",
+        cfg,
+        vec![
+            ElsReachSource(secs(30)),
+            // Every EL at the source's safe head, so the reorg removes the ELs' safe origin.
+            Pause,
+            ElsAtSource(secs(15)),
+            Mark("reorg"),
+            L1Reorg,
+            Resume,
+            WaitUntil("every EL got a canonical safe head", secs(10), every_el_retreated),
+            Check("retreat bound", retreated_within_bound_while_the_source_was_stale),
+            WaitUntil("the source re-derived", secs(15), source_rederived),
+            ElsAdvance(6, secs(20)),
+            ElsReachSource(secs(20)),
+            RejectionsOnlyOf { since: "reorg", reasons: &[L1_MISMATCH] },
+            TargetsMonotonic,
+        ],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_source_is_rejected_then_followed_again() {
     play(

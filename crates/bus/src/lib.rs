@@ -59,6 +59,7 @@ pub use latest::{Latest, LatestConsumer};
 pub use lease::{LeaseEntry, LeaseStore, LeaseValue, el_lease_id};
 pub use publish::{
     CONTENT_TYPE_PROTOBUF, LastMessage, MESSAGE_HEADER, NewestValid, Published, Publisher,
-    decode_message, decode_typed, last_message, newest_valid, trace_headers,
+    RecentValid, decode_message, decode_typed, last_message, newest_valid, recent_valid,
+    trace_headers,
 };
 pub use topology::{StreamSpec, ensure_topology, stream_specs};

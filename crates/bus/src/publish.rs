@@ -248,16 +248,44 @@ pub async fn newest_valid<T: FromWire>(
 where
     T::Wire: Clone,
 {
+    let r = recent_valid::<T>(js, stream, subject, max_back, 1).await?;
+    Ok(NewestValid {
+        last_sequence: r.last_sequence,
+        newest: r.messages.into_iter().next(),
+        skipped: r.skipped,
+    })
+}
+
+/// The newest usable messages of a subject ([`recent_valid`]).
+#[derive(Debug)]
+pub struct RecentValid<T> {
+    /// As [`NewestValid::last_sequence`].
+    pub last_sequence: u64,
+    /// Messages that decoded and converted, newest first.
+    pub messages: Vec<LastMessage<T>>,
+    /// Messages of the subject on the way that did not decode or convert, newest first.
+    pub skipped: Vec<BusError>,
+}
+
+/// Like [`newest_valid`], but collects up to `want` usable messages (newest first).
+pub async fn recent_valid<T: FromWire>(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+    max_back: u64,
+    want: usize,
+) -> Result<RecentValid<(T::Wire, T)>, BusError>
+where
+    T::Wire: Clone,
+{
     let s = js.get_stream_no_info(stream).await.map_err(|e| BusError::js("get stream", e))?;
+    let mut out = RecentValid { last_sequence: 0, messages: Vec::new(), skipped: Vec::new() };
     let mut raw = match s.get_last_raw_message_by_subject(subject).await {
         Ok(raw) => raw,
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-            return Ok(NewestValid { last_sequence: 0, newest: None, skipped: Vec::new() });
-        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(out),
         Err(e) => return Err(BusError::js("get last message", e)),
     };
-    let last_sequence = raw.sequence;
-    let mut skipped = Vec::new();
+    out.last_sequence = raw.sequence;
     let mut seq = raw.sequence;
     loop {
         if raw.subject.as_str() == subject {
@@ -267,15 +295,17 @@ where
                     Err(e) => Err(DecodeError::from(e)),
                 });
             match decoded {
-                Ok((wire, t)) => {
-                    let message = LastMessage {
-                        message: (wire, t),
+                Ok(message) => {
+                    out.messages.push(LastMessage {
+                        message,
                         sequence: raw.sequence,
                         trace: trace_headers(Some(&raw.headers)),
-                    };
-                    return Ok(NewestValid { last_sequence, newest: Some(message), skipped });
+                    });
+                    if out.messages.len() >= want {
+                        return Ok(out);
+                    }
                 }
-                Err(source) => skipped.push(BusError::Decode {
+                Err(source) => out.skipped.push(BusError::Decode {
                     expected: T::NAME,
                     subject: subject.to_owned(),
                     sequence: raw.sequence,
@@ -285,8 +315,8 @@ where
         }
         // The previous stored message of the stream, skipping deleted sequences.
         loop {
-            if seq <= 1 || last_sequence.saturating_sub(seq) >= max_back {
-                return Ok(NewestValid { last_sequence, newest: None, skipped });
+            if seq <= 1 || out.last_sequence.saturating_sub(seq) >= max_back {
+                return Ok(out);
             }
             seq -= 1;
             match s.get_raw_message(seq).await {

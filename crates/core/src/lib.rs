@@ -9,6 +9,8 @@
 //!   blocks to fetch and how to judge them, regression/replay rules, quorum).
 //! - [`revision`]: the order of targets (epoch, revision): the validator's next position and
 //!   the driver's "is this target newer" rule, with checked arithmetic.
+//! - [`retreat`]: the L1 watch: which earlier validated labels the validator publishes at
+//!   once when our L1 reorganises under the newest target.
 //! - [`engine`]: what the engine-driver sends to its execution client (head choice, the follow
 //!   cases, forkchoice invariants, reactions to the EL's answers).
 //!
@@ -21,6 +23,7 @@ pub mod engine;
 pub mod lease;
 pub mod poll;
 pub mod quorum;
+pub mod retreat;
 pub mod revision;
 pub mod severity;
 pub mod status;

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::B256;
 
+use crate::retreat::{self, History, RetreatError};
 use crate::revision::{Position, PositionError, epoch_plausible, next_position};
 use crate::status::{BlockId, L1BlockRef, L2BlockRef, SyncStatus};
 use crate::target::{L1View, Target};
@@ -335,6 +336,8 @@ pub struct Accepted {
     pub kept_current_l1: bool,
     /// True when safe stepped back because the previous safe L1 origin was reorged out.
     pub l1_reorg: bool,
+    /// True for a retreat published by the L1 watch ([`crate::retreat`]), not from a status.
+    pub retreat: bool,
 }
 
 /// The decision about one status.
@@ -416,12 +419,32 @@ pub struct Validator {
     now_ms: u64,
     /// The newest position the engine-drivers report; see [`Validator::set_drivers_newest`].
     drivers_newest: Option<Position>,
+    /// Earlier stored targets: what a retreat may go back to ([`crate::retreat`]).
+    history: History,
+}
+
+/// What one L1 watch tick decides ([`Validator::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchVerdict {
+    /// The newest target's safe and local-safe L1 origins are canonical (or there is no
+    /// target): publish nothing.
+    Canonical,
+    /// Publish this retreat (`retreat` set, no source), then [`Validator::commit`] it.
+    Retreat(Box<Accepted>),
+    /// A retreat is needed but cannot be computed: publish nothing, tell the operator.
+    Stuck(RetreatError),
+    /// A retreat is needed but no position exists for it.
+    NoPosition(PositionError),
 }
 
 impl Validator {
     /// A validator continuing after `last` (the newest stored target, if any).
     pub fn new(cfg: ValidatorConfig, last: Option<Target>) -> Self {
-        Self { cfg, last, now_ms: 1, drivers_newest: None }
+        let mut history = History::default();
+        if let Some(t) = last {
+            history.record(t);
+        }
+        Self { cfg, last, now_ms: 1, drivers_newest: None, history }
     }
 
     /// The settings.
@@ -455,7 +478,68 @@ impl Validator {
 
     /// Replaces the state with the newest stored target (after a restart or a lost race).
     pub fn restore(&mut self, last: Option<Target>) {
+        if let Some(t) = last {
+            self.history.record(t);
+        }
         self.last = last;
+    }
+
+    /// Remembers earlier stored targets (oldest first) as retreat candidates, e.g. read back
+    /// from the stream at start-up.
+    pub fn remember(&mut self, targets: impl IntoIterator<Item = Target>) {
+        for t in targets {
+            self.history.record(t);
+        }
+    }
+
+    /// The retreat candidates.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// One L1 watch tick's reads ([`retreat::watch_plan`]); `None` without a target.
+    pub fn watch_plan(&self) -> Option<L1Plan> {
+        self.last.as_ref().map(retreat::watch_plan)
+    }
+
+    /// True when `answers` show the newest target's safe or local-safe origin reorged out.
+    pub fn needs_retreat(&self, answers: &L1Answers) -> bool {
+        self.last.as_ref().is_some_and(|l| retreat::reorged(l, answers))
+    }
+
+    /// The reads a retreat needs ([`retreat::retreat_plan`]); `None` without a target.
+    pub fn retreat_plan(&self) -> Option<L1Plan> {
+        self.last.as_ref().map(|l| retreat::retreat_plan(l, &self.history))
+    }
+
+    /// Decides a watch tick from our L1's answers to [`Validator::retreat_plan`]; does not
+    /// commit (see [`crate::retreat`] for the rules).
+    pub fn watch(&self, answers: &L1Answers) -> WatchVerdict {
+        let Some(last) = &self.last else { return WatchVerdict::Canonical };
+        let r = match retreat::retreat(last, &self.history, answers) {
+            Ok(None) => return WatchVerdict::Canonical,
+            Ok(Some(r)) => r,
+            Err(e) => return WatchVerdict::Stuck(e),
+        };
+        let next = match self.next_position() {
+            Ok(p) => p,
+            Err(e) => return WatchVerdict::NoPosition(e),
+        };
+        let target = Target { epoch: next.epoch, revision: next.revision, ..r.apply(last) };
+        let view = l1_view(answers);
+        WatchVerdict::Retreat(Box::new(Accepted {
+            target,
+            evidence: L1Evidence {
+                checked: r.checked,
+                l1_head: view.head.id(),
+                l1_finalized: view.finalized.id(),
+                view,
+            },
+            source_ids: Vec::new(),
+            kept_current_l1: false,
+            l1_reorg: true,
+            retreat: true,
+        }))
     }
 
     /// Records that `target` was stored: it becomes the previous target of the next decision.
@@ -465,6 +549,7 @@ impl Validator {
         };
         if self.last.as_ref().is_none_or(replaces) {
             self.last = Some(target);
+            self.history.record(target);
         }
     }
 
@@ -640,6 +725,7 @@ impl Validator {
             source_ids: vec![obs.source_id.clone()],
             kept_current_l1,
             l1_reorg,
+            retreat: false,
         }))
     }
 }

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use alloy_primitives::B256;
+use alloy_rpc_types_engine::ForkchoiceState;
 use alloy_rpc_types_engine::JwtSecret;
 use futures::StreamExt;
 use lightcl_core::{L2BlockRef, SyncStatus};
 use lightcl_harness::anvil::{Anvil, AnvilError, AnvilOptions, Mining};
-use lightcl_harness::mock_el::{FcuReply, MockEl, MockElConfig};
+use lightcl_harness::mock_el::{CallRecord, FcuRecord, FcuReply, MockEl, MockElConfig};
 use lightcl_harness::mock_source::MockSource;
 use lightcl_harness::nats::{
     NatsCluster, NatsClusterOptions, NatsOptions, NatsServer, NatsServerError,
@@ -126,6 +127,11 @@ pub struct DevnetConfig {
     /// out less than this long before it was sent (a target validated just before an L1 reorg
     /// may still be in flight; zero: strict).
     pub stale_label_grace: Duration,
+    /// [`Devnet::check_invariants`] also requires that no EL keeps a safe or finalized label
+    /// whose L1 origin was reorged out for longer than this (the validator's L1 watch
+    /// retreats; see [`Devnet::retreat_times`]). `None`: not checked (the EL may keep a stale
+    /// label until the source re-derives).
+    pub stale_state_bound: Option<Duration>,
     /// Serve the source, L1 and every EL over HTTPS (TLS fronts with a private CA, trusted by
     /// the services through `SSL_CERT_FILE`); the source and L1 URLs carry this API key in
     /// their path (`/v2/<key>`), as hosted providers do. `None`: plain HTTP.
@@ -159,6 +165,7 @@ impl Default for DevnetConfig {
             start_paused: false,
             els_start_syncing: false,
             stale_label_grace: Duration::ZERO,
+            stale_state_bound: None,
             https_api_key: None,
             nats_cluster: false,
         }
@@ -1130,8 +1137,57 @@ impl Devnet {
                     }
                 }
             }
+            if let Some(bound) = self.cfg.stale_state_bound {
+                bad.extend(
+                    stale_holds(&w, &el.calls(), Instant::now())
+                        .into_iter()
+                        .filter(|h| h.held > bound)
+                        .map(|h| {
+                            format!(
+                                "el-{i}: kept {} #{} (L1 origin #{} reorged out) for {:?} after the \
+                                 reorg, more than {bound:?}",
+                                h.label, h.number, h.origin, h.held
+                            )
+                        }),
+                );
+            }
         }
         if bad.is_empty() { Ok(()) } else { Err(bad) }
+    }
+
+    /// For the newest L1 reorg the devnet saw: per EL, how long after it the EL first got a
+    /// VALID forkchoice update whose safe label's L1 origin is still canonical (zero when the
+    /// safe label it had applied kept a canonical origin; None: not yet, or no reorg
+    /// happened). The retreat figure: reorg visible on our L1 → retreat FCU at the EL.
+    pub fn retreat_times(&self) -> Vec<Option<Duration>> {
+        let w = self.shared.world();
+        let Some(t) = w.orphaned_l1.values().max().copied() else {
+            return vec![None; self.shared.els.len()];
+        };
+        let canonical_safe = |f: &FcuRecord| {
+            w.sim
+                .block(&f.state.safe_block_hash)
+                .is_some_and(|b| !w.orphaned_l1.contains_key(&b.l1origin.hash))
+        };
+        self.shared
+            .els
+            .iter()
+            .map(|el| {
+                let valid: Vec<(Instant, FcuRecord)> = el
+                    .calls()
+                    .into_iter()
+                    .filter_map(|c| {
+                        let f = c.fcu.filter(|f| f.reply == FcuReply::Valid)?;
+                        Some((Instant::from_std(c.at), f))
+                    })
+                    .collect();
+                let before = valid.iter().rev().find(|(at, _)| *at < t);
+                if before.is_some_and(|(_, f)| canonical_safe(f)) {
+                    return Some(Duration::ZERO);
+                }
+                valid.iter().find(|(at, f)| *at >= t && canonical_safe(f)).map(|(at, _)| *at - t)
+            })
+            .collect()
     }
 
     /// True when EL `i`'s head, safe and finalized equal the source's (live) heads.
@@ -1337,6 +1393,46 @@ impl fmt::Display for View {
 }
 
 /// The simulation loop: mine L1, produce L2, feed the source and the ELs' network.
+/// How long an EL kept a label whose L1 origin had been reorged out.
+struct StaleHold {
+    label: &'static str,
+    number: u64,
+    origin: u64,
+    held: Duration,
+}
+
+/// Every stretch during which an EL's applied safe or finalized label (from its VALID
+/// forkchoice updates, in order) rested on an L1 origin already reorged out: from the later of
+/// the FCU and the reorg, until the next VALID FCU (or `now`).
+fn stale_holds(w: &World, calls: &[CallRecord], now: Instant) -> Vec<StaleHold> {
+    let valid: Vec<(Instant, &ForkchoiceState)> = calls
+        .iter()
+        .filter_map(|c| {
+            let f = c.fcu.as_ref().filter(|f| f.reply == FcuReply::Valid)?;
+            Some((Instant::from_std(c.at), &f.state))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (k, (at, st)) in valid.iter().enumerate() {
+        let until = valid.get(k + 1).map_or(now, |(next, _)| *next);
+        for (label, hash) in [("safe", st.safe_block_hash), ("finalized", st.finalized_block_hash)]
+        {
+            let Some(b) = w.sim.block(&hash) else { continue };
+            let Some(gone) = w.orphaned_l1.get(&b.l1origin.hash) else { continue };
+            let from = (*at).max(*gone);
+            if until > from {
+                out.push(StaleHold {
+                    label,
+                    number: b.number,
+                    origin: b.l1origin.number,
+                    held: until - from,
+                });
+            }
+        }
+    }
+    out
+}
+
 async fn drive(cfg: DevnetConfig, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(cfg.block_time);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -18,7 +18,10 @@
 //! - the next target is newer than every position an engine-driver reports (KV
 //!   `lightcl-engine`, followed with a watch): after a restore of an older backup of the
 //!   targets it starts a new epoch that every driver takes;
-//! - a status is acked only once its target or rejection is stored.
+//! - a status is acked only once its target or rejection is stored;
+//! - every `--l1.watch-interval` our L1 is read at the newest target's safe and local-safe L1
+//!   origins; when one was reorged out, a retreat to the newest earlier validated labels still
+//!   canonical is published at once ([`lightcl_core::retreat`]; finalized never moves).
 //!
 //! Also served, by [`lightcl_runtime::Shell`]: admin HTTP (`/live`, `/ready`, `/metrics` with
 //! `lightcl_validator_*`) and the `ValidatorControl` gRPC service (status, watch, pause/resume).
@@ -102,6 +105,11 @@ pub struct Cli {
     /// unavailable" (it is never published unchecked).
     #[arg(long = "l1.retry-budget", env = "LIGHTCL_L1_RETRY_BUDGET", default_value = "20s", value_parser = parse_duration)]
     pub l1_retry_budget: Duration,
+    /// How often the L1 watch reads our L1 at the newest target's safe and local-safe L1
+    /// origins; when either was reorged out a retreat target is published at once
+    /// (`0s`: no watch, a reorg is noticed with the next status).
+    #[arg(long = "l1.watch-interval", env = "LIGHTCL_L1_WATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub l1_watch_interval: Duration,
 }
 
 /// Validated configuration.
@@ -121,6 +129,8 @@ pub struct Config {
     pub l1_timeout: Duration,
     /// L1 retry budget per status.
     pub l1_retry_budget: Duration,
+    /// L1 watch period (`None`: off).
+    pub l1_watch_interval: Option<Duration>,
 }
 
 impl Cli {
@@ -144,6 +154,12 @@ impl Cli {
         if self.l1_timeout.is_zero() {
             return Err(ConfigError::new("--l1-timeout", "must be above zero"));
         }
+        let watch = self.l1_watch_interval;
+        if !watch.is_zero()
+            && !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&watch)
+        {
+            return Err(ConfigError::new("--l1.watch-interval", "must be 0s (off) or 100ms..=60s"));
+        }
         self.nats.check().map_err(|e| {
             let (flag, reason) = e.flag_reason();
             ConfigError::new(flag, reason)
@@ -165,6 +181,7 @@ impl Cli {
             },
             l1_timeout: self.l1_timeout,
             l1_retry_budget: self.l1_retry_budget,
+            l1_watch_interval: (!watch.is_zero()).then_some(watch),
         })
     }
 }
@@ -232,6 +249,7 @@ pub async fn run(
         bus: bus.clone(),
         l1,
         l1_retry_budget: cfg.l1_retry_budget,
+        l1_watch_interval: cfg.l1_watch_interval,
         durable: lightcl_bus::subjects::validator_durable(chain_id),
         ack_wait: Duration::from_secs(30),
         metrics,

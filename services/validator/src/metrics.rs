@@ -72,6 +72,12 @@ pub struct Metrics {
     pub nats_reconnects: Counter,
     /// `source_switches_total`: failover changes of the followed source.
     pub source_switches: Counter,
+    /// `retreats_total`: targets published by the L1 watch because our L1 reorganised under
+    /// the newest target's safe or local-safe head.
+    pub retreats: Counter,
+    /// `retreats_stuck_total`: L1 watch ticks that found a reorg but could publish nothing
+    /// (the finalized head's origin is gone, or no position is left).
+    pub retreats_stuck: Counter,
     /// `source_head{source}`: each source's newest unsafe head number (sources in the window).
     pub source_head: Family<SourceLabel, Gauge>,
     /// `source_lag_blocks{source}`: blocks behind the most advanced source.
@@ -104,6 +110,8 @@ impl Metrics {
             paused: Gauge::default(),
             nats_reconnects: Counter::default(),
             source_switches: Counter::default(),
+            retreats: Counter::default(),
+            retreats_stuck: Counter::default(),
             source_head: Family::default(),
             source_lag: Family::default(),
             source_rejections: Family::default(),
@@ -135,6 +143,16 @@ impl Metrics {
             "source_switches",
             "Failover changes of the followed source",
             m.source_switches.clone(),
+        );
+        reg.register(
+            "retreats",
+            "Targets published by the L1 watch after an L1 reorg under the newest target",
+            m.retreats.clone(),
+        );
+        reg.register(
+            "retreats_stuck",
+            "L1 watch ticks that saw a reorg under the newest target but could publish nothing",
+            m.retreats_stuck.clone(),
         );
         reg.register("source_head", "Newest unsafe head number per source", m.source_head.clone());
         reg.register(

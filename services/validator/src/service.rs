@@ -7,17 +7,21 @@
 //! [`lightcl_core::validate::Validator`], store the target with a CAS publish (expected last
 //! subject sequence) or the rejection, and only then ack the status. A lost CAS race reloads
 //! the state and decides again; a NATS failure retries the same decision.
+//!
+//! Between statuses, every `--l1.watch-interval`, the L1 watch ([`Service::watch_l1`]) checks
+//! that the newest target's safe and local-safe L1 origins are still canonical and publishes
+//! a retreat when not.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use lightcl_bus::{
     Bus, BusError, ConsumerSpec, Delivery, LatestConsumer, Publisher, StartAt, TypedConsumer,
-    newest_valid, rejection_msg_id, subjects, target_msg_id,
+    newest_valid, recent_valid, rejection_msg_id, subjects, target_msg_id,
 };
 use lightcl_core::revision::{Position, epoch_plausible, is_newer};
 use lightcl_core::validate::{
-    Accepted, L1Answers, L1Plan, Observation, Rejection, Validator, Verdict,
+    Accepted, L1Answers, L1Plan, Observation, Rejection, Validator, Verdict, WatchVerdict,
 };
 use lightcl_proto::{SourceStatus, names, v1};
 use lightcl_runtime::{Backoff, Readiness, now_ms};
@@ -55,6 +59,8 @@ pub struct Parts {
     pub l1: L1Reader,
     /// How long one status may wait for L1 before it is rejected as "L1 unavailable".
     pub l1_retry_budget: Duration,
+    /// L1 watch period (`None`: no watch; see [`Service::watch_l1`]).
+    pub l1_watch_interval: Option<Duration>,
     /// Durable consumer name shared by the replicas.
     pub durable: String,
     /// Redelivery delay of an unacked status.
@@ -160,6 +166,7 @@ impl Service {
                 }
             }
         }
+        self.remember_targets().await;
         self.follow_drivers(&cancel).await;
         self.p.readiness.set("nats", true);
         self.probe_l1().await;
@@ -185,6 +192,10 @@ impl Service {
         let undecodable = consumer.undecodable();
         let mut undecodable_counted = 0;
         let mut paused = self.p.paused.clone();
+        let watching = self.p.l1_watch_interval.is_some();
+        let mut watch_tick =
+            tokio::time::interval(self.p.l1_watch_interval.unwrap_or(Duration::from_secs(3600)));
+        watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let is_paused = *paused.borrow_and_update();
             self.p.metrics.paused.set(i64::from(is_paused));
@@ -194,6 +205,17 @@ impl Service {
                 Ok(()) = paused.changed() => {
                     self.publish_status();
                     continue;
+                }
+                // Before the statuses: a backlog must not delay a retreat.
+                _ = watch_tick.tick(), if watching && !is_paused => {
+                    let span = tracing::info_span!(
+                        "validator.l1_watch",
+                        chain_id = self.chain_id,
+                        revision = tracing::field::Empty,
+                    );
+                    if let Stored::Cancelled = self.watch_l1(&cancel).instrument(span).await {
+                        break;
+                    }
                 }
                 d = consumer.next(), if !is_paused => {
                     // Searchable: the status's numbers, then the verdict (see `handle`).
@@ -294,6 +316,33 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Reads the chain's recent targets back from the stream as retreat candidates (best
+    /// effort: without them a retreat can only go back to what this run has seen, or to the
+    /// finalized head).
+    async fn remember_targets(&mut self) {
+        let found = recent_valid::<lightcl_core::Target>(
+            &self.p.bus.jetstream(),
+            subjects::TARGETS_STREAM,
+            &subjects::target(self.chain_id),
+            TARGET_WALK_BACK,
+            lightcl_core::retreat::HISTORY_CAPACITY,
+        )
+        .await;
+        match found {
+            Ok(r) => {
+                let last = self.p.validator.last().copied();
+                self.p.validator.remember(r.messages.into_iter().rev().map(|m| m.message.1));
+                // The newest stays the newest candidate.
+                self.p.validator.restore(last);
+                tracing::debug!(
+                    remembered = self.p.validator.history().len(),
+                    "retreat candidates read"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read recent targets (retreat candidates)"),
+        }
     }
 
     /// Starts [`drivers::follow`] (stopped with the loop) and waits, at most
@@ -416,7 +465,7 @@ impl Service {
                 v => v,
             };
             match verdict {
-                Verdict::Accept(a) => match self.store_target(raw, &a).await {
+                Verdict::Accept(a) => match self.store_target(raw.observed_at_ms, &a).await {
                     Ok((seq, msg)) => {
                         self.target_seq = seq;
                         self.last_target = Some(msg);
@@ -545,15 +594,113 @@ impl Service {
         }
     }
 
+    /// One L1 watch tick: reads our L1 at the newest target's safe and local-safe L1 origins
+    /// (one batch); when either was reorged out, re-reads the newest target, reads the
+    /// origins of the remembered targets and publishes the retreat
+    /// ([`lightcl_core::retreat`]) with the same CAS as any target. A failed read ends the
+    /// tick (the next one tries again); a lost CAS race decides again.
+    async fn watch_l1(&mut self, cancel: &CancellationToken) -> Stored {
+        let Some(plan) = self.p.validator.watch_plan() else { return Stored::Done };
+        match self.p.l1.fetch(&plan).await {
+            Ok(a) if !self.p.validator.needs_retreat(&a) => {
+                self.set_l1(true);
+                return Stored::Done;
+            }
+            Ok(_) => self.set_l1(true),
+            Err(e) => {
+                self.set_l1(false);
+                self.note_error(e.to_string());
+                tracing::debug!(error = %e, "L1 watch read failed");
+                return Stored::Done;
+            }
+        }
+        let seen_ms = now_ms();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        loop {
+            if let Err(e) = self.reload().await {
+                self.note_error(format!("reading the last target: {e}"));
+                tracing::warn!(error = %e, "L1 watch: cannot read the last target; retrying");
+                if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                    return Stored::Cancelled;
+                }
+                continue;
+            }
+            let now = now_ms();
+            self.p.validator.set_clock(now);
+            self.p.validator.set_drivers_newest(self.drivers.borrow().newest);
+            let Some(plan) = self.p.validator.retreat_plan() else { return Stored::Done };
+            let answers = match self.p.l1.fetch(&plan).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.set_l1(false);
+                    self.note_error(e.to_string());
+                    tracing::warn!(error = %e, "L1 watch: reading the retreat candidates failed");
+                    return Stored::Done;
+                }
+            };
+            let a = match self.p.validator.watch(&answers) {
+                WatchVerdict::Canonical => return Stored::Done,
+                WatchVerdict::Retreat(a) => a,
+                WatchVerdict::Stuck(e) => {
+                    self.p.metrics.retreats_stuck.inc();
+                    self.note_error(format!("L1 reorg under the newest target: {e}"));
+                    tracing::error!(error = %e, "L1 reorg under the newest target; no retreat possible");
+                    return Stored::Done;
+                }
+                WatchVerdict::NoPosition(e) => {
+                    self.p.metrics.retreats_stuck.inc();
+                    self.note_error(format!("cannot publish a retreat: {e}"));
+                    tracing::error!(error = %e, "cannot publish a retreat");
+                    return Stored::Done;
+                }
+            };
+            let old = self.p.validator.last().copied();
+            match self.store_target(seen_ms, &a).await {
+                Ok((seq, msg)) => {
+                    self.target_seq = seq;
+                    self.last_target = Some(msg);
+                    self.p.validator.commit(a.target);
+                    self.p.metrics.last_target(&a.target);
+                    self.p.metrics.retreats.inc();
+                    tracing::Span::current().record("revision", a.target.revision);
+                    tracing::warn!(
+                        epoch = a.target.epoch,
+                        revision = a.target.revision,
+                        from_safe_l2 = old.map_or(0, |t| t.safe_l2.number),
+                        safe_l2 = a.target.safe_l2.number,
+                        from_local_safe_l2 = old.map_or(0, |t| t.local_safe_l2.number),
+                        local_safe_l2 = a.target.local_safe_l2.number,
+                        finalized_l2 = a.target.finalized_l2.number,
+                        l1_head = a.evidence.l1_head.number,
+                        "L1 reorg under the newest target: retreat published"
+                    );
+                    return Stored::Done;
+                }
+                Err(BusError::WrongLastSequence { .. }) => {
+                    self.p.metrics.cas_conflicts.inc();
+                    continue;
+                }
+                Err(e) => {
+                    self.p.metrics.publish_errors.inc();
+                    self.note_error(format!("publishing a retreat: {e}"));
+                    tracing::warn!(error = %e, "retreat publish failed; retrying");
+                    if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                        return Stored::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+
     async fn store_target(
         &self,
-        raw: &v1::RawStatus,
+        observed_at_ms: u64,
         a: &Accepted,
     ) -> Result<(u64, v1::Target), BusError> {
         // The id covers the heads (not the validation time), so a retried publish of the
         // same decision is a duplicate, while a different target at the same revision is not.
         let id = target_msg_id(&a.target);
-        let msg = v1::Target::from_accepted(a, raw.observed_at_ms, now_ms());
+        let msg = v1::Target::from_accepted(a, observed_at_ms, now_ms());
         let published = self
             .p
             .publisher

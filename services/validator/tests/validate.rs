@@ -11,7 +11,8 @@ use lightcl_proto::v1::RejectionReason as R;
 #[tokio::test(flavor = "multi_thread")]
 async fn consistent_status_becomes_target_with_one_l1_request_per_status() {
     let mut env = Env::new().await;
-    let v = env.start(&[]).await;
+    // Requests are counted: no L1 watch reads in between.
+    let v = env.start(&["--l1.watch-interval=0s"]).await;
     let base = env.proxy.requests();
     let base_calls = env.proxy.calls();
 
@@ -116,7 +117,8 @@ async fn non_canonical_l1_refs_are_rejected_naming_the_ref() {
 #[tokio::test(flavor = "multi_thread")]
 async fn after_an_l1_reorg_old_statuses_fail_and_a_lower_safe_head_is_accepted() {
     let mut env = Env::new().await;
-    let v = env.start(&[]).await;
+    // The status path alone (the L1 watch would retreat first; it has its own test).
+    let v = env.start(&["--l1.watch-interval=0s"]).await;
     env.publish("a", &env.status(78, 70, 20, 39)).await;
     env.wait_targets(1).await;
 
@@ -140,6 +142,56 @@ async fn after_an_l1_reorg_old_statuses_fail_and_a_lower_safe_head_is_accepted()
     let core = t[1].to_core().unwrap();
     assert_eq!((t[1].revision, core.safe_l2.number), (2, 64));
     assert_eq!(core.current_l1, s.current_l1, "the old current_l1 was reorged out");
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_l1_watch_retreats_at_once_to_the_newest_canonical_labels() {
+    let mut env = Env::new().await;
+    let v = env.start(&["--l1.watch-interval=200ms"]).await;
+    // Safe heads 60, 66, 70 with L1 origins 30, 33, 35 (L2 block n has origin n / 2).
+    for (u, s, cur) in [(70, 60, 38), (74, 66, 38), (78, 70, 39)] {
+        env.publish("a", &env.status(u, s, 20, cur)).await;
+    }
+    env.wait_targets(3).await;
+    // A restarted validator reads its retreat candidates back from the stream.
+    v.stop().await;
+
+    // Replace blocks 35..=40: the newest safe head's origin is gone, 33 stays.
+    let old_l1 = env.l1.clone();
+    env.anvil.reorg(6).await.unwrap();
+    env.refresh_l1().await;
+    assert_ne!(env.l1[35].hash, old_l1[35].hash);
+    let v = env.start(&["--l1.watch-interval=200ms"]).await;
+
+    // No status needed: the watch publishes the retreat.
+    let t = env.wait_targets(4).await;
+    let r = &t[3];
+    let core = r.to_core().unwrap();
+    assert!(r.l1_retreat && r.source_ids.is_empty(), "{r:?}");
+    assert_eq!(r.revision, 4);
+    assert_eq!(core.safe_l2.number, 66, "the newest earlier safe head still canonical");
+    assert_eq!(core.safe_l2.l1origin, env.l1[33].id());
+    assert_eq!(core.local_safe_l2, core.safe_l2);
+    assert_eq!(core.unsafe_l2.number, 78, "the head is kept");
+    assert_eq!(core.finalized_l2.number, 20, "finalized never moves");
+    assert_eq!(core.current_l1, env.l1[33], "current_l1 falls back to the safe origin");
+    let checked: Vec<u64> = r.evidence.as_ref().unwrap().checked.iter().map(|b| b.number).collect();
+    assert_eq!(checked, vec![10, 33]);
+    let metrics = http_get(v.bound.admin, "/metrics").await.body;
+    assert!(metrics.contains("lightcl_validator_retreats_total 1"), "{metrics}");
+
+    // The source's stale view is refused; its re-derived view is followed.
+    env.publish("a", &status_on(&old_l1, 80, 72, 20, 39)).await;
+    let rj = env.wait_rejections(1).await;
+    assert_eq!((reason(&rj[0]), rj[0].ref_name.as_str()), (R::L1Mismatch, "safe_l2.l1origin"));
+    env.publish("a", &env.status(80, 72, 20, 39)).await;
+    let t = env.wait_targets(5).await;
+    assert!(!t[4].l1_retreat);
+    assert_eq!(t[4].to_core().unwrap().safe_l2.number, 72);
+    // The watch stays quiet on canonical labels.
+    env.wait_consumed().await;
+    assert_eq!(env.targets().await.len(), 5);
     v.stop().await;
 }
 

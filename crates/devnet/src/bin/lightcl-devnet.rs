@@ -72,6 +72,12 @@ struct Cli {
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long = "duration", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// How long after an L1 reorg a forkchoice update may still carry, and an EL may still
+    /// keep, a safe or finalized label whose L1 origin was reorged out, before the final check
+    /// reports it (the validator's L1 watch retreats within about 1s + its
+    /// --l1.watch-interval, default 1s).
+    #[arg(long = "stale-bound", default_value = "2s", value_parser = humantime::parse_duration)]
+    stale_bound: Duration,
     /// RUST_LOG for the services (their logs go to files in the work dir).
     #[arg(long = "service-log", default_value = "info")]
     service_log: String,
@@ -278,6 +284,8 @@ async fn main() -> eyre::Result<()> {
         bin_dir: cli.bin_dir.clone(),
         work_dir: cli.work_dir.clone(),
         rust_log: cli.service_log.clone(),
+        stale_label_grace: cli.stale_bound,
+        stale_state_bound: Some(cli.stale_bound),
         ..DevnetConfig::default()
     };
     println!(
@@ -354,6 +362,15 @@ async fn main() -> eyre::Result<()> {
         }
     }
     let check = net.check_invariants();
+    let retreats = net.retreat_times();
+    if retreats.iter().any(Option::is_some) {
+        let shown: Vec<String> = retreats
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("el-{i} {}", t.map_or("-".to_owned(), |d| format!("{d:?}"))))
+            .collect();
+        println!("newest L1 reorg → first FCU with a canonical safe: {}", shown.join(", "));
+    }
     for (name, status) in net.shutdown().await {
         println!("stopped {name}: {status}");
     }

@@ -155,6 +155,7 @@ fn check_target(m: &v1::Target) -> Option<Target> {
     let norm = v1::Target {
         evidence: None,
         source_ids: vec![],
+        l1_retreat: false,
         observed_at_ms: 0,
         validated_at_ms: 0,
         head_l1: None,

@@ -1,7 +1,9 @@
 //! The validator loop: raw statuses in, targets or rejections out (docs/architecture.md#validator).
 //!
-//! Per status, in order: reload the last target from the stream (so replicas and restarts
-//! agree), take the newest position the engine-drivers report (kept current by a KV watch,
+//! Per status, in order: decide on the last target this replica holds (read from the stream
+//! at start, after a lost race or a failed publish, and re-read before any verdict other than a
+//! target, so replicas and restarts agree; a target is proven current by its CAS), take the
+//! newest position the engine-drivers report (kept current by a KV watch,
 //! [`crate::drivers`]; no request per status), plan, read L1 in one batch (retried with
 //! backoff; never skipped), decide with
 //! [`lightcl_core::validate::Validator`], store the target with a CAS publish (expected last
@@ -87,6 +89,9 @@ pub struct Service {
     last_target: Option<v1::Target>,
     /// Highest stream sequence of a target already counted as skipped (undecodable).
     skipped_seq: u64,
+    /// The state is the stream's as of the last read or of our own last stored target (false
+    /// after a lost race or a failed publish: read it back before deciding).
+    state_current: bool,
     recent: VecDeque<v1::Rejection>,
     accepted: u64,
     rejected: u64,
@@ -115,6 +120,7 @@ impl Service {
             target_seq: 0,
             last_target: None,
             skipped_seq: 0,
+            state_current: false,
             recent: VecDeque::new(),
             accepted: 0,
             rejected: 0,
@@ -296,6 +302,7 @@ impl Service {
             self.skipped_seq = self.skipped_seq.max(*sequence);
         }
         self.target_seq = found.last_sequence;
+        self.state_current = true;
         match found.newest {
             None => {
                 if !found.skipped.is_empty() {
@@ -316,6 +323,32 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// [`Service::reload`] until it succeeds (backoff between attempts; not ready meanwhile).
+    async fn reload_retrying(
+        &mut self,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) -> Stored {
+        loop {
+            match self.reload().await {
+                Ok(()) => {
+                    // A JetStream request just succeeded: NATS is usable again (a failed
+                    // request marked it not ready while the connection itself stayed up).
+                    self.p.readiness.set("nats", true);
+                    return Stored::Done;
+                }
+                Err(e) => {
+                    self.p.readiness.set("nats", false);
+                    self.note_error(format!("reading the last target: {e}"));
+                    tracing::warn!(error = %e, "cannot read the last target; retrying");
+                    if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                        return Stored::Cancelled;
+                    }
+                }
+            }
+        }
     }
 
     /// Reads the chain's recent targets back from the stream as retreat candidates (best
@@ -430,19 +463,18 @@ impl Service {
             Next::NoQuorum(r) => return self.reject(&d, &r, cancel).await,
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        // Whether the state was read back from the stream for this status. The decision is
+        // taken on the state this replica holds; a target is then stored with the CAS (which
+        // refuses it if anything was stored since), any other verdict only after a re-read
+        // found the same last sequence.
+        let mut verified = false;
         loop {
-            if let Err(e) = self.reload().await {
-                self.p.readiness.set("nats", false);
-                self.note_error(format!("reading the last target: {e}"));
-                tracing::warn!(error = %e, "cannot read the last target; retrying");
-                if sleep_or_cancel(backoff.next_delay(), cancel).await {
+            if !self.state_current {
+                if let Stored::Cancelled = self.reload_retrying(&mut backoff, cancel).await {
                     return Stored::Cancelled;
                 }
-                continue;
+                verified = true;
             }
-            // A JetStream request just succeeded: NATS is usable again (a failed request above
-            // marked it not ready while the connection itself stayed up).
-            self.p.readiness.set("nats", true);
             let now = now_ms();
             self.p.validator.set_clock(now);
             let drivers = self.drivers.borrow().newest;
@@ -456,6 +488,16 @@ impl Service {
                     Fetched::Cancelled => return Stored::Cancelled,
                 },
             };
+            if !verified && !matches!(verdict, Verdict::Accept(_)) {
+                let seen = self.target_seq;
+                if let Stored::Cancelled = self.reload_retrying(&mut backoff, cancel).await {
+                    return Stored::Cancelled;
+                }
+                verified = true;
+                if self.target_seq != seen {
+                    continue;
+                }
+            }
             let verdict = match verdict {
                 Verdict::Accept(mut a) => {
                     a.source_ids.clone_from(&sources);
@@ -492,6 +534,7 @@ impl Service {
                     }
                     Err(BusError::WrongLastSequence { .. }) => {
                         // Another replica stored a target first: reload and decide again.
+                        self.state_current = false;
                         self.p.metrics.cas_conflicts.inc();
                         tracing::info!(
                             revision = a.target.revision,
@@ -500,6 +543,8 @@ impl Service {
                         continue;
                     }
                     Err(e) => {
+                        // Stored or not is unknown (a lost PubAck): read the state back.
+                        self.state_current = false;
                         self.p.metrics.publish_errors.inc();
                         self.p.readiness.set("nats", false);
                         self.note_error(format!("publishing target: {e}"));
@@ -677,10 +722,12 @@ impl Service {
                     return Stored::Done;
                 }
                 Err(BusError::WrongLastSequence { .. }) => {
+                    self.state_current = false;
                     self.p.metrics.cas_conflicts.inc();
                     continue;
                 }
                 Err(e) => {
+                    self.state_current = false;
                     self.p.metrics.publish_errors.inc();
                     self.note_error(format!("publishing a retreat: {e}"));
                     tracing::warn!(error = %e, "retreat publish failed; retrying");

@@ -5,6 +5,7 @@
 //!
 //! - [`status`]: the wire format of `optimism_syncStatus` and of `eth_getBlockByNumber` blocks.
 //! - [`poll`]: when the poller publishes a status (change detection, heartbeat slots).
+//! - [`phase`]: when the poller polls (the fixed cadence, or phase-locked to the chain's blocks).
 //! - [`validate`]: what the validator decides about a raw status (structural checks, which L1
 //!   blocks to fetch and how to judge them, regression/replay rules, quorum).
 //! - [`revision`]: the order of targets (epoch, revision): the validator's next position and
@@ -21,6 +22,7 @@
 
 pub mod engine;
 pub mod lease;
+pub mod phase;
 pub mod poll;
 pub mod quorum;
 pub mod retreat;

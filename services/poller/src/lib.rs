@@ -8,7 +8,10 @@
 //! - only a status that parsed with the core types is published; every failure (HTTP, timeout,
 //!   JSON-RPC error, malformed or oversized answer) is counted by kind and backed off, never a
 //!   crash and never a publish;
-//! - polls are single-flight on a fixed cadence (missed ticks are skipped, not bunched);
+//! - polls are single-flight, never more than `--poll-interval` apart: on a fixed cadence (missed
+//!   ticks are skipped, not bunched), or by default phase-locked to the chain's blocks
+//!   (`--poll.phase-lock`, decided by [`lightcl_core::phase`]), falling back to the fixed
+//!   cadence whenever the pattern breaks;
 //! - the `Nats-Msg-Id` is a hash of chain, source, content and heartbeat slot, so replicas of
 //!   one source and retries store one message, and a publish counts only once PubAcked;
 //! - nothing is polled before the source proved it serves `--chain-id`
@@ -30,7 +33,7 @@ pub mod source;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 use lightcl_bus::{Bus, NatsArgs, Publisher, subjects};
 use lightcl_proto::v1;
 use lightcl_proto::v1::poller_control_server::PollerControlServer;
@@ -69,6 +72,11 @@ pub struct Cli {
     /// Time between poll starts (e.g. `2s`, `500ms`).
     #[arg(long = "poll-interval", env = "LIGHTCL_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// Time polls to the chain's blocks: poll just after the next unsafe head is expected to be
+    /// answerable (learned from the heads read), on the fixed --poll-interval cadence while
+    /// learning and whenever the pattern breaks; `false`: always the fixed cadence.
+    #[arg(long = "poll.phase-lock", env = "LIGHTCL_POLL_PHASE_LOCK", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub phase_lock: bool,
     /// Timeout of one optimism_syncStatus call.
     #[arg(long = "rpc-timeout", env = "LIGHTCL_RPC_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,
@@ -100,8 +108,10 @@ pub struct Config {
     pub source: Endpoint,
     /// Source id (a valid subject token).
     pub source_id: String,
-    /// Poll cadence.
+    /// Poll cadence (the longest wait between two polls).
     pub poll_interval: Duration,
+    /// Phase-locked polling on.
+    pub phase_lock: bool,
     /// Per-call timeout.
     pub rpc_timeout: Duration,
     /// Heartbeat of an unchanged status.
@@ -163,6 +173,7 @@ impl Cli {
             source,
             source_id,
             poll_interval: self.poll_interval,
+            phase_lock: self.phase_lock,
             rpc_timeout: self.rpc_timeout,
             heartbeat: self.heartbeat,
             max_backoff: self.max_backoff,
@@ -243,6 +254,7 @@ pub async fn run(
         publisher: Publisher::new(bus.jetstream(), cfg.nats.publish_timeout),
         bus: bus.clone(),
         poll_interval: cfg.poll_interval,
+        phase_lock: cfg.phase_lock,
         heartbeat: cfg.heartbeat,
         max_backoff: cfg.max_backoff,
         chain_check_interval: cfg.chain_check_interval,
@@ -280,6 +292,7 @@ mod tests {
         assert_eq!(c.rpc_timeout, Duration::from_secs(2));
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert_eq!(c.chain_check_interval, Duration::from_secs(60));
+        assert!(c.phase_lock, "phase-locked polling is on by default");
         let c =
             parse(&["--l2.follow.source", "https://x.example/v2/KEY", "--source-id", "primary"])
                 .unwrap();
@@ -305,6 +318,22 @@ mod tests {
             let e = parse(&args).unwrap_err();
             assert_eq!(e.flag, flag, "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn phase_lock_can_be_turned_off() {
+        let src = ["--l2.follow.source", "http://x:1"];
+        for (flag, on) in [
+            (&["--poll.phase-lock=false"][..], false),
+            (&["--poll.phase-lock", "false"][..], false),
+            (&["--poll.phase-lock"][..], true),
+            (&["--poll.phase-lock=true"][..], true),
+        ] {
+            let c = parse(&[&src[..], flag].concat()).unwrap();
+            assert_eq!(c.phase_lock, on, "{flag:?}");
+        }
+        let e = Cli::try_parse_from(["lightcl-poller", "--chain-id", "10", "--poll.phase-lock=no"]);
+        assert!(e.is_err());
     }
 
     #[test]

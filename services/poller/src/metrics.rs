@@ -54,6 +54,9 @@ pub struct Metrics {
     pub chain_mismatches: Counter,
     /// `wrong_chain`: 1 while the source is refused for serving another chain.
     pub wrong_chain: Gauge,
+    /// `phase_lock_mode`: how polls are timed, 0 fixed cadence, 1 learning, 2 locked
+    /// ([`lightcl_core::phase::Mode::gauge`]).
+    pub phase_lock_mode: Gauge,
 }
 
 /// Every `chain_checks_total` result (pre-created at zero).
@@ -77,6 +80,7 @@ impl Metrics {
             chain_checks: Family::default(),
             chain_mismatches: Counter::default(),
             wrong_chain: Gauge::default(),
+            phase_lock_mode: Gauge::default(),
         };
         for r in CHAIN_CHECK_RESULTS {
             let _ = m.chain_checks.get_or_create(&ResultLabel { result: r.into() });
@@ -129,6 +133,11 @@ impl Metrics {
             "wrong_chain",
             "1 while the source is refused for serving another L2 chain (nothing is published)",
             m.wrong_chain.clone(),
+        );
+        reg.register(
+            "phase_lock_mode",
+            "How polls are timed: 0 fixed cadence, 1 learning the block phase, 2 phase-locked",
+            m.phase_lock_mode.clone(),
         );
         m
     }

@@ -1,5 +1,10 @@
-//! The poll loop (docs/architecture.md#poll-loop): start-up checks, then single-flight polls on a fixed cadence,
+//! The poll loop (docs/architecture.md#poll-loop): start-up checks, then single-flight polls,
 //! each publishing its status when [`Publication::decide`] says so.
+//!
+//! When the next poll starts: on the fixed cadence ([`next_delay`]), or with `--poll.phase-lock`
+//! when [`PhaseLock`] plans it from the unsafe heads read (just after the next head should be
+//! answerable), never later than the fixed cadence would. A failed poll backs off as on the
+//! fixed cadence and restarts the learning; a pause forgets what was learned.
 //!
 //! Start-up retries NATS (topology) and the source's chain check until both succeed; a source
 //! serving another chain *at start-up* ends the service with [`SourceError::WrongChain`] (a
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use lightcl_bus::{Bus, Publisher, status_content_hash, status_msg_id, subjects};
 use lightcl_core::SyncStatus;
+use lightcl_core::phase::{Head, Kind, PhaseLock, Poll};
 use lightcl_core::poll::{ChainGuard, ChainVerdict, PollDecision, Publication, next_delay};
 use lightcl_proto::{names, v1};
 use lightcl_runtime::{Backoff, Readiness, now_ms};
@@ -45,8 +51,10 @@ pub struct Parts {
     pub bus: Bus,
     /// Publisher (PubAck + same-id retries).
     pub publisher: Publisher,
-    /// Time between poll starts.
+    /// Time between poll starts (the longest wait between two polls).
     pub poll_interval: Duration,
+    /// Phase-locked polling on.
+    pub phase_lock: bool,
     /// Heartbeat of an unchanged status.
     pub heartbeat: Duration,
     /// Cap of the error backoff.
@@ -74,6 +82,11 @@ pub struct Service {
     subject: String,
     poll_seq: u64,
     backoff: Backoff,
+    /// Poll timing; `None`: always the fixed cadence.
+    phase: Option<PhaseLock>,
+    /// Wall clock when the last poll's request was sent, and the unsafe head it read.
+    poll_sent_ms: u64,
+    read_head: Option<Head>,
     last_status: Option<SyncStatus>,
     last_poll_ms: u64,
     last_success_ms: u64,
@@ -106,6 +119,11 @@ impl Service {
             subject,
             poll_seq: 0,
             backoff,
+            phase: parts
+                .phase_lock
+                .then(|| PhaseLock::new(parts.poll_interval, rand::random::<u64>())),
+            poll_sent_ms: 0,
+            read_head: None,
             last_status: None,
             last_poll_ms: 0,
             last_success_ms: 0,
@@ -195,6 +213,7 @@ impl Service {
             source_id = %self.p.source_id,
             source = %self.p.source_url,
             interval = ?self.p.poll_interval,
+            phase_lock = self.phase.is_some(),
             heartbeat = ?self.p.heartbeat,
             chain_check_interval = ?self.p.chain_check_interval,
             "poller started"
@@ -214,8 +233,12 @@ impl Service {
                 Ok(()) = paused.changed() => {
                     let now_paused = *paused.borrow();
                     tracing::info!(paused = now_paused, "pause switch changed");
-                    // Resume polls at once.
+                    // Resume polls at once, relearning the block phase.
                     next = Instant::now();
+                    if let Some(phase) = self.phase.as_mut() {
+                        phase.reset();
+                        self.p.metrics.phase_lock_mode.set(phase.mode().gauge());
+                    }
                     self.publish_status();
                 }
                 () = tokio::time::sleep_until(next), if !is_paused => {
@@ -234,9 +257,36 @@ impl Service {
                         }
                         Outcome::Failed => Some(self.backoff.next_delay()),
                     };
-                    next = Instant::now() + next_delay(self.p.poll_interval, started.elapsed(), failed);
+                    next = Instant::now() + self.next_wait(started, failed);
                     self.publish_status();
                 }
+            }
+        }
+    }
+
+    /// How long to wait before the next poll: the fixed cadence, or the phase lock's plan when
+    /// that is sooner. A failed poll (`failed_backoff`) is reported to the lock as such and
+    /// waits as on the fixed cadence.
+    fn next_wait(&mut self, started: Instant, failed_backoff: Option<Duration>) -> Duration {
+        let cadence = next_delay(self.p.poll_interval, started.elapsed(), failed_backoff);
+        let Some(phase) = self.phase.as_mut() else { return cadence };
+        let head = if failed_backoff.is_some() { None } else { self.read_head };
+        let before = phase.mode();
+        let plan = phase.step(Poll { sent_ms: self.poll_sent_ms, head });
+        let mode = phase.mode();
+        self.p.metrics.phase_lock_mode.set(mode.gauge());
+        if mode != before {
+            tracing::debug!(
+                mode = mode.as_str(),
+                block_time = ?phase.block_time(),
+                answerable_offset_ms = phase.offset_ms(),
+                "poll phase lock"
+            );
+        }
+        match plan.kind {
+            Kind::Cadence => cadence,
+            Kind::Aimed | Kind::Probe | Kind::FollowUp => {
+                Duration::from_millis(plan.at_ms.saturating_sub(now_ms())).min(cadence)
             }
         }
     }
@@ -264,6 +314,8 @@ impl Service {
         // One monotonic stamp for the whole poll, its scheduled start: the chain guard measures
         // its interval between poll starts, which are at least --poll-interval apart.
         let poll_ms = self.mono_ms(started);
+        self.read_head = None;
+        self.poll_sent_ms = now_ms();
         let t0 = Instant::now();
         let result = self.p.source.sync_status().await;
         self.p.metrics.poll_duration.observe(t0.elapsed().as_secs_f64());
@@ -278,6 +330,8 @@ impl Service {
                 return Outcome::Failed;
             }
         };
+        self.read_head =
+            Some(Head { number: status.unsafe_l2.number, timestamp: status.unsafe_l2.timestamp });
         // Checked after the read, so a passing check also covers this status.
         if self.chain.check_due(poll_ms) && !self.check_chain(span, poll_ms).await {
             return Outcome::Failed;

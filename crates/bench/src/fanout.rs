@@ -49,6 +49,20 @@ impl Clock {
     }
 }
 
+/// The engine-drivers' pids.
+fn driver_pids(rig: &Rig) -> Result<Vec<u32>, BenchError> {
+    rig.services
+        .iter()
+        .filter(|s| s.name.starts_with("engine-driver"))
+        .map(|s| s.proc.pid().ok_or_else(|| crate::error::failed(&s.name, "not running")))
+        .collect()
+}
+
+/// CPU ticks (user + system) used so far by all of `pids`.
+fn cpu_ticks(pids: &[u32]) -> Result<u64, BenchError> {
+    pids.iter().map(|p| crate::procfs::cpu_ticks(*p)).sum()
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
     let mut rig = Rig::start(RigOptions { els: o.els, ..rig_opts }).await?;
@@ -92,6 +106,8 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
     .await?;
 
     let skips: Vec<usize> = els.iter().map(|e| e.calls().len()).collect();
+    let drivers = driver_pids(&rig)?;
+    let ticks0 = cpu_ticks(&drivers)?;
     let clock = Clock::now();
     let seq0 = last_seq().await?;
     let polls0 = rig.source.status_requests();
@@ -104,6 +120,8 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
         produced += 1;
     }
     let window = t0.elapsed();
+    let driver_cpu = cpu_ticks(&drivers)?.saturating_sub(ticks0) as f64
+        / crate::procfs::clock_ticks_per_sec() as f64;
     let polls = rig.source.status_requests() - polls0;
     let requests = rig.source.requests() - requests0;
     let last_head = rig.status().unsafe_l2;
@@ -173,6 +191,12 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
         produced,
         incomplete,
         coalesced
+    );
+    let per_target = 1000.0 * driver_cpu / (o.els as f64 * targets.len().max(1) as f64);
+    println!(
+        "  engine-driver CPU in the window: {driver_cpu:.2} s for {} drivers x {} targets = {per_target:.3} ms per driver per target",
+        o.els,
+        targets.len()
     );
     if let Some(s) = Summary::of(&last_el) {
         println!(

@@ -9,6 +9,7 @@
 //! target/release/lightcl-bench throughput   # figure 2
 //! target/release/lightcl-bench fanout       # figures 3 and 5
 //! target/release/lightcl-bench footprint    # figure 4
+//! target/release/lightcl-bench tiplag       # figure 8 (fixed vs phase-locked polling)
 //! target/release/lightcl-bench machine      # what to paste under "machine"
 //! ```
 
@@ -22,6 +23,7 @@ mod source;
 mod stats;
 mod throughput;
 mod timeline;
+mod tiplag;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -106,6 +108,9 @@ enum Cmd {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         window: Duration,
     },
+    /// Figure 8: source-answerable -> EL forkchoice update with default poller settings, fixed
+    /// cadence vs phase-locked polling, and source requests per block.
+    Tiplag(tiplag::Options),
     /// Prints the machine description (nproc, memory, CPU model, rustc, load, date).
     Machine,
 }
@@ -140,6 +145,7 @@ async fn main() -> eyre::Result<()> {
             let o = footprint::Options { poll_interval, head_every, warmup, window };
             footprint::run(rig, &o).await?;
         }
+        Cmd::Tiplag(o) => tiplag::run(rig, &o).await?,
         Cmd::Machine => machine(),
     }
     Ok(())

@@ -281,6 +281,21 @@ impl Rig {
         self.spawn("poller", "lightcl-poller", args)
     }
 
+    /// Starts the poller of the source with its default interval and `extra` flags.
+    pub fn spawn_poller_with(&mut self, extra: &[String]) -> Result<(), BenchError> {
+        let mut args = vec![
+            format!("--l2.follow.source={}", self.source.url()),
+            "--source-id=bench-source".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        self.spawn("poller", "lightcl-poller", args)
+    }
+
+    /// Forgets a stopped service (so one of the same name can be started again).
+    pub fn remove_service(&mut self, name: &str) {
+        self.services.retain(|s| s.name != name);
+    }
+
     /// Starts one engine-driver per mock EL.
     pub fn spawn_drivers(&mut self) -> Result<(), BenchError> {
         for i in 0..self.els.len() {

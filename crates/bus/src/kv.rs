@@ -172,21 +172,34 @@ impl EngineStates {
 
     /// Keeps one engine-driver's key equal to the newest state in `states` until `cancel`
     /// (`state_of` picks the [`EngineState`] out of the watched value): a plain put on every
-    /// change (each attempt bounded by 2 s, retried with backoff while NATS is unavailable; the
+    /// change, at most one per `min_interval` (changes in between are coalesced into the next
+    /// put of the newest state; each attempt bounded by 2 s, retried with backoff while NATS is unavailable; the
     /// bucket is created when missing), then once more at shutdown, bounded by 1 s and only
     /// when connected. Never fails: errors are logged and retried.
     pub async fn publish_changes<S>(
         bus: &Bus,
         mut states: watch::Receiver<S>,
         state_of: impl Fn(&S) -> EngineState,
+        min_interval: Duration,
         cancel: &CancellationToken,
     ) {
         let js = bus.jetstream();
         let mut retry = Retry::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut store: Option<Self> = None;
         let mut last_put: Option<EngineState> = None;
+        let mut last_put_at: Option<tokio::time::Instant> = None;
         let mut stopping = false;
         loop {
+            // Coalesce: wait out the minimum interval, then put the newest state.
+            if let Some(at) = last_put_at.filter(|_| !stopping) {
+                let due = at + min_interval;
+                if due > tokio::time::Instant::now() {
+                    tokio::select! {
+                        () = cancel.cancelled() => stopping = true,
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+            }
             let state = state_of(&states.borrow_and_update());
             let key = engine_key(state.chain_id, &state.node_id);
             if stopping && !bus.is_connected() {
@@ -214,6 +227,7 @@ impl EngineStates {
                 match r {
                     Ok(Ok(())) => {
                         last_put = Some(state);
+                        last_put_at = Some(tokio::time::Instant::now());
                         retry.reset();
                     }
                     Ok(Err(e)) => {

@@ -46,7 +46,8 @@ async fn drivers_publish_their_state_on_change_and_at_shutdown() {
     let writer = {
         let (bus, cancel) = (bus.clone(), cancel.clone());
         tokio::spawn(async move {
-            EngineStates::publish_changes(&bus, rx, |(_, s)| s.clone(), &cancel).await;
+            EngineStates::publish_changes(&bus, rx, |(_, s)| s.clone(), Duration::ZERO, &cancel)
+                .await;
         })
     };
     // The writer created the bucket.
@@ -105,4 +106,40 @@ async fn readers_list_and_watch_entries_including_undecodable_ones() {
         EngineChange::Removed(k) => assert_eq!(k, "10.b"),
         EngineChange::Put(e) => panic!("put {}", e.key),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_within_the_minimum_interval_are_coalesced_into_one_put() {
+    let server = NatsServer::start().await.unwrap();
+    let bus = connected(&server).await;
+    let (tx, rx) = watch::channel((0u8, state("n1", 1)));
+    let cancel = CancellationToken::new();
+    let writer = {
+        let (bus, cancel) = (bus.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let min = Duration::from_millis(400);
+            EngineStates::publish_changes(&bus, rx, |(_, s)| s.clone(), min, &cancel).await;
+        })
+    };
+    let kv = wait::until_async(DEADLINE, wait::POLL, || async {
+        EngineStates::open_existing(&bus.jetstream()).await.unwrap()
+    })
+    .await
+    .expect("bucket never created");
+    wait_revision(&kv, "n1", 1).await;
+    // Nineteen changes in a burst: the newest is written, once.
+    for r in 2..=20u64 {
+        tx.send_replace((u8::try_from(r).unwrap(), state("n1", r)));
+    }
+    wait_revision(&kv, "n1", 20).await;
+    let raw = bus.jetstream().get_key_value(subjects::ENGINE_BUCKET).await.unwrap();
+    let key = subjects::engine_key(10, "n1");
+    let puts = || async { raw.entry(key.clone()).await.unwrap().map(|e| e.revision) };
+    assert_eq!(puts().await, Some(2), "one put at start, one for the burst");
+    // The final state at shutdown is written at once.
+    tx.send_replace((21, state("n1", 21)));
+    cancel.cancel();
+    tokio::time::timeout(DEADLINE, writer).await.unwrap().unwrap();
+    wait_revision(&kv, "n1", 21).await;
+    assert_eq!(puts().await, Some(3));
 }

@@ -69,7 +69,7 @@ pub const LOCK_AFTER: u32 = 3;
 /// No new head for more than this many block times is a stall.
 pub const STALL_BLOCKS: i64 = 2;
 /// How long after the estimated answerable instant an aimed poll is sent.
-pub const MARGIN_MS: i64 = 20;
+pub const MARGIN_MS: i64 = 50;
 /// Upper end of the random phase offset of aimed polls (and of the jitter of late follow-ups).
 pub const MAX_JITTER_MS: u64 = 20;
 /// Bracket width below which the lock stops probing.

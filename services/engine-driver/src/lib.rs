@@ -98,6 +98,11 @@ pub struct Cli {
     /// How often the holder renews its lease; below half of --lease.ttl.
     #[arg(long = "lease.renew", env = "LIGHTCL_LEASE_RENEW", default_value = "1500ms", value_parser = parse_duration)]
     pub lease_renew: Duration,
+    /// Shortest time between two writes of this driver's engine state to KV `lightcl-engine`
+    /// (changes in between are coalesced into the next write; the final state is always
+    /// written at shutdown). `0s`: every change.
+    #[arg(long = "engine-state.min-interval", env = "LIGHTCL_ENGINE_STATE_MIN_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub state_min_interval: Duration,
 }
 
 /// Validated configuration.
@@ -121,6 +126,8 @@ pub struct Config {
     pub rpc_addr: Option<SocketAddr>,
     /// Lease timing (`--lease.ttl`, `--lease.renew`).
     pub lease: LeaseConfig,
+    /// Shortest time between two engine-state writes.
+    pub state_min_interval: Duration,
 }
 
 impl Cli {
@@ -149,6 +156,9 @@ impl Cli {
         }
         if self.fcu_timeout.is_zero() {
             return Err(ConfigError::new("--fcu-timeout", "must be above zero"));
+        }
+        if self.state_min_interval > Duration::from_secs(10) {
+            return Err(ConfigError::new("--engine-state.min-interval", "must be at most 10s"));
         }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(ConfigError::new("--lease.ttl", "must be at least 1s"));
@@ -179,6 +189,7 @@ impl Cli {
             fcu_timeout: self.fcu_timeout,
             rpc_addr: self.rpc_addr,
             lease: lease::lease_config(self.lease_ttl, self.lease_renew),
+            state_min_interval: self.state_min_interval,
         })
     }
 }
@@ -351,6 +362,7 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Started, Ru
             shared.status.clone(),
             shared.served.clone(),
             metrics,
+            cfg.state_min_interval,
             cancel.clone(),
         ),
     );
@@ -404,7 +416,8 @@ async fn check_then_drive(
 /// The bus side until `cancel` (the critical task [`BUS_TASK`] of [`run`]): the newest target
 /// of the chain into `targets` (undecodable ones counted in `bad_messages_total`), and the
 /// driver's `EngineState` (the `state` of its status) into KV `lightcl-engine` under
-/// `<chain>.<node>`, once more at shutdown; then a bounded flush. Does not return before
+/// `<chain>.<node>` (at most one write per `state_min_interval`, changes coalesced), once more
+/// at shutdown; then a bounded flush. Does not return before
 /// `cancel`: NATS may be down at start-up or go away later, it waits and retries.
 ///
 /// Before its first put it reads that key back once and restores the served sync-status refs
@@ -417,6 +430,7 @@ pub async fn follow_bus(
     status: watch::Receiver<v1::EngineDriverStatus>,
     served: served::Served,
     metrics: Metrics,
+    state_min_interval: Duration,
     cancel: CancellationToken,
 ) {
     let bad = metrics.bad_messages_total.clone();
@@ -449,6 +463,7 @@ pub async fn follow_bus(
                 served.fill_state(&mut state);
                 state
             },
+            state_min_interval,
             &cancel,
         )
         .await;

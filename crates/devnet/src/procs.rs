@@ -237,12 +237,23 @@ impl Proc {
         }
     }
 
-    /// The last `n` lines of its log (for error reports).
+    /// The last `n` lines of its log (for error reports), see [`tail_with_panics`].
     pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        tail_with_panics(&std::fs::read_to_string(&self.log).unwrap_or_default(), n)
     }
+}
+
+/// The last `n` lines of `text`, preceded by every earlier `panicked at` line and the line
+/// after it (a panic's message comes before its backtrace, which fills any short tail).
+pub fn tail_with_panics(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let panics = lines[..start]
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("panicked at"))
+        .flat_map(|(i, _)| lines[i..(i + 2).min(start)].iter().copied());
+    panics.chain(lines[start..].iter().copied()).collect::<Vec<_>>().join("\n")
 }
 
 /// The directory holding the lightcl service binaries: `$LIGHTCL_BIN_DIR`, else the directory
@@ -259,5 +270,26 @@ pub fn bin_dir() -> PathBuf {
     match dir.parent() {
         Some(p) if dir.file_name().is_some_and(|n| n == "deps") => p.to_path_buf(),
         _ => dir,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_with_panics;
+
+    #[test]
+    fn a_panic_message_survives_a_long_backtrace() {
+        let mut log = vec!["started".to_owned(), "thread 'main' panicked at src/x.rs:1:2:".into()];
+        log.push("boom: the message".into());
+        log.extend((0..30).map(|i| format!("  {i}: frame")));
+        let text = log.join("\n");
+        let tail = tail_with_panics(&text, 3);
+        assert_eq!(
+            tail,
+            "thread 'main' panicked at src/x.rs:1:2:\nboom: the message\n  27: frame\n  28: frame\n  29: frame"
+        );
+        // Without a panic it is the plain tail; a panic inside the tail is not repeated.
+        assert_eq!(tail_with_panics("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail_with_panics("a\nx panicked at y\nz", 2), "x panicked at y\nz");
     }
 }

@@ -462,6 +462,40 @@ async fn a_lost_target_race_reloads_and_decides_again() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_verdict_other_than_a_target_is_taken_on_the_newest_stored_target() {
+    let mut env = Env::new().await;
+    let v = env.start(&["--l1.watch-interval=0s"]).await;
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    let mine = env.wait_targets(1).await[0].to_core().unwrap();
+    // "Another replica" stores the next target, with a lower safe head (as a retreat does).
+    let lower = env.status(70, 56, 20, 38).safe_l2;
+    let foreign = lightcl_core::Target {
+        revision: mine.revision + 1,
+        safe_l2: lower,
+        local_safe_l2: lower,
+        ..mine
+    };
+    env.publisher
+        .publish(
+            &lightcl_bus::subjects::target(CHAIN),
+            lightcl_proto::names::TARGET,
+            &lightcl_proto::v1::Target::from_core(&foreign),
+            Some("foreign-2"),
+        )
+        .await
+        .unwrap();
+    // Against the target this replica stored (safe 60, its origin canonical) safe 58 would be a
+    // replay; the validator re-reads before rejecting and judges it against the newest: forward.
+    env.publish("a", &env.status(72, 58, 20, 38)).await;
+    let t = env.wait_targets(3).await;
+    let core = t[2].to_core().unwrap();
+    assert_eq!((t[2].revision, core.safe_l2.number), (3, 58));
+    env.wait_consumed().await;
+    assert!(env.rejections().await.is_empty());
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn undecodable_statuses_are_acked_counted_and_skipped() {
     let mut env = Env::new().await;
     let v = env.start(&[]).await;

@@ -186,12 +186,15 @@ async fn a_durable_consumer_survives_a_server_restart_and_loses_nothing() {
         .await
         .unwrap_or_else(|t| panic!("publish after restart: {t}"));
     }
+    // At least once: revision 1 may come again (its ack can be lost with the server that
+    // restarted right after it); every later one arrives, in order.
     let mut seen = Vec::new();
     while seen.len() < 3 {
         let d = next(&mut c).await;
         d.ack().await.unwrap();
-        if !seen.contains(&d.message.revision) {
-            seen.push(d.message.revision);
+        let rev = d.message.revision;
+        if rev > 1 && !seen.contains(&rev) {
+            seen.push(rev);
         }
     }
     assert_eq!(seen, vec![2, 3, 4]);

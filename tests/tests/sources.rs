@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use lightcl_devnet::sim::{L2_BLOCK_SECONDS, Lie};
 use lightcl_devnet::{Devnet, DevnetConfig, Service};
+use lightcl_harness::wait;
 use lightcl_tests::Action::{self, *};
 use lightcl_tests::{ensure_binaries, fast_config, finish, run, scenario};
 use tokio::time::Instant;
@@ -182,10 +183,9 @@ async fn failover_when_the_followed_source_stalls_then_lies() {
 }
 
 /// The one source the validator follows, from its `source_chosen{source}` gauges (every source
-/// is "chosen" before the first failover choice); polled every 100 ms until `timeout`.
+/// is "chosen" before the first failover choice); polled until `timeout`.
 async fn chosen_source(net: &Devnet, timeout: Duration) -> Result<usize, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let read = || async {
         let text = net.metrics(Service::Validator).await.unwrap_or_default();
         let mut listed = 0;
         let mut chosen = Vec::new();
@@ -199,16 +199,24 @@ async fn chosen_source(net: &Devnet, timeout: Duration) -> Result<usize, String>
                 chosen.extend(net.source_index(id));
             }
         }
-        if let ([one], 2) = (chosen.as_slice(), listed) {
-            return Ok(*one);
+        (listed, chosen)
+    };
+    let one = wait::until_async(timeout, wait::POLL, || async {
+        match read().await {
+            (2, chosen) if chosen.len() == 1 => chosen.first().copied(),
+            _ => None,
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
+    })
+    .await;
+    match one {
+        Ok(i) => Ok(i),
+        Err(_) => {
+            let (listed, chosen) = read().await;
+            Err(format!(
                 "the validator chose no single source in {timeout:?}: {listed} source(s) listed, \
                  chosen {chosen:?}"
-            ));
+            ))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -352,13 +360,10 @@ async fn other_chain(net: &mut Devnet) -> Result<(), String> {
     run("other-chain", net, vec![ElsReachSource(secs(30))]).await?;
     let poller = Service::poller(1);
     net.set_source_chain(1, 999);
-    let deadline = Instant::now() + secs(10);
-    while net.is_ready(poller).await {
-        if Instant::now() >= deadline {
-            return Err("poller-1 still ready 10 s after its source switched chains".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let n = &*net;
+    wait::until_async(secs(10), wait::POLL, || async move { !n.is_ready(poller).await })
+        .await
+        .map_err(|_| "poller-1 still ready 10 s after its source switched chains".to_owned())?;
     // Refused: from now on nothing of source 1 is stored, however often it is polled.
     let refused_at = newest_status_seq(net, 1).await?;
     let polls = net.source_requests_at(1);
@@ -376,12 +381,12 @@ async fn other_chain(net: &mut Devnet) -> Result<(), String> {
     run("other-chain", net, vec![ElsReachSource(secs(15))]).await?;
     // Our chain again: published again.
     net.set_source_chain(1, net.config().chain_id);
-    let deadline = Instant::now() + secs(15);
-    while newest_status_seq(net, 1).await? == after || !net.is_ready(poller).await {
-        if Instant::now() >= deadline {
-            return Err("poller-1 did not publish again once its source served our chain".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let n = &*net;
+    // Each probe opens a NATS connection: every 100 ms is often enough.
+    wait::until_async(secs(15), Duration::from_millis(100), || async move {
+        matches!(newest_status_seq(n, 1).await, Ok(seq) if seq != after) && n.is_ready(poller).await
+    })
+    .await
+    .map_err(|_| "poller-1 did not publish again once its source served our chain".to_owned())?;
     run("other-chain", net, vec![ElsReachSource(secs(15)), NoLabelRegression]).await
 }

@@ -209,9 +209,7 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::tests::{l1, l2};
-    use lightcl_core::L2BlockRef;
-    use lightcl_core::engine::Forkchoice;
+    use crate::rpc::tests::{following as snap, l1, l2};
 
     fn target(rev: u64) -> Target {
         Target {
@@ -228,24 +226,6 @@ mod tests {
 
     fn view() -> L1View {
         L1View { head: l1(15), safe: l1(13), finalized: l1(8) }
-    }
-
-    fn snap(t: &Target, safe: L2BlockRef, current: Option<L1BlockRef>) -> EngineSnapshot {
-        EngineSnapshot {
-            phase: Phase::Following,
-            applied: Forkchoice {
-                head: t.unsafe_l2.id(),
-                safe: safe.id(),
-                finalized: t.finalized_l2.id(),
-            },
-            target_position: Position::of(t),
-            applied_position: Position::of(t),
-            target_head: t.unsafe_l2.id(),
-            last_answer: None,
-            last_error: None,
-            current_l1: current,
-            paused: false,
-        }
     }
 
     #[test]

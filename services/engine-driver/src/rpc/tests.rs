@@ -76,11 +76,14 @@ fn receive(served: &Served, views: &mut Views, t: &Target) {
     views.insert(Position::of(t), view_of(t));
 }
 
-/// The driver's side of a VALID forkchoice of `t` with the EL's safe head at `safe` (the
-/// target's own, or an older one still): `publish_state` with the planner's snapshot, whose
-/// `current_l1` is the one mirrored for `mirrored_current`.
-fn valid(served: &Served, views: &Views, t: &Target, safe: L2BlockRef, current: L1BlockRef) {
-    let snap = EngineSnapshot {
+/// The planner's snapshot once the EL accepted `t` with its safe head at `safe` (the target's
+/// own, or an older one still) and `current_l1` mirrored as `current`.
+pub(crate) fn following(
+    t: &Target,
+    safe: L2BlockRef,
+    current: Option<L1BlockRef>,
+) -> EngineSnapshot {
+    EngineSnapshot {
         phase: Phase::Following,
         applied: Forkchoice {
             head: t.unsafe_l2.id(),
@@ -92,10 +95,15 @@ fn valid(served: &Served, views: &Views, t: &Target, safe: L2BlockRef, current: 
         target_head: t.unsafe_l2.id(),
         last_answer: None,
         last_error: None,
-        current_l1: Some(current),
+        current_l1: current,
         paused: false,
-    };
-    served.update(&snap, Some(t), views);
+    }
+}
+
+/// The driver's side of a VALID forkchoice of `t` with the EL's safe head at `safe`:
+/// `publish_state` with the planner's snapshot.
+fn valid(served: &Served, views: &Views, t: &Target, safe: L2BlockRef, current: L1BlockRef) {
+    served.update(&following(t, safe, Some(current)), Some(t), views);
 }
 
 /// A target received and applied whole.

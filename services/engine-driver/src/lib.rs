@@ -485,29 +485,33 @@ fn el_config_error(e: &ElError) -> ConfigError {
 mod tests {
     use super::*;
 
+    /// The configuration from the required flags (JWT file in `dir`) plus `extra`.
+    fn config(dir: &std::path::Path, extra: &[&str]) -> Result<Config, ConfigError> {
+        let jwt = dir.join("jwt.hex");
+        std::fs::write(&jwt, "ab".repeat(32)).unwrap();
+        let jwt = jwt.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "lightcl-engine-driver",
+            "--chain-id",
+            "10",
+            "--l2.engine-rpc",
+            "http://127.0.0.1:8551",
+            "--l2.jwt-secret",
+            &jwt,
+            "--node-id",
+            "el-0",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().into_config()
+    }
+
     #[test]
     fn an_unreadable_nats_token_file_is_a_config_error_naming_the_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let jwt = dir.path().join("jwt.hex");
-        std::fs::write(&jwt, "ab".repeat(32)).unwrap();
         let empty = dir.path().join("token");
         std::fs::write(&empty, "\n").unwrap();
         let parse = |token: &std::path::Path| {
-            Cli::try_parse_from([
-                "lightcl-engine-driver",
-                "--chain-id",
-                "10",
-                "--l2.engine-rpc",
-                "http://127.0.0.1:8551",
-                "--l2.jwt-secret",
-                jwt.to_str().unwrap(),
-                "--node-id",
-                "el-0",
-                "--nats.token-file",
-                token.to_str().unwrap(),
-            ])
-            .unwrap()
-            .into_config()
+            config(dir.path(), &["--nats.token-file", token.to_str().unwrap()])
         };
         for bad in [empty.as_path(), &dir.path().join("missing")] {
             let e = parse(bad).unwrap_err();
@@ -518,34 +522,22 @@ mod tests {
     }
 
     #[test]
-    fn lease_flags_are_checked_naming_the_flag() {
+    fn lease_and_engine_state_flags_are_checked_naming_the_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let jwt = dir.path().join("jwt.hex");
-        std::fs::write(&jwt, "ab".repeat(32)).unwrap();
-        let parse = |extra: &[&str]| {
-            let mut args = vec![
-                "lightcl-engine-driver",
-                "--chain-id",
-                "10",
-                "--l2.engine-rpc",
-                "http://127.0.0.1:8551",
-                "--l2.jwt-secret",
-                jwt.to_str().unwrap(),
-                "--node-id",
-                "el-0",
-            ];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).unwrap().into_config()
-        };
+        let parse = |extra: &[&str]| config(dir.path(), extra);
         let cfg = parse(&[]).unwrap();
         assert_eq!(cfg.lease, LeaseConfig::default(), "6s / 1500ms / 1s margin");
+        assert_eq!(cfg.state_min_interval, Duration::from_millis(500));
         let cfg = parse(&["--lease.ttl", "2s", "--lease.renew", "500ms"]).unwrap();
         assert_eq!((cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.margin_ms), (2_000, 500, 500));
+        let cfg = parse(&["--engine-state.min-interval", "0s"]).unwrap();
+        assert_eq!(cfg.state_min_interval, Duration::ZERO);
         for (bad, flag) in [
             (&["--lease.ttl", "900ms"][..], "--lease.ttl"),
             (&["--lease.renew", "3s"][..], "--lease.renew"),
             (&["--lease.ttl", "2s", "--lease.renew", "1s"][..], "--lease.renew"),
             (&["--lease.renew", "10ms"][..], "--lease.renew"),
+            (&["--engine-state.min-interval", "11s"][..], "--engine-state.min-interval"),
         ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.flag, flag, "{bad:?}: {e}");

@@ -15,8 +15,12 @@ fn bin() -> Command {
 
 #[test]
 fn bad_flags_exit_64_naming_the_flag() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--chain-id", "10", "--l1.rpc", "not a url"], "--l1.rpc"),
+        (
+            &["--chain-id", "10", "--l1.rpc", "http://127.0.0.1:1", "--l1.watch-interval", "50ms"],
+            "--l1.watch-interval",
+        ),
         (&["--chain-id", "10", "--l1.rpc", "ftp://x"], "--l1.rpc"),
         (&["--chain-id", "10", "--l1.rpc", "http://127.0.0.1:1", "--quorum", "0"], "--quorum"),
         (&["--chain-id", "0", "--l1-eth-rpc", "http://127.0.0.1:1"], "--chain-id"),

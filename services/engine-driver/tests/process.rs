@@ -129,19 +129,12 @@ async fn restarted_driver_serves_the_sync_status_it_kept_before_any_target() {
     let t = target(1, &chain, 30, 25, 20);
     pubr.publish(&t).await;
     assert!(el.wait_until(Duration::from_secs(10), |e| e.finalized().number == 20).await);
-    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
-        match sync_status(port).await {
-            Ok(s) => {
-                *SERVED.lock().unwrap() = Some(s);
-                true
-            }
-            // Not bound yet, or "sync status not ready": never a half-filled status.
-            Err(_) => false,
-        }
+    // Not bound yet, or "sync status not ready" (never a half-filled status): wait.
+    let before = wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        sync_status(port).await.ok()
     })
     .await
     .expect("served before the kill");
-    let before = SERVED.lock().unwrap().take().expect("status");
     let view = l1_view(&t);
     assert_eq!(
         (before.head_l1, before.safe_l1, before.finalized_l1),
@@ -167,19 +160,12 @@ async fn restarted_driver_serves_the_sync_status_it_kept_before_any_target() {
     let port2 = free_port();
     let started = std::time::Instant::now();
     let _second = spawn(&with_rpc(port2));
-    wait::until_async(Duration::from_secs(10), wait::POLL, || async {
-        match sync_status(port2).await {
-            Ok(s) => {
-                *SERVED.lock().unwrap() = Some(s);
-                true
-            }
-            // Not bound yet, or "sync status not ready": never a half-filled status.
-            Err(_) => false,
-        }
+    // Not bound yet, or "sync status not ready" (never a half-filled status): wait.
+    let after = wait::until_async(Duration::from_secs(10), wait::POLL, || async {
+        sync_status(port2).await.ok()
     })
     .await
     .expect("served after the restart without a target");
-    let after = SERVED.lock().unwrap().take().expect("status");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "served at start-up: {:?}",
@@ -202,8 +188,6 @@ async fn restarted_driver_serves_the_sync_status_it_kept_before_any_target() {
     );
     assert_eq!(lightcl_harness::op_batcher::check(&after, Some(&before.current_l1)), Ok(()));
 }
-
-static SERVED: std::sync::Mutex<Option<lightcl_core::SyncStatus>> = std::sync::Mutex::new(None);
 
 /// An Engine API URL with a bad scheme is refused before any server binds or NATS is dialled,
 /// naming the flag and never printing the URL's secret parts.

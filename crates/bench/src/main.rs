@@ -68,6 +68,14 @@ enum Cmd {
         /// Only the baseline.
         #[arg(long = "skip-pipeline")]
         skip_pipeline: bool,
+        /// Also time the pipeline's stages with a core-NATS subscriber on the statuses and
+        /// targets (a third consumer of every message: it adds load, so the headline figures
+        /// are measured without it).
+        #[arg(long)]
+        stages: bool,
+        /// Run the validator with `--status.early-copies` (it runs as one replica here).
+        #[arg(long = "early-copies")]
+        early_copies: bool,
     },
     /// Figure 2: validator statuses/s, L1 requests per status, cache hit rate.
     Throughput {
@@ -124,7 +132,16 @@ async fn main() -> eyre::Result<()> {
         rust_log: cli.service_log.clone(),
     };
     match cli.cmd {
-        Cmd::Latency { heads, head_every, poll_interval, warmup, skip_baseline, skip_pipeline } => {
+        Cmd::Latency {
+            heads,
+            head_every,
+            poll_interval,
+            warmup,
+            skip_baseline,
+            skip_pipeline,
+            stages,
+            early_copies,
+        } => {
             let o = latency::Options {
                 heads,
                 head_every,
@@ -132,6 +149,8 @@ async fn main() -> eyre::Result<()> {
                 warmup,
                 skip_baseline,
                 skip_pipeline,
+                stages,
+                early_copies,
             };
             latency::run(rig, &o).await?;
         }

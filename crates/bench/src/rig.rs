@@ -268,7 +268,14 @@ impl Rig {
 
     /// Starts the validator reading L1 at `l1_url` (anvil or a counting proxy in front of it).
     pub fn spawn_validator(&mut self, l1_url: &str) -> Result<(), BenchError> {
-        self.spawn("validator", "lightcl-validator", vec![format!("--l1.rpc={l1_url}")])
+        self.spawn_validator_with(l1_url, &[])
+    }
+
+    /// Starts the validator reading L1 at `l1_url`, with `extra` flags.
+    pub fn spawn_validator_with(&mut self, l1_url: &str, extra: &[&str]) -> Result<(), BenchError> {
+        let mut args = vec![format!("--l1.rpc={l1_url}")];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        self.spawn("validator", "lightcl-validator", args)
     }
 
     /// Starts the poller of the source at `interval`.

@@ -64,9 +64,19 @@ pub struct Delivery<M> {
     pub delivered: i64,
     /// When the server stored it (Unix ms, the server's clock).
     pub stored_ms: u64,
+    /// Messages the consumer still held for us after this one when it was delivered (0: caught
+    /// up).
+    pub pending: u64,
     /// W3C trace headers it carried.
     pub trace: HashMap<String, String>,
+    /// Its `Nats-Msg-Id` (the stream's de-duplication key), when it carried one.
+    pub msg_id: Option<String>,
     raw: Option<jetstream::Message>,
+}
+
+/// The `Nats-Msg-Id` header of a message, if any.
+fn msg_id(h: Option<&async_nats::HeaderMap>) -> Option<String> {
+    h.and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID)).map(|v| v.as_str().to_owned())
 }
 
 /// A server timestamp as Unix ms (0 before 1970).
@@ -235,14 +245,15 @@ impl<M: Message + Default> TypedConsumer<M> {
                     continue;
                 }
             };
-            let (sequence, delivered, stored_ms) = msg
+            let (sequence, delivered, stored_ms, pending) = msg
                 .info()
-                .map(|i| (i.stream_sequence, i.delivered, unix_ms(i.published)))
+                .map(|i| (i.stream_sequence, i.delivered, unix_ms(i.published), i.pending))
                 .unwrap_or_default();
             let subject = msg.subject.to_string();
             match decode_message::<M>(self.name, msg.headers.as_ref(), &msg.payload) {
                 Ok(message) => {
                     let trace = trace_headers(msg.headers.as_ref());
+                    let msg_id = msg_id(msg.headers.as_ref());
                     let raw = self.spec.durable.is_some().then_some(msg);
                     return Delivery {
                         message,
@@ -250,7 +261,9 @@ impl<M: Message + Default> TypedConsumer<M> {
                         sequence,
                         delivered,
                         stored_ms,
+                        pending,
                         trace,
+                        msg_id,
                         raw,
                     };
                 }
@@ -263,6 +276,69 @@ impl<M: Message + Default> TypedConsumer<M> {
                         tracing::warn!(%subject, sequence, error = %e, "ack of undecodable message failed");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The core-NATS copies of the messages published on a stream's subjects, as the server routes
+/// them, before the stream has stored them: a queue subscription, so each copy reaches one
+/// member of `queue`. A copy has no stream sequence (0), no ack and no redelivery, and may be
+/// missed (a slow consumer, a reconnect, a server that refuses the subscription); the stream's
+/// own delivery always follows. Use it only to act early on what the stream delivers anyway,
+/// and never on a message whose storing is what makes it true (a target: its CAS).
+pub struct CoreCopies<M> {
+    sub: Option<async_nats::Subscriber>,
+    name: &'static str,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> std::fmt::Debug for CoreCopies<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreCopies").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl<M: Message + Default> CoreCopies<M> {
+    /// Subscribes to `subject` (wildcards allowed) in queue group `queue`, for messages named
+    /// `name`.
+    pub async fn subscribe(
+        client: &async_nats::Client,
+        subject: String,
+        queue: String,
+        name: &'static str,
+    ) -> Result<Self, BusError> {
+        let sub = client
+            .queue_subscribe(subject, queue)
+            .await
+            .map_err(|e| BusError::unavailable("subscribe", e))?;
+        Ok(Self { sub: Some(sub), name, _m: PhantomData })
+    }
+
+    /// The next decodable copy; undecodable ones are skipped (the stream's delivery counts
+    /// them). Pending forever once the subscription has ended.
+    pub async fn next(&mut self) -> Delivery<M> {
+        loop {
+            let Some(sub) = self.sub.as_mut() else {
+                return futures::future::pending().await;
+            };
+            let Some(msg) = sub.next().await else {
+                self.sub = None;
+                continue;
+            };
+            if let Ok(message) = decode_message::<M>(self.name, msg.headers.as_ref(), &msg.payload)
+            {
+                return Delivery {
+                    message,
+                    subject: msg.subject.to_string(),
+                    sequence: 0,
+                    delivered: 0,
+                    stored_ms: 0,
+                    pending: 0,
+                    trace: trace_headers(msg.headers.as_ref()),
+                    msg_id: msg_id(msg.headers.as_ref()),
+                    raw: None,
+                };
             }
         }
     }

@@ -51,7 +51,7 @@ pub mod subjects;
 mod topology;
 
 pub use config::{Bus, ConnectionState, NatsArgs};
-pub use consume::{ConsumerSpec, Delivery, StartAt, TypedConsumer};
+pub use consume::{ConsumerSpec, CoreCopies, Delivery, StartAt, TypedConsumer};
 pub use error::{BoxError, BusError, ConfigProblem, DecodeError, Named, NoPubAck};
 pub use ids::{rejection_msg_id, status_content_hash, status_msg_id, target_msg_id};
 pub use kv::{EngineChange, EngineEntry, EngineStates};

@@ -720,3 +720,55 @@ async fn the_driver_can_hold_the_lease_of_its_el() {
     assert!(entries.is_empty(), "lightctl lists the lease: {entries:?}");
     ctl.no_violations("lightctl").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_validator_takes_early_copies_of_statuses() {
+    let server = start().await;
+    let status = subjects::status(CHAIN, SOURCE);
+    let validator = bus(&server, "lightcl-validator").await;
+    validator.ensure_topology().await.unwrap();
+    let raw_v = raw(&server, "lightcl-validator").await;
+    let mut copies = bounded(
+        "validator: early copies",
+        lightcl_bus::CoreCopies::<v1::RawStatus>::subscribe(
+            &raw_v.client,
+            subjects::status_filter(CHAIN),
+            format!("{}-early", subjects::validator_durable(CHAIN)),
+            names::RAW_STATUS,
+        ),
+    )
+    .await;
+    // The subscription is in place once the server has processed it (the marker's refusal).
+    raw_v.no_violations("validator").await;
+    let poller = bus(&server, "lightcl-poller").await;
+    let ppub = Publisher::new(poller.jetstream(), Duration::from_secs(2));
+    bounded("poller: status", ppub.publish(&status, names::RAW_STATUS, &raw_status(7), Some("s7")))
+        .await;
+    let Ok(copy) = tokio::time::timeout(DEADLINE, copies.next()).await else {
+        panic!("validator: no early copy within {DEADLINE:?}");
+    };
+    assert_eq!(copy.message.poll_seq, 7);
+    assert_eq!((copy.subject.as_str(), copy.msg_id.as_deref()), (status.as_str(), Some("s7")));
+    assert_eq!(copy.sequence, 0, "a copy has no stream sequence");
+    raw_v.no_violations("validator").await;
+
+    // An engine-driver may not read the statuses.
+    let raw_d = raw(&server, DRIVER).await;
+    let _sub =
+        bounded("driver: subscribe", raw_d.client.subscribe(subjects::status_filter(CHAIN))).await;
+    let filter = subjects::status_filter(CHAIN);
+    let seen = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if raw_d.errors.lock().unwrap().iter().any(|e| {
+                e.contains("Permissions Violation")
+                    && e.contains("Subscription")
+                    && e.contains(&filter)
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "driver: its status subscription was not refused: {:?}", raw_d.errors);
+}

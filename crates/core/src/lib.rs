@@ -8,6 +8,8 @@
 //! - [`phase`]: when the poller polls (the fixed cadence, or phase-locked to the chain's blocks).
 //! - [`validate`]: what the validator decides about a raw status (structural checks, which L1
 //!   blocks to fetch and how to judge them, regression/replay rules, quorum).
+//! - [`early`]: when the validator judges a status from its early (core-NATS) copy, before
+//!   the status stream delivers it, without changing the order or the outcome of decisions.
 //! - [`revision`]: the order of targets (epoch, revision): the validator's next position and
 //!   the driver's "is this target newer" rule, with checked arithmetic.
 //! - [`retreat`]: the L1 watch: which earlier validated labels the validator publishes at
@@ -20,6 +22,7 @@
 //! forkchoice update always satisfies `finalized ≤ safe ≤ head`, never lowers finalized and
 //! never names a head the EL declared INVALID.
 
+pub mod early;
 pub mod engine;
 pub mod lease;
 pub mod phase;

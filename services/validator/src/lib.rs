@@ -11,10 +11,13 @@
 //!   unavailable";
 //! - all L1 reads of one status are ONE JSON-RPC batch; only blocks at or below our L1's
 //!   finalized block are cached;
-//! - the rules' state (the last target) is read back from the target stream before every
-//!   decision, and targets are stored with a CAS publish (expected last subject sequence): a
-//!   restarted validator continues the revision sequence and two replicas never store two
-//!   targets with the same revision;
+//! - decisions are taken on the newest stored target: targets are stored with a CAS publish
+//!   (expected last subject sequence) that proves it, any other verdict only after a re-read of
+//!   the target stream; a restarted validator continues the revision sequence and two replicas
+//!   never store two targets with the same revision;
+//! - a status judged from its early (core-NATS) copy ([`lightcl_core::early`]) counts only when
+//!   that stores its target; everything else is decided from the stream's delivery, in
+//!   publication order, exactly as without the copy;
 //! - the next target is newer than every position an engine-driver reports (KV
 //!   `lightcl-engine`, followed with a watch): after a restore of an older backup of the
 //!   targets it starts a new epoch that every driver takes;
@@ -110,6 +113,15 @@ pub struct Cli {
     /// (`0s`: no watch, a reorg is noticed with the next status).
     #[arg(long = "l1.watch-interval", env = "LIGHTCL_L1_WATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub l1_watch_interval: Duration,
+    /// Judge a status from the copy NATS routes as it is published, a JetStream hop before
+    /// the status stream delivers it (one source, --quorum 1, in publication order; the
+    /// stream's delivery still acks it, and decides whatever the early copy did not settle).
+    /// For a single validator replica: with several, a copy and its stream delivery may reach
+    /// different replicas, which then judge the status twice (targets stay fenced by the CAS,
+    /// but the second judgement costs an L1 read and may add a `behind` rejection). Needs
+    /// subscribe permission on `lightcl.status.<chain>.*`.
+    #[arg(long = "status.early-copies", env = "LIGHTCL_STATUS_EARLY_COPIES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub early_copies: bool,
 }
 
 /// Validated configuration.
@@ -131,6 +143,8 @@ pub struct Config {
     pub l1_retry_budget: Duration,
     /// L1 watch period (`None`: off).
     pub l1_watch_interval: Option<Duration>,
+    /// Early copies of statuses on (see [`Cli::early_copies`]).
+    pub early_copies: bool,
 }
 
 impl Cli {
@@ -182,6 +196,7 @@ impl Cli {
             l1_timeout: self.l1_timeout,
             l1_retry_budget: self.l1_retry_budget,
             l1_watch_interval: (!watch.is_zero()).then_some(watch),
+            early_copies: self.early_copies,
         })
     }
 }
@@ -252,6 +267,7 @@ pub async fn run(
         l1_watch_interval: cfg.l1_watch_interval,
         durable: lightcl_bus::subjects::validator_durable(chain_id),
         ack_wait: Duration::from_secs(30),
+        early_copies: cfg.early_copies && cfg.quorum.k == 1,
         metrics,
         readiness,
         status: status_tx,

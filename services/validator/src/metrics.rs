@@ -47,6 +47,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     /// `cas_conflicts_total`: target publishes that lost the race to another replica.
     pub cas_conflicts: Counter,
+    /// `early_targets_total`: targets stored from a status's early (core-NATS) copy.
+    pub early_targets: Counter,
     /// `publish_errors_total`: failed target/rejection publishes (retried).
     pub publish_errors: Counter,
     /// `bad_messages_total`: raw statuses that did not decode or convert.
@@ -98,6 +100,7 @@ impl Metrics {
             l1_batch_size: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0]),
             cache_hits: Counter::default(),
             cas_conflicts: Counter::default(),
+            early_targets: Counter::default(),
             publish_errors: Counter::default(),
             bad_messages: Counter::default(),
             skipped_targets: Counter::default(),
@@ -136,6 +139,11 @@ impl Metrics {
             "cas_conflicts",
             "Target publishes lost to another replica",
             m.cas_conflicts.clone(),
+        );
+        reg.register(
+            "early_targets",
+            "Targets stored from a status's early copy, a JetStream hop before the stream delivered it",
+            m.early_targets.clone(),
         );
         reg.register("publish_errors", "Failed publishes (retried)", m.publish_errors.clone());
         reg.register("bad_messages", "Undecodable raw statuses", m.bad_messages.clone());

@@ -18,9 +18,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use lightcl_bus::{
-    Bus, BusError, ConsumerSpec, Delivery, LatestConsumer, Publisher, StartAt, TypedConsumer,
-    newest_valid, recent_valid, rejection_msg_id, subjects, target_msg_id,
+    Bus, BusError, ConsumerSpec, CoreCopies, Delivery, LatestConsumer, Publisher, StartAt,
+    TypedConsumer, newest_valid, recent_valid, rejection_msg_id, subjects, target_msg_id,
 };
+use lightcl_core::early::{Early, EarlyConfig, EarlyCopies, StreamCopy};
 use lightcl_core::revision::{Position, epoch_plausible, is_newer};
 use lightcl_core::validate::{
     Accepted, L1Answers, L1Plan, Observation, Rejection, Validator, Verdict, WatchVerdict,
@@ -77,6 +78,8 @@ pub struct Parts {
     pub paused: watch::Receiver<bool>,
     /// Every source's recent statuses and the followed source.
     pub sources: Sources,
+    /// Judge statuses from their early (core-NATS) copies ([`lightcl_core::early`]).
+    pub early_copies: bool,
 }
 
 /// The running loop's state.
@@ -102,6 +105,11 @@ pub struct Service {
     drivers_tx: Option<watch::Sender<Reported>>,
     /// Stops [`drivers::follow`] when the service ends.
     drivers_guard: Option<tokio_util::sync::DropGuard>,
+    /// Which statuses were judged from their early copies.
+    early: EarlyCopies,
+    /// The status stream's last delivery had nothing behind it: an early copy is the next
+    /// status in order (false until a delivery shows it).
+    caught_up: bool,
 }
 
 enum Stored {
@@ -129,6 +137,8 @@ impl Service {
             drivers,
             drivers_tx: Some(drivers_tx),
             drivers_guard: None,
+            early: EarlyCopies::new(EarlyConfig::default()),
+            caught_up: false,
         }
     }
 
@@ -195,6 +205,25 @@ impl Service {
             subjects::status_filter(self.chain_id),
         )
         .since(window);
+        // Early copies: the same statuses as routed on publish, a JetStream hop sooner.
+        let mut copies = if self.p.early_copies {
+            match CoreCopies::<v1::RawStatus>::subscribe(
+                self.p.bus.client(),
+                subjects::status_filter(self.chain_id),
+                format!("{}-early", self.p.durable),
+                names::RAW_STATUS,
+            )
+            .await
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no early copies of statuses; the status stream only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let undecodable = consumer.undecodable();
         let mut undecodable_counted = 0;
         let mut paused = self.p.paused.clone();
@@ -204,6 +233,10 @@ impl Service {
         watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let is_paused = *paused.borrow_and_update();
+            if is_paused {
+                // Statuses pile up meanwhile: early copies wait until the stream caught up.
+                self.caught_up = false;
+            }
             self.p.metrics.paused.set(i64::from(is_paused));
             tokio::select! {
                 biased;
@@ -223,28 +256,17 @@ impl Service {
                         break;
                     }
                 }
-                d = consumer.next(), if !is_paused => {
-                    // Searchable: the status's numbers, then the verdict (see `handle`).
-                    let span = tracing::info_span!(
-                        "validator.status",
-                        otel.kind = "consumer",
-                        subject = %d.subject,
-                        sequence = d.sequence,
-                        chain_id = self.chain_id,
-                        source_id = tracing::field::Empty,
-                        poll_seq = tracing::field::Empty,
-                        unsafe_l2 = tracing::field::Empty,
-                        safe_l2 = tracing::field::Empty,
-                        finalized_l2 = tracing::field::Empty,
-                        verdict = tracing::field::Empty,
-                        revision = tracing::field::Empty,
-                        reason = tracing::field::Empty,
-                    );
-                    let cx = lightcl_telemetry::extract_map(&d.trace);
-                    if cx.span().span_context().is_valid() {
-                        let _ = span.set_parent(cx);
+                // A copy precedes its stream delivery on the wire; taken first, it is judged
+                // early when it may be (a backlog is never: see `handle_early`).
+                d = next_copy(&mut copies), if !is_paused && copies.is_some() => {
+                    let span = self.status_span(&d, "early");
+                    if let Stored::Cancelled = self.handle_early(d, &cancel).instrument(span).await {
+                        break;
                     }
-                    if let Stored::Cancelled = self.handle(d, &cancel).instrument(span).await {
+                }
+                d = consumer.next(), if !is_paused => {
+                    let span = self.status_span(&d, "stream");
+                    if let Stored::Cancelled = self.handle(d, false, &cancel).instrument(span).await {
                         break;
                     }
                 }
@@ -422,10 +444,89 @@ impl Service {
     }
 
     /// One status, until its outcome is stored (or shutdown).
-    async fn handle(&mut self, d: Delivery<v1::RawStatus>, cancel: &CancellationToken) -> Stored {
+    /// The span of one status: searchable by the status's numbers, then the verdict (see
+    /// `handle`); a child of the poll's trace.
+    fn status_span(&self, d: &Delivery<v1::RawStatus>, copy: &'static str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "validator.status",
+            otel.kind = "consumer",
+            subject = %d.subject,
+            sequence = d.sequence,
+            copy,
+            chain_id = self.chain_id,
+            source_id = tracing::field::Empty,
+            poll_seq = tracing::field::Empty,
+            unsafe_l2 = tracing::field::Empty,
+            safe_l2 = tracing::field::Empty,
+            finalized_l2 = tracing::field::Empty,
+            verdict = tracing::field::Empty,
+            revision = tracing::field::Empty,
+            reason = tracing::field::Empty,
+        );
+        let cx = lightcl_telemetry::extract_map(&d.trace);
+        if cx.span().span_context().is_valid() {
+            let _ = span.set_parent(cx);
+        }
+        span
+    }
+
+    /// An early copy of a status ([`lightcl_core::early`]): judged now when it may be, and then
+    /// only a stored target counts; anything else is left to the stream's delivery.
+    async fn handle_early(
+        &mut self,
+        d: Delivery<v1::RawStatus>,
+        cancel: &CancellationToken,
+    ) -> Stored {
+        let eligible = self.caught_up && self.p.sources.early_eligible(&d.message.source_id);
+        let id = d.msg_id.clone();
+        if self.early.on_copy(id.as_deref(), eligible, now_ms()) == Early::Pass {
+            tracing::Span::current().record("verdict", "passed");
+            return Stored::Done;
+        }
+        let Some(id) = id else { return Stored::Done };
+        let before = self.accepted;
+        let out = self.handle(d, true, cancel).await;
+        if self.accepted > before {
+            self.early.stored(&id);
+            self.p.metrics.early_targets.inc();
+        } else {
+            self.early.not_stored(&id, now_ms());
+        }
+        out
+    }
+
+    /// Judges one status (`early`: from its early copy, see [`Service::handle_early`]: no
+    /// rejection, no retry, no ack; the stream's delivery settles the rest).
+    async fn handle(
+        &mut self,
+        d: Delivery<v1::RawStatus>,
+        early: bool,
+        cancel: &CancellationToken,
+    ) -> Stored {
         let raw = &d.message;
+        if !early {
+            self.caught_up = d.pending == 0;
+        }
+        if !early
+            && self.p.early_copies
+            && self.early.on_stream(d.msg_id.as_deref()) == StreamCopy::Ack
+        {
+            // Its target was stored from the early copy (proven by the CAS): record, ack.
+            if let Ok(status) = raw.core_status() {
+                let obs = Observation {
+                    chain_id: raw.chain_id,
+                    source_id: raw.source_id.clone(),
+                    status,
+                };
+                self.p.sources.record(&obs, d.sequence, d.stored_ms);
+            }
+            tracing::Span::current().record("verdict", "target_from_early_copy");
+            ack(&d).await;
+            return Stored::Done;
+        }
         let status = match raw.core_status() {
             Ok(s) => s,
+            Err(_) if early => return Stored::Done,
             Err(e) => {
                 self.p.metrics.bad_messages.inc();
                 tracing::error!(subject = %d.subject, sequence = d.sequence, error = %e, "raw status does not convert; acked and skipped");
@@ -441,7 +542,10 @@ impl Service {
         span.record("finalized_l2", status.finalized_l2.number);
         let delivered =
             Observation { chain_id: raw.chain_id, source_id: raw.source_id.clone(), status };
-        self.p.sources.record(&delivered, d.sequence, d.stored_ms);
+        if !early {
+            // An early copy has no stream sequence: the stream's delivery records it.
+            self.p.sources.record(&delivered, d.sequence, d.stored_ms);
+        }
         let (next, switch) = self.p.sources.next(&delivered, now_ms());
         if let Some(sw) = switch {
             self.p.metrics.source_switches.inc();
@@ -453,6 +557,7 @@ impl Service {
         }
         let (obs, sources) = match next {
             Next::Decide { obs, sources } => (*obs, sources),
+            _ if early => return Stored::Done,
             Next::Standby { active } => {
                 self.p.metrics.verdict("standby", None);
                 span.record("verdict", "standby");
@@ -482,12 +587,15 @@ impl Service {
             self.warn_if_drivers_ahead(drivers, now);
             let verdict = match self.p.validator.plan(&obs) {
                 Err(r) => Verdict::Reject(r),
-                Ok(plan) => match self.fetch(&plan, &d, cancel).await {
+                Ok(plan) => match self.fetch(&plan, &d, early, cancel).await {
                     Fetched::Answers(a) => self.p.validator.decide(&obs, &a),
                     Fetched::GaveUp(r) => Verdict::Reject(r),
                     Fetched::Cancelled => return Stored::Cancelled,
                 },
             };
+            if early && !matches!(verdict, Verdict::Accept(_)) {
+                return Stored::Done;
+            }
             if !verified && !matches!(verdict, Verdict::Accept(_)) {
                 let seen = self.target_seq;
                 if let Stored::Cancelled = self.reload_retrying(&mut backoff, cancel).await {
@@ -549,6 +657,9 @@ impl Service {
                         self.p.readiness.set("nats", false);
                         self.note_error(format!("publishing target: {e}"));
                         tracing::warn!(error = %e, "target publish failed; retrying");
+                        if early {
+                            return Stored::Done;
+                        }
                         if sleep_or_cancel(backoff.next_delay(), cancel).await {
                             return Stored::Cancelled;
                         }
@@ -608,13 +719,16 @@ impl Service {
         }
     }
 
+    /// Reads L1 for `plan`, retrying within `--l1.retry-budget` (an early copy: once).
     async fn fetch(
         &mut self,
         plan: &L1Plan,
         d: &Delivery<v1::RawStatus>,
+        early: bool,
         cancel: &CancellationToken,
     ) -> Fetched {
-        let deadline = Instant::now() + self.p.l1_retry_budget;
+        let budget = if early { Duration::ZERO } else { self.p.l1_retry_budget };
+        let deadline = Instant::now() + budget;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         loop {
             match self.p.l1.fetch(plan).await {
@@ -858,6 +972,14 @@ async fn ack<M>(d: &Delivery<M>) {
     if let Err(e) = d.ack().await {
         // Redelivery is harmless: the same status decides the same way or is a replay.
         tracing::warn!(subject = %d.subject, sequence = d.sequence, error = %e, "ack failed");
+    }
+}
+
+/// The next early copy (pending forever without a subscription).
+async fn next_copy(copies: &mut Option<CoreCopies<v1::RawStatus>>) -> Delivery<v1::RawStatus> {
+    match copies {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
     }
 }
 

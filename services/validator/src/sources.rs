@@ -140,6 +140,12 @@ impl Sources {
         *streak = if faulty { streak.saturating_add(1) } else { 0 };
     }
 
+    /// Whether a status of `source` may be judged from its early copy: k = 1 and no other
+    /// source in the window (so no failover choice depends on statuses not yet recorded).
+    pub fn early_eligible(&self, source: &str) -> bool {
+        self.quorum.k == 1 && self.votes.sources().all(|s| s == source)
+    }
+
     /// Every source with a status in the window, most advanced first.
     pub fn views(&self) -> Vec<SourceView> {
         let health = self.health();

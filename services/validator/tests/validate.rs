@@ -251,16 +251,7 @@ async fn two_replicas_store_one_target_per_status() {
     let a = env.start(&[]).await;
     let b = env.start(&[]).await;
     // Published back to back: the replicas race for them.
-    for i in 0..8u64 {
-        env.publish("a", &env.status(62 + 2 * i, 60 + i, 20, 30 + i)).await;
-    }
-    env.wait_consumed().await;
-    let t = env.targets().await;
-    let revisions: Vec<u64> = t.iter().map(|t| t.revision).collect();
-    assert_eq!(revisions, (1..=t.len() as u64).collect::<Vec<_>>(), "contiguous, no duplicates");
-    let safes: Vec<u64> = t.iter().map(|t| t.safe_l2.as_ref().unwrap().number).collect();
-    assert!(safes.windows(2).all(|w| w[0] < w[1]), "each status at most one target: {safes:?}");
-    assert_eq!(*safes.last().unwrap(), 67, "the newest status always wins");
+    let t = race_eight_statuses(&mut env).await;
     // Every status has exactly one outcome: a target or a (replay) rejection.
     assert_eq!(t.len() + env.rejections().await.len(), 8);
     a.stop().await;
@@ -522,4 +513,109 @@ async fn undecodable_statuses_are_acked_counted_and_skipped() {
     assert!(env.rejections().await.is_empty());
     assert_eq!(http_get(admin, "/live").await.status, 200);
     v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_copies_store_targets_once_and_leave_failures_to_the_stream() {
+    let mut env = Env::new().await;
+    // Requests are counted: no L1 watch reads in between.
+    let v = env.start(&["--l1.watch-interval=0s", "--status.early-copies"]).await;
+    let base = env.proxy.requests();
+    // The first status is judged from the stream: until a delivery shows the consumer caught
+    // up, a copy may be behind a backlog.
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    env.wait_targets(1).await;
+    env.wait_consumed().await;
+    // The next ones from their early copies; their stream deliveries are only acked.
+    env.publish("a", &env.status(72, 62, 20, 39)).await;
+    env.wait_targets(2).await;
+    env.publish("a", &env.status(74, 62, 20, 39)).await;
+    env.wait_targets(3).await;
+    env.wait_consumed().await;
+    assert_eq!(env.proxy.requests(), base + 3, "one L1 request per status, whichever copy");
+    let metrics = http_get(v.bound.admin, "/metrics").await.body;
+    assert!(metrics.contains("lightcl_validator_early_targets_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("lightcl_validator_statuses_total{verdict=\"target\",reason=\"\"} 3"),
+        "{metrics}"
+    );
+
+    // A failing status stores nothing from its copy: the stream's delivery rejects it, once,
+    // naming the ref; the good status after it is judged from the stream too (in order).
+    let mut bad = env.status(76, 62, 20, 39);
+    bad.current_l1.hash = alloy_primitives::B256::repeat_byte(0xbb);
+    env.publish("a", &bad).await;
+    env.publish("a", &env.status(78, 64, 20, 39)).await;
+    let t = env.wait_targets(4).await;
+    assert_eq!(t[3].to_core().unwrap().unsafe_l2.number, 78);
+    env.wait_consumed().await;
+    let r = env.rejections().await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!((reason(&r[0]), r[0].ref_name.as_str()), (R::L1Mismatch, "current_l1"));
+    assert_eq!(
+        env.proxy.requests(),
+        base + 6,
+        "the failing status read twice (copy, stream), the next once"
+    );
+    let t = env.targets().await;
+    let revisions: Vec<u64> = t.iter().map(|t| t.revision).collect();
+    assert_eq!(revisions, vec![1, 2, 3, 4]);
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_early_copies_every_status_is_judged_from_the_stream() {
+    let mut env = Env::new().await;
+    // The default.
+    let v = env.start(&["--l1.watch-interval=0s"]).await;
+    for (i, n) in [(1, 70), (2, 72), (3, 74)] {
+        env.publish("a", &env.status(n, 60, 20, 38)).await;
+        env.wait_targets(i).await;
+    }
+    env.wait_consumed().await;
+    let metrics = http_get(v.bound.admin, "/metrics").await.body;
+    assert!(metrics.contains("lightcl_validator_early_targets_total 0"), "{metrics}");
+    v.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_with_early_copies_keep_targets_fenced_and_the_newest_status_wins() {
+    let mut env = Env::new().await;
+    let a = env.start(&["--status.early-copies"]).await;
+    let b = env.start(&["--status.early-copies"]).await;
+    // A settled first status puts both replicas' consumers in step.
+    env.publish("a", &env.status(60, 59, 20, 29)).await;
+    env.wait_targets(1).await;
+    env.wait_consumed().await;
+    // Published back to back: copies and stream deliveries go to either replica.
+    let t = race_eight_statuses(&mut env).await;
+    // A status judged twice (its copy at one replica, its delivery at the other) may add a
+    // rejection, only ever one that says it is behind (not the source's fault).
+    let r = env.rejections().await;
+    assert!(t.len() - 1 + r.len() >= 8, "every status has an outcome: {t:?} {r:?}");
+    for rej in &r {
+        assert!(
+            matches!(reason(rej), R::SafeReplay | R::StatusReplay | R::FinalizedRegression),
+            "only behind-the-target rejections: {rej:?}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Publishes eight statuses back to back (safe heads 60..=67), waits until they are consumed,
+/// and checks the stored targets: contiguous revisions, at most one target per status, the
+/// newest status last. Returns the targets.
+async fn race_eight_statuses(env: &mut Env) -> Vec<lightcl_proto::v1::Target> {
+    for i in 0..8u64 {
+        env.publish("a", &env.status(62 + 2 * i, 60 + i, 20, 30 + i)).await;
+    }
+    env.wait_consumed().await;
+    let t = env.targets().await;
+    let revisions: Vec<u64> = t.iter().map(|t| t.revision).collect();
+    assert_eq!(revisions, (1..=t.len() as u64).collect::<Vec<_>>(), "contiguous, no duplicates");
+    let safes: Vec<u64> = t.iter().map(|t| t.safe_l2.as_ref().unwrap().number).collect();
+    assert!(safes.windows(2).all(|w| w[0] < w[1]), "each status at most one target: {safes:?}");
+    assert_eq!(*safes.last().unwrap(), 67, "the newest status always wins");
+    t
 }

@@ -757,18 +757,15 @@ async fn only_the_validator_takes_early_copies_of_statuses() {
     let _sub =
         bounded("driver: subscribe", raw_d.client.subscribe(subjects::status_filter(CHAIN))).await;
     let filter = subjects::status_filter(CHAIN);
-    let seen = tokio::time::timeout(DEADLINE, async {
-        loop {
-            if raw_d.errors.lock().unwrap().iter().any(|e| {
-                e.contains("Permissions Violation")
-                    && e.contains("Subscription")
-                    && e.contains(&filter)
-            }) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let refused = || {
+        raw_d.errors.lock().unwrap().iter().any(|e| {
+            e.contains("Permissions Violation") && e.contains("Subscription") && e.contains(&filter)
+        })
+    };
+    let seen =
+        lightcl_harness::wait::until_async(DEADLINE, lightcl_harness::wait::POLL, || async {
+            refused()
+        })
+        .await;
     assert!(seen.is_ok(), "driver: its status subscription was not refused: {:?}", raw_d.errors);
 }

@@ -14,7 +14,7 @@
 //!   the early path did not settle (a rejection, a lost race, an error) is decided exactly as
 //!   without early copies.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Settings of [`EarlyCopies`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,19 +51,14 @@ pub enum StreamCopy {
     Ack,
 }
 
-/// One remembered id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    id: String,
-    stored: bool,
-}
-
 /// The early-copy bookkeeping of one validator replica.
 #[derive(Debug, Clone)]
 pub struct EarlyCopies {
     cfg: EarlyConfig,
-    /// Ids judged early or delivered by the stream, oldest first.
-    seen: VecDeque<Seen>,
+    /// Ids judged early or delivered by the stream, oldest first ...
+    order: VecDeque<String>,
+    /// ... and whether a target was stored from each one's early copy.
+    seen: HashMap<String, bool>,
     /// Passed-over statuses whose stream delivery is awaited, with when they were passed over
     /// (`None`: a copy without an id, which only the hold time releases).
     passed: VecDeque<(Option<String>, u64)>,
@@ -72,7 +67,7 @@ pub struct EarlyCopies {
 impl EarlyCopies {
     /// Empty bookkeeping.
     pub fn new(cfg: EarlyConfig) -> Self {
-        Self { cfg, seen: VecDeque::new(), passed: VecDeque::new() }
+        Self { cfg, order: VecDeque::new(), seen: HashMap::new(), passed: VecDeque::new() }
     }
 
     /// Whether no passed-over status is awaited (early judging is open).
@@ -88,11 +83,11 @@ impl EarlyCopies {
             self.pass(None, now_ms);
             return Early::Pass;
         };
-        if self.seen.iter().any(|s| s.id == id) {
+        if self.seen.contains_key(id) {
             // Judged early already, or delivered by the stream first: nothing to wait for.
             return Early::Pass;
         }
-        self.remember(id, false);
+        self.remember(id);
         if eligible && self.passed.is_empty() {
             Early::Judge
         } else {
@@ -103,8 +98,8 @@ impl EarlyCopies {
 
     /// The early judgement of `id` stored its target.
     pub fn stored(&mut self, id: &str) {
-        if let Some(s) = self.seen.iter_mut().rev().find(|s| s.id == id) {
-            s.stored = true;
+        if let Some(stored) = self.seen.get_mut(id) {
+            *stored = true;
         }
     }
 
@@ -116,22 +111,27 @@ impl EarlyCopies {
     /// The stream delivered the status `id`.
     pub fn on_stream(&mut self, id: Option<&str>) -> StreamCopy {
         let Some(id) = id else { return StreamCopy::Judge };
-        self.passed.retain(|(p, _)| p.as_deref() != Some(id));
-        match self.seen.iter().rev().find(|s| s.id == id) {
-            Some(s) if s.stored => StreamCopy::Ack,
-            Some(_) => StreamCopy::Judge,
+        if !self.passed.is_empty() {
+            self.passed.retain(|(p, _)| p.as_deref() != Some(id));
+        }
+        match self.seen.get(id) {
+            Some(true) => StreamCopy::Ack,
+            Some(false) => StreamCopy::Judge,
             None => {
-                self.remember(id, false);
+                self.remember(id);
                 StreamCopy::Judge
             }
         }
     }
 
-    fn remember(&mut self, id: &str, stored: bool) {
-        if self.seen.len() >= self.cfg.remember.max(1) {
-            self.seen.pop_front();
+    fn remember(&mut self, id: &str) {
+        if self.order.len() >= self.cfg.remember.max(1)
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
         }
-        self.seen.push_back(Seen { id: id.to_owned(), stored });
+        self.order.push_back(id.to_owned());
+        self.seen.insert(id.to_owned(), false);
     }
 
     fn pass(&mut self, id: Option<String>, now_ms: u64) {
@@ -203,6 +203,20 @@ mod tests {
         assert_eq!(e.on_copy(Some("s1"), true, 0), Early::Pass);
         assert!(e.open(), "nothing to wait for");
         assert_eq!(e.on_copy(Some("s1"), true, 0), Early::Pass, "a republished copy");
+    }
+
+    #[test]
+    fn it_remembers_a_bounded_number_of_ids() {
+        let mut e = EarlyCopies::new(EarlyConfig { hold_ms: 1_000, remember: 2 });
+        for id in ["s1", "s2", "s3"] {
+            assert_eq!(e.on_copy(Some(id), true, 0), Early::Judge);
+            e.stored(id);
+        }
+        assert_eq!(e.on_stream(Some("s3")), StreamCopy::Ack);
+        assert_eq!(e.on_stream(Some("s2")), StreamCopy::Ack);
+        // The oldest was forgotten: its late delivery is judged as usual (and decides
+        // `Unchanged` or behind: the stored target is newer or equal).
+        assert_eq!(e.on_stream(Some("s1")), StreamCopy::Judge);
     }
 
     #[derive(Debug, Clone)]

@@ -244,15 +244,21 @@ impl Proc {
 }
 
 /// The last `n` lines of `text`, preceded by every earlier `panicked at` line and the line
-/// after it (a panic's message comes before its backtrace, which fills any short tail).
+/// after it, and every earlier `Error:` line (the error `main` returned) with the two after it
+/// (a panic's or an error's message comes before its backtrace, which fills any short tail).
 pub fn tail_with_panics(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
-    let panics = lines[..start]
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.contains("panicked at"))
-        .flat_map(|(i, _)| lines[i..(i + 2).min(start)].iter().copied());
+    let panics = lines[..start].iter().enumerate().flat_map(|(i, l)| {
+        let keep = if l.contains("panicked at") {
+            2
+        } else if l.starts_with("Error:") {
+            3
+        } else {
+            0
+        };
+        lines[i..(i + keep).min(start)].iter().copied()
+    });
     panics.chain(lines[start..].iter().copied()).collect::<Vec<_>>().join("\n")
 }
 
@@ -291,5 +297,17 @@ mod tests {
         // Without a panic it is the plain tail; a panic inside the tail is not repeated.
         assert_eq!(tail_with_panics("a\nb\nc", 2), "b\nc");
         assert_eq!(tail_with_panics("a\nx panicked at y\nz", 2), "x panicked at y\nz");
+    }
+
+    #[test]
+    fn the_error_main_returned_survives_a_long_backtrace() {
+        let mut log = vec!["started".to_owned(), "Error: cannot reach NATS".into()];
+        log.extend(["".into(), "Caused by: refused".into(), "x".into()]);
+        log.extend((0..30).map(|i| format!("  {i}: frame")));
+        let tail = tail_with_panics(&log.join("\n"), 2);
+        assert_eq!(
+            tail,
+            "Error: cannot reach NATS\n\nCaused by: refused\n  28: frame\n  29: frame"
+        );
     }
 }

@@ -629,9 +629,36 @@ impl Devnet {
         }
         let all: Vec<Service> = me.services.keys().copied().collect();
         for s in all {
-            me.wait_ready(s).await?;
+            // Ports are picked free and then handed over, so another program (a parallel
+            // test) may take one first: such a service is started again on new ports.
+            let mut retries = 2;
+            loop {
+                match me.wait_ready(s).await {
+                    Ok(()) => break,
+                    Err(_) if retries > 0 && me.lost_a_port(s) => {
+                        retries -= 1;
+                        let jwt: Vec<&Path> = match s {
+                            Service::Driver(i) => {
+                                jwt_files.get(i).map(PathBuf::as_path).into_iter().collect()
+                            }
+                            _ => Vec::new(),
+                        };
+                        me.spawn_service(s, &bin_dir, &jwt)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         Ok(me)
+    }
+
+    /// Whether `s` exited because one of its listen addresses was taken.
+    fn lost_a_port(&mut self, s: Service) -> bool {
+        self.services.get_mut(&s).is_some_and(|p| {
+            !p.proc.is_running()
+                && std::fs::read_to_string(p.proc.log())
+                    .is_ok_and(|l| l.contains("cannot listen on") && l.contains("in use"))
+        })
     }
 
     fn spawn_service(

@@ -20,25 +20,34 @@ use crate::rig::{CHAIN_ID, Rig, RigOptions, metric_sum, wait_for};
 use crate::stats::{Summary, ms};
 use crate::timeline::{self, Fcu};
 
-/// Settings of the latency benchmark.
-#[derive(Debug, Clone)]
+/// Settings of the latency benchmark (its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Head changes measured per mode.
+    #[arg(long, default_value_t = 1000)]
     pub heads: usize,
     /// Time between head changes at the source.
+    #[arg(long = "head-every", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub head_every: Duration,
-    /// The poller's `--poll-interval` (and the baseline's).
+    /// Poll interval of the poller (and of the baseline).
+    #[arg(long = "poll-interval", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// Warm-up head changes (not measured).
+    #[arg(long, default_value_t = 100)]
     pub warmup: usize,
-    /// Skip the bus-less baseline.
+    /// Only the pipeline.
+    #[arg(long = "skip-baseline")]
     pub skip_baseline: bool,
-    /// Skip the pipeline (baseline only).
+    /// Only the baseline.
+    #[arg(long = "skip-pipeline")]
     pub skip_pipeline: bool,
-    /// Time the pipeline's stages with a core-NATS subscriber (adds a consumer of every
-    /// message, so off for the headline figures).
+    /// Also time the pipeline's stages with a core-NATS subscriber on the statuses and targets
+    /// (a third consumer of every message: it adds load, so the headline figures are measured
+    /// without it).
+    #[arg(long)]
     pub stages: bool,
-    /// Run the validator with `--status.early-copies` (one replica here).
+    /// Run the validator with `--status.early-copies` (it runs as one replica here).
+    #[arg(long = "early-copies")]
     pub early_copies: bool,
 }
 

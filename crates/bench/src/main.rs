@@ -49,34 +49,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Figure 1: source poll -> EL forkchoice update, pipeline vs in-process baseline.
-    Latency {
-        /// Head changes measured per mode.
-        #[arg(long, default_value_t = 1000)]
-        heads: usize,
-        /// Time between head changes.
-        #[arg(long = "head-every", default_value = "25ms", value_parser = humantime::parse_duration)]
-        head_every: Duration,
-        /// Poll interval of the poller (and of the baseline).
-        #[arg(long = "poll-interval", default_value = "10ms", value_parser = humantime::parse_duration)]
-        poll_interval: Duration,
-        /// Warm-up head changes.
-        #[arg(long, default_value_t = 100)]
-        warmup: usize,
-        /// Only the pipeline.
-        #[arg(long = "skip-baseline")]
-        skip_baseline: bool,
-        /// Only the baseline.
-        #[arg(long = "skip-pipeline")]
-        skip_pipeline: bool,
-        /// Also time the pipeline's stages with a core-NATS subscriber on the statuses and
-        /// targets (a third consumer of every message: it adds load, so the headline figures
-        /// are measured without it).
-        #[arg(long)]
-        stages: bool,
-        /// Run the validator with `--status.early-copies` (it runs as one replica here).
-        #[arg(long = "early-copies")]
-        early_copies: bool,
-    },
+    Latency(latency::Options),
     /// Figure 2: validator statuses/s, L1 requests per status, cache hit rate.
     Throughput {
         /// Statuses in the burst.
@@ -132,28 +105,7 @@ async fn main() -> eyre::Result<()> {
         rust_log: cli.service_log.clone(),
     };
     match cli.cmd {
-        Cmd::Latency {
-            heads,
-            head_every,
-            poll_interval,
-            warmup,
-            skip_baseline,
-            skip_pipeline,
-            stages,
-            early_copies,
-        } => {
-            let o = latency::Options {
-                heads,
-                head_every,
-                poll_interval,
-                warmup,
-                skip_baseline,
-                skip_pipeline,
-                stages,
-                early_copies,
-            };
-            latency::run(rig, &o).await?;
-        }
+        Cmd::Latency(o) => latency::run(rig, &o).await?,
         Cmd::Throughput { statuses, paced } => {
             throughput::run(rig, &throughput::Options { statuses, paced }).await?;
         }

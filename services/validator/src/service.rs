@@ -443,7 +443,6 @@ impl Service {
         self.last_error = e;
     }
 
-    /// One status, until its outcome is stored (or shutdown).
     /// The span of one status: searchable by the status's numbers, then the verdict (see
     /// `handle`); a child of the poll's trace.
     fn status_span(&self, d: &Delivery<v1::RawStatus>, copy: &'static str) -> tracing::Span {
@@ -495,8 +494,9 @@ impl Service {
         out
     }
 
-    /// Judges one status (`early`: from its early copy, see [`Service::handle_early`]: no
-    /// rejection, no retry, no ack; the stream's delivery settles the rest).
+    /// One status, until its outcome is stored (or shutdown). `early`: from its early copy
+    /// (see [`Service::handle_early`]): no rejection, no retry, no ack; the stream's delivery
+    /// settles the rest.
     async fn handle(
         &mut self,
         d: Delivery<v1::RawStatus>,

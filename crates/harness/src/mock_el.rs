@@ -239,15 +239,28 @@ impl ElState {
         s
     }
 
+    /// Re-derives the number → hash index of the head's chain. Like a real EL it only walks
+    /// back to where the new chain meets the old one (one step when the head extends it), so an
+    /// update costs the same at block 100 as at block 100 000.
     fn recompute_canonical(&mut self) {
-        self.canonical.clear();
-        let mut cur = self.blocks.get(&self.head).copied();
+        let Some(head) = self.blocks.get(&self.head).copied() else {
+            self.canonical.clear();
+            return;
+        };
+        let _ = self.canonical.split_off(&(head.number + 1));
+        let mut cur = Some(head);
         while let Some(b) = cur {
-            self.canonical.insert(b.number, b.hash);
+            if self.canonical.insert(b.number, b.hash) == Some(b.hash) {
+                break;
+            }
             if b.number == 0 {
                 break;
             }
             cur = self.blocks.get(&b.parent_hash).copied();
+            if cur.is_none() {
+                // A gap: nothing below it belongs to this chain.
+                self.canonical.retain(|n, _| *n >= b.number);
+            }
         }
     }
 
@@ -295,6 +308,9 @@ impl ElState {
     }
 
     fn descends_from_invalid(&self, hash: &B256) -> Option<Option<B256>> {
+        if self.invalid.is_empty() {
+            return None;
+        }
         let mut cur = *hash;
         let mut found = false;
         for _ in 0..10_000 {
@@ -870,4 +886,54 @@ fn module(
     .map_err(reg)?;
 
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The number → hash index a walk from the head to genesis gives.
+    fn full_walk(s: &ElState) -> BTreeMap<u64, B256> {
+        let mut m = BTreeMap::new();
+        let mut cur = s.blocks.get(&s.head).copied();
+        while let Some(b) = cur {
+            m.insert(b.number, b.hash);
+            if b.number == 0 {
+                break;
+            }
+            cur = s.blocks.get(&b.parent_hash).copied();
+        }
+        m
+    }
+
+    #[test]
+    fn the_canonical_index_follows_extensions_reorgs_and_gaps() {
+        let a = L2Chain::new(30);
+        let b = a.fork(12, 1, 40);
+        let mut s = ElState::new(a.at(0), Duration::ZERO);
+        let set_head = |s: &mut ElState, chain: &L2Chain, upto: u64, head: u64| {
+            for blk in chain.blocks().iter().filter(|x| x.number <= upto) {
+                s.blocks.insert(blk.hash, *blk);
+            }
+            s.head = chain.at(head).hash;
+            s.recompute_canonical();
+            assert_eq!(s.canonical, full_walk(s), "head {head} of fork {}", chain.at(head).hash);
+        };
+        for n in 1..=30 {
+            set_head(&mut s, &a, n, n);
+        }
+        // To a longer side chain, back to a lower head of the first, and to the side again.
+        set_head(&mut s, &b, 40, 40);
+        set_head(&mut s, &a, 30, 20);
+        set_head(&mut s, &b, 40, 35);
+        // A head whose ancestors are unknown below some height: only the connected part.
+        let c = a.fork(5, 2, 50);
+        for blk in c.blocks().iter().filter(|x| x.number > 45) {
+            s.blocks.insert(blk.hash, *blk);
+        }
+        s.head = c.at(50).hash;
+        s.recompute_canonical();
+        assert_eq!(s.canonical, full_walk(&s));
+        assert_eq!(s.canonical.keys().copied().collect::<Vec<_>>(), (46..=50).collect::<Vec<_>>());
+    }
 }

@@ -134,6 +134,7 @@ pub struct TypedConsumer<M> {
     name: &'static str,
     messages: Option<Messages>,
     undecodable: Arc<AtomicU64>,
+    on_undecodable: Option<Arc<dyn Fn() + Send + Sync>>,
     _m: PhantomData<fn() -> M>,
 }
 
@@ -147,7 +148,23 @@ impl<M: Message + Default> TypedConsumer<M> {
     /// A consumer of messages named `name` (e.g. `lightcl_proto::names::TARGET`). Nothing is
     /// created on the server until the first [`TypedConsumer::next`].
     pub fn new(js: jetstream::Context, spec: ConsumerSpec, name: &'static str) -> Self {
-        Self { js, spec, name, messages: None, undecodable: Arc::default(), _m: PhantomData }
+        Self {
+            js,
+            spec,
+            name,
+            messages: None,
+            undecodable: Arc::default(),
+            on_undecodable: None,
+            _m: PhantomData,
+        }
+    }
+
+    /// Calls `f` as each undecodable message is skipped (e.g. to count it in a metric at once,
+    /// not when the next good message arrives).
+    #[must_use]
+    pub fn on_undecodable(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_undecodable = Some(Arc::new(f));
+        self
     }
 
     /// Count of undecodable messages acked and skipped so far (shared handle for metrics).
@@ -269,6 +286,9 @@ impl<M: Message + Default> TypedConsumer<M> {
                 }
                 Err(e) => {
                     self.undecodable.fetch_add(1, Ordering::Relaxed);
+                    if let Some(f) = &self.on_undecodable {
+                        f();
+                    }
                     tracing::error!(%subject, sequence, expected = self.name, reason = %e, "undecodable bus message acked and skipped");
                     if self.spec.durable.is_some()
                         && let Err(e) = msg.ack().await

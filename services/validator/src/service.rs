@@ -155,7 +155,13 @@ impl Service {
                 ack_wait: self.p.ack_wait,
             },
             names::RAW_STATUS,
-        );
+        )
+        .on_undecodable({
+            let bad = self.p.metrics.bad_messages.clone();
+            move || {
+                bad.inc();
+            }
+        });
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         // Topology, state and the durable consumer first (ready only once statuses are being
         // recorded for us); NATS may not be up yet.
@@ -224,8 +230,6 @@ impl Service {
         } else {
             None
         };
-        let undecodable = consumer.undecodable();
-        let mut undecodable_counted = 0;
         let mut paused = self.p.paused.clone();
         let watching = self.p.l1_watch_interval.is_some();
         let mut watch_tick =
@@ -281,11 +285,6 @@ impl Service {
                 () = tokio::time::sleep(Duration::from_secs(2)), if !self.l1_ok => {
                     self.probe_l1().await;
                 }
-            }
-            let bad = undecodable.load(std::sync::atomic::Ordering::Relaxed);
-            if bad > undecodable_counted {
-                self.p.metrics.bad_messages.inc_by(bad - undecodable_counted);
-                undecodable_counted = bad;
             }
             self.publish_status();
         }

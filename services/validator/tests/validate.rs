@@ -619,3 +619,57 @@ async fn race_eight_statuses(env: &mut Env) -> Vec<lightcl_proto::v1::Target> {
     assert_eq!(*safes.last().unwrap(), 67, "the newest status always wins");
     t
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_copies_that_fail_to_read_l1_or_to_decode_are_left_to_the_stream() {
+    let mut env = Env::new().await;
+    let v = env.start(&["--l1.watch-interval=0s", "--status.early-copies"]).await;
+    let admin = v.bound.admin;
+    let metric = |name: &'static str, want: u64| async move {
+        let line = format!("{name} {want}");
+        wait::until_async(Duration::from_secs(10), wait::POLL, || {
+            let line = line.clone();
+            async move { http_get(admin, "/metrics").await.body.lines().any(|l| l == line) }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            let page = futures::executor::block_on(http_get(admin, "/metrics")).body;
+            panic!("no line {line:?} in /metrics:\n{page}")
+        });
+    };
+    // Caught up: the next copies are eligible.
+    env.publish("a", &env.status(70, 60, 20, 38)).await;
+    env.wait_targets(1).await;
+    env.wait_consumed().await;
+
+    // L1 down while a copy is judged: nothing is stored from it, the stream's delivery retries
+    // (not ready meanwhile) and stores the target once L1 is back.
+    env.proxy.set_down(true);
+    env.publish("a", &env.status(72, 62, 20, 39)).await;
+    wait::until_async(Duration::from_secs(10), wait::POLL, || async move {
+        http_get(admin, "/ready").await.status == 503
+    })
+    .await
+    .expect("/ready answers 503 while L1 is down");
+    assert_eq!(env.targets().await.len(), 1, "nothing unchecked is published");
+    env.proxy.set_down(false);
+    let t = env.wait_targets(2).await;
+    assert_eq!((t[1].revision, t[1].to_core().unwrap().unsafe_l2.number), (2, 72));
+    env.wait_consumed().await;
+    metric("lightcl_validator_early_targets_total", 0).await;
+
+    // A message that is no status: its copy is skipped, its stream delivery counted once.
+    let js = env.bus.jetstream();
+    let subject = lightcl_bus::subjects::status(CHAIN, "a");
+    js.publish(subject, bytes::Bytes::from_static(b"\xff\xff\xff")).await.unwrap().await.unwrap();
+    env.wait_consumed().await;
+    metric("lightcl_validator_bad_messages_total", 1).await;
+    // Copies work on after both: the next status is stored from its copy.
+    env.publish("a", &env.status(74, 62, 20, 39)).await;
+    let t = env.wait_targets(3).await;
+    assert_eq!(t[2].to_core().unwrap().unsafe_l2.number, 74);
+    metric("lightcl_validator_early_targets_total", 1).await;
+    assert!(env.rejections().await.is_empty());
+    assert_eq!(http_get(admin, "/live").await.status, 200);
+    v.stop().await;
+}

@@ -16,6 +16,7 @@
 mod error;
 mod fanout;
 mod footprint;
+mod hops;
 mod latency;
 mod procfs;
 mod rig;
@@ -92,6 +93,9 @@ enum Cmd {
     /// Figure 8: source-answerable -> EL forkchoice update with default poller settings, fixed
     /// cadence vs phase-locked polling, and source requests per block.
     Tiplag(tiplag::Options),
+    /// The bus's floor: one message through nats-server, core NATS and JetStream, no lightcl
+    /// code in the path.
+    Hops(hops::Options),
     /// Prints the machine description (nproc, memory, CPU model, rustc, load, date).
     Machine,
 }
@@ -117,6 +121,7 @@ async fn main() -> eyre::Result<()> {
             footprint::run(rig, &o).await?;
         }
         Cmd::Tiplag(o) => tiplag::run(rig, &o).await?,
+        Cmd::Hops(o) => hops::run(&o).await?,
         Cmd::Machine => machine(),
     }
     Ok(())

@@ -24,6 +24,9 @@ use crate::source::BenchSource;
 
 /// L2 chain id of every benchmark.
 pub const CHAIN_ID: u64 = 901;
+/// Bearer token of the control API of the services the rig starts (also in
+/// [`Rig::pause_poller`]'s header).
+const CONTROL_TOKEN: &str = "bench-control-token";
 /// An L1 block is mined every this many L2 blocks (12 s vs 2 s block times).
 pub const L2_PER_L1: u64 = 6;
 
@@ -36,6 +39,8 @@ pub struct ServiceProc {
     pub proc: Proc,
     /// Its admin HTTP address (`/ready`, `/metrics`).
     pub admin: SocketAddr,
+    /// Its gRPC control address.
+    pub grpc: SocketAddr,
     bin: String,
     extra: Vec<String>,
 }
@@ -263,7 +268,7 @@ impl Rig {
         }
         let log = self.dir.path().join(format!("{name}.log"));
         let proc = Proc::spawn(name, &path, args, envs, log).ctx("starting a service")?;
-        Ok(ServiceProc { name: name.to_owned(), proc, admin, bin: bin.to_owned(), extra })
+        Ok(ServiceProc { name: name.to_owned(), proc, admin, grpc, bin: bin.to_owned(), extra })
     }
 
     /// Starts the validator reading L1 at `l1_url` (anvil or a counting proxy in front of it).
@@ -284,8 +289,46 @@ impl Rig {
             format!("--l2.follow.source={}", self.source.url()),
             "--source-id=bench-source".into(),
             format!("--poll-interval={}", humantime::format_duration(interval)),
+            format!("--grpc.token-file={}", self.control_token()?.display()),
         ];
         self.spawn("poller", "lightcl-poller", args)
+    }
+
+    /// The bearer token of the services' mutating control calls (written to a file once).
+    fn control_token(&self) -> Result<PathBuf, BenchError> {
+        let f = self.dir.path().join("grpc-token");
+        if !f.is_file() {
+            std::fs::write(&f, CONTROL_TOKEN).ctx("token file")?;
+        }
+        Ok(f)
+    }
+
+    /// Pauses (`true`) or resumes the poller through its control API (the poller was started
+    /// by [`Rig::spawn_poller`]).
+    pub async fn pause_poller(&self, paused: bool) -> Result<(), BenchError> {
+        use lightcl_proto::v1;
+        let s = self.service("poller").ok_or_else(|| failed("pause", "no poller"))?;
+        let mut client =
+            v1::poller_control_client::PollerControlClient::connect(format!("http://{}", s.grpc))
+                .await
+                .ctx("poller control API")?;
+        fn auth<T>(body: T) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(body);
+            let bearer = tonic::metadata::MetadataValue::from_static("Bearer bench-control-token");
+            r.metadata_mut().insert("authorization", bearer);
+            r
+        }
+        let state = if paused {
+            let r = v1::PauseRequest { reason: "benchmark: the baseline's turn".into() };
+            client.pause(auth(r)).await
+        } else {
+            client.resume(auth(v1::ResumeRequest {})).await
+        }
+        .ctx("pause/resume")?;
+        if state.get_ref().paused != paused {
+            return Err(failed("pause", format!("the poller answered paused={}", !paused)));
+        }
+        Ok(())
     }
 
     /// Starts the poller of the source with its default interval and `extra` flags.

@@ -24,8 +24,7 @@ use crate::source::BenchSource;
 
 /// L2 chain id of every benchmark.
 pub const CHAIN_ID: u64 = 901;
-/// Bearer token of the control API of the services the rig starts (also in
-/// [`Rig::pause_poller`]'s header).
+/// Bearer token of the control API of the services the rig starts.
 const CONTROL_TOKEN: &str = "bench-control-token";
 /// An L1 block is mined every this many L2 blocks (12 s vs 2 s block times).
 pub const L2_PER_L1: u64 = 6;
@@ -312,17 +311,21 @@ impl Rig {
             v1::poller_control_client::PollerControlClient::connect(format!("http://{}", s.grpc))
                 .await
                 .ctx("poller control API")?;
-        fn auth<T>(body: T) -> tonic::Request<T> {
-            let mut r = tonic::Request::new(body);
-            let bearer = tonic::metadata::MetadataValue::from_static("Bearer bench-control-token");
-            r.metadata_mut().insert("authorization", bearer);
-            r
-        }
+        let bearer: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {CONTROL_TOKEN}").parse().ctx("bearer token")?;
+        let auth = |r: &mut tonic::metadata::MetadataMap| {
+            r.insert("authorization", bearer.clone());
+        };
         let state = if paused {
-            let r = v1::PauseRequest { reason: "benchmark: the baseline's turn".into() };
-            client.pause(auth(r)).await
+            let mut r = tonic::Request::new(v1::PauseRequest {
+                reason: "benchmark: the baseline's turn".into(),
+            });
+            auth(r.metadata_mut());
+            client.pause(r).await
         } else {
-            client.resume(auth(v1::ResumeRequest {})).await
+            let mut r = tonic::Request::new(v1::ResumeRequest {});
+            auth(r.metadata_mut());
+            client.resume(r).await
         }
         .ctx("pause/resume")?;
         if state.get_ref().paused != paused {

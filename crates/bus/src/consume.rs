@@ -12,6 +12,7 @@ use prost::Message;
 
 use crate::BusError;
 use crate::error::BoxError;
+use crate::latest::PoisonHook;
 use crate::publish::{decode_message, trace_headers};
 
 /// Where a new consumer starts.
@@ -134,7 +135,7 @@ pub struct TypedConsumer<M> {
     name: &'static str,
     messages: Option<Messages>,
     undecodable: Arc<AtomicU64>,
-    on_undecodable: Option<Arc<dyn Fn() + Send + Sync>>,
+    on_undecodable: Option<PoisonHook>,
     _m: PhantomData<fn() -> M>,
 }
 
@@ -159,11 +160,11 @@ impl<M: Message + Default> TypedConsumer<M> {
         }
     }
 
-    /// Calls `f` as each undecodable message is skipped (e.g. to count it in a metric at once,
-    /// not when the next good message arrives).
+    /// Calls `hook` once per undecodable message, when it is skipped (as
+    /// [`crate::LatestConsumer::on_poisoned`]).
     #[must_use]
-    pub fn on_undecodable(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.on_undecodable = Some(Arc::new(f));
+    pub fn on_undecodable(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_undecodable = Some(Box::new(hook));
         self
     }
 
@@ -286,8 +287,8 @@ impl<M: Message + Default> TypedConsumer<M> {
                 }
                 Err(e) => {
                     self.undecodable.fetch_add(1, Ordering::Relaxed);
-                    if let Some(f) = &self.on_undecodable {
-                        f();
+                    if let Some(hook) = &self.on_undecodable {
+                        hook();
                     }
                     tracing::error!(%subject, sequence, expected = self.name, reason = %e, "undecodable bus message acked and skipped");
                     if self.spec.durable.is_some()

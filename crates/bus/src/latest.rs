@@ -52,8 +52,9 @@ pub struct Latest<T> {
     pub trace: HashMap<String, String>,
 }
 
-/// Called once per poisoned message (e.g. to count it in a metric).
-type PoisonHook = Box<dyn Fn() + Send + Sync>;
+/// Called once per poisoned (undecodable) message as it is skipped (e.g. to count it in a
+/// metric at once).
+pub(crate) type PoisonHook = Box<dyn Fn() + Send + Sync>;
 
 /// An ordered (ephemeral, ack-less) consumer of one subject that starts at the subject's newest
 /// message (`LastPerSubject`) and then follows every newer one — the "only the newest matters"

@@ -33,7 +33,7 @@ pub struct Options {
 /// Runs the benchmark and prints one line per route.
 pub async fn run(o: &Options) -> Result<(), BenchError> {
     let dir = tempfile::Builder::new().prefix("lightcl-hops-").tempdir().ctx("temp dir")?;
-    let nats = NatsServer::start_with(NatsOptions {
+    let mut nats = NatsServer::start_with(NatsOptions {
         store_dir: Some(dir.path().join("nats")),
         ready_timeout: Duration::from_secs(20),
         ..NatsOptions::default()
@@ -112,7 +112,6 @@ pub async fn run(o: &Options) -> Result<(), BenchError> {
         }
     }
     drop((sender, receiver));
-    let mut nats = nats;
     nats.terminate(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -203,6 +203,112 @@ pub fn parse_rpc_block(v: &Value) -> Result<Option<L1BlockRef>, ParseError> {
     }))
 }
 
+/// An `eth_getBlockByNumber` answer as it comes off the wire, keeping only the four fields
+/// [`parse_rpc_block`] reads: deserializing into it skips everything else (logs bloom,
+/// transaction hashes, …) without building JSON values for it. [`RpcBlock::parse`] then gives
+/// exactly what [`parse_rpc_block`] gives for the whole answer, errors included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcBlock(RpcBlockShape);
+
+#[derive(Debug, Clone, PartialEq)]
+enum RpcBlockShape {
+    Null,
+    /// An object, with the read fields only (the last of duplicate keys wins, as in `Value`).
+    Object(Map<String, Value>),
+    /// Anything else, by its kind ("a string", …).
+    Other(&'static str),
+}
+
+impl RpcBlock {
+    /// The block, as [`parse_rpc_block`] reads it.
+    pub fn parse(&self) -> Result<Option<L1BlockRef>, ParseError> {
+        match &self.0 {
+            RpcBlockShape::Null => Ok(None),
+            RpcBlockShape::Object(m) => parse_rpc_block(&Value::Object(m.clone())),
+            RpcBlockShape::Other(kind) => {
+                Err(ParseError::new("block", format!("expected an object, got {kind}")))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RpcBlock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+        /// A key of the block object: one of the read fields, or one to skip.
+        struct Key(Option<&'static str>);
+        impl<'de> Deserialize<'de> for Key {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct K;
+                impl Visitor<'_> for K {
+                    type Value = Key;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a key")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<Key, E> {
+                        Ok(Key(["hash", "number", "parentHash", "timestamp"]
+                            .into_iter()
+                            .find(|f| *f == k)))
+                    }
+                }
+                d.deserialize_identifier(K)
+            }
+        }
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RpcBlockShape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a block, null or any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(RpcBlockShape::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(RpcBlockShape::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RpcBlockShape::Other("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RpcBlockShape::Other("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RpcBlockShape::Other("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RpcBlockShape::Other("a number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(RpcBlockShape::Other("a string"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RpcBlockShape::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut m = Map::new();
+                while let Some(Key(k)) = a.next_key()? {
+                    match k {
+                        Some(k) => {
+                            m.insert(k.to_owned(), a.next_value()?);
+                        }
+                        None => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(RpcBlockShape::Object(m))
+            }
+        }
+        d.deserialize_any(V).map(RpcBlock)
+    }
+}
+
 /// Formats a number as an Ethereum JSON-RPC hex quantity (`0x1a`).
 pub fn to_quantity(n: u64) -> String {
     format!("{n:#x}")

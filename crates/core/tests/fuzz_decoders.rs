@@ -5,7 +5,9 @@
 //! value really is missing or malformed, with the reason that fits it.
 
 use alloy_primitives::B256;
-use lightcl_core::status::{ParseError, SyncStatus, parse_hash, parse_rpc_block, to_quantity};
+use lightcl_core::status::{
+    ParseError, RpcBlock, SyncStatus, parse_hash, parse_rpc_block, to_quantity,
+};
 use lightcl_core::{BlockId, L1BlockRef, L2BlockRef};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -392,9 +394,13 @@ fn check_quantity_reason(x: &Value, e: &ParseError) {
     }
 }
 
-/// Runs `parse_rpc_block` on `v` and checks the invariants.
+/// Runs `parse_rpc_block` on `v` and checks the invariants; the answer read off the wire into
+/// an `RpcBlock` (only the read fields kept) parses to exactly the same result.
 fn check_block(v: &Value) -> Result<Option<L1BlockRef>, ParseError> {
     let r = parse_rpc_block(v);
+    let text = serde_json::to_string(v).unwrap();
+    let wire: RpcBlock = serde_json::from_str(&text).expect("any JSON value is an RpcBlock");
+    assert_eq!(wire.parse(), r, "from the wire: {text}");
     match &r {
         Ok(None) => assert!(v.is_null(), "Ok(None) only for null"),
         Ok(Some(b)) => {

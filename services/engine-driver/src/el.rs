@@ -8,9 +8,8 @@ use alloy_provider::ext::EngineApi;
 use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
 use lightcl_core::Severity;
 use lightcl_core::engine::{ElBlock, ElHeads, FcuOutcome, Forkchoice};
-use lightcl_core::status::{BlockId, L1BlockRef, ParseError, parse_rpc_block, to_quantity};
+use lightcl_core::status::{BlockId, L1BlockRef, ParseError, RpcBlock, to_quantity};
 use lightcl_rpc::{Client, ClientConfig, Endpoint, INVALID_FORKCHOICE_STATE, RpcError};
-use serde_json::Value;
 
 /// A start-up check of the EL failed.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +216,7 @@ impl EngineClient {
         let tags = ["latest", "safe", "finalized"];
         let params: Vec<(&str, bool)> = tags.iter().map(|t| (*t, false)).collect();
         let answers =
-            self.reads.batch::<_, Value>("eth_getBlockByNumber", &params).await.map_err(
+            self.reads.batch::<_, RpcBlock>("eth_getBlockByNumber", &params).await.map_err(
                 |source| ReadError::Rpc { what: "latest,safe,finalized".into(), source },
             )?;
         let mut blocks = Vec::with_capacity(3);
@@ -226,7 +225,8 @@ impl EngineClient {
                 // A missing label (e.g. "finalized block not found") is "none", not a failure.
                 Err(_) if i > 0 => None,
                 Err(source) => return Err(ReadError::Rpc { what: tags[i].into(), source }),
-                Ok(v) => parse_rpc_block(&v)
+                Ok(v) => v
+                    .parse()
                     .map_err(|source| ReadError::BadBlock { what: tags[i].into(), source })?,
             };
             blocks.push(block);
@@ -240,12 +240,12 @@ impl EngineClient {
     }
 
     async fn block(&self, tag: &str) -> Result<Option<BlockId>, ReadError> {
-        let v: Value = self
+        let v: RpcBlock = self
             .reads
             .request("eth_getBlockByNumber", (tag, false))
             .await
             .map_err(|source| ReadError::Rpc { what: tag.into(), source })?;
-        parse_rpc_block(&v)
+        v.parse()
             .map(|b| b.map(|b| b.id()))
             .map_err(|source| ReadError::BadBlock { what: tag.into(), source })
     }
@@ -271,7 +271,7 @@ mod tests {
     use lightcl_rpc::HttpError;
     use serde_json::json;
 
-    fn parse(v: Value) -> Result<FcuOutcome, serde_json::Error> {
+    fn parse(v: serde_json::Value) -> Result<FcuOutcome, serde_json::Error> {
         serde_json::from_value::<ForkchoiceUpdated>(v).map(|a| fcu_outcome(&a))
     }
 

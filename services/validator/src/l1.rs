@@ -5,11 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use lightcl_core::status::{parse_rpc_block, to_quantity};
+use lightcl_core::status::{RpcBlock, to_quantity};
 use lightcl_core::validate::{L1Answers, L1Cache, L1Plan};
 use lightcl_core::{L1BlockRef, ParseError, Severity};
 use lightcl_rpc::{Client, ClientConfig, Endpoint, RpcError};
-use serde_json::Value;
 
 use crate::metrics::{Metrics, OutcomeLabel};
 
@@ -95,7 +94,7 @@ impl L1Reader {
         calls.extend(numbers.iter().map(|n| (to_quantity(*n), false)));
         self.metrics.l1_batch_size.observe(calls.len() as f64);
         let started = Instant::now();
-        let result = self.client.batch::<_, Value>("eth_getBlockByNumber", &calls).await;
+        let result = self.client.batch::<_, RpcBlock>("eth_getBlockByNumber", &calls).await;
         self.metrics.l1_latency.observe(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics.l1_requests.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
@@ -120,14 +119,12 @@ impl L1Reader {
 }
 
 fn block(
-    answer: Option<Result<Value, RpcError>>,
+    answer: Option<Result<RpcBlock, RpcError>>,
     what: &str,
 ) -> Result<Option<L1BlockRef>, L1Error> {
     match answer {
         None => Err(L1Error::Missing { what: what.into(), missing: "no answer" }),
         Some(Err(e)) => Err(L1Error::Call { what: what.into(), source: e }),
-        Some(Ok(v)) => {
-            parse_rpc_block(&v).map_err(|source| L1Error::BadBlock { what: what.into(), source })
-        }
+        Some(Ok(v)) => v.parse().map_err(|source| L1Error::BadBlock { what: what.into(), source }),
     }
 }

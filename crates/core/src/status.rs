@@ -193,14 +193,18 @@ pub fn parse_rpc_block(v: &Value) -> Result<Option<L1BlockRef>, ParseError> {
     if v.is_null() {
         return Ok(None);
     }
-    let obj = as_object(v, "block")?;
+    block_fields(as_object(v, "block")?).map(Some)
+}
+
+/// The four fields of a block object.
+fn block_fields(obj: &Map<String, Value>) -> Result<L1BlockRef, ParseError> {
     let get = |name: &str| field(obj, name).ok_or_else(|| ParseError::new(name, "missing"));
-    Ok(Some(L1BlockRef {
+    Ok(L1BlockRef {
         hash: parse_hash(get("hash")?, "hash")?,
         number: parse_quantity(get("number")?, "number")?,
         parent_hash: parse_hash(get("parentHash")?, "parentHash")?,
         timestamp: parse_quantity(get("timestamp")?, "timestamp")?,
-    }))
+    })
 }
 
 /// An `eth_getBlockByNumber` answer as it comes off the wire, keeping only the four fields
@@ -224,7 +228,7 @@ impl RpcBlock {
     pub fn parse(&self) -> Result<Option<L1BlockRef>, ParseError> {
         match &self.0 {
             RpcBlockShape::Null => Ok(None),
-            RpcBlockShape::Object(m) => parse_rpc_block(&Value::Object(m.clone())),
+            RpcBlockShape::Object(m) => block_fields(m).map(Some),
             RpcBlockShape::Other(kind) => {
                 Err(ParseError::new("block", format!("expected an object, got {kind}")))
             }

@@ -377,13 +377,13 @@ impl Rig {
                         })
                         .await;
                 let Err(e) = res else { break };
-                let tail = s.proc.log_tail(10);
-                if attempts < 2 && tail.contains("Address already in use") {
+                if attempts < 2 && s.proc.lost_a_listen_port() {
                     attempts += 1;
                     let (name, bin, extra) = (s.name.clone(), s.bin.clone(), s.extra.clone());
                     self.services[i] = self.start_service(&name, &bin, extra)?;
                     continue;
                 }
+                let tail = s.proc.log_tail(10);
                 return Err(failed(&format!("{} ready", s.name), format!("{e}\n{tail}")));
             }
         }

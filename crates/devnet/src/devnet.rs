@@ -654,11 +654,7 @@ impl Devnet {
 
     /// Whether `s` exited because one of its listen addresses was taken.
     fn lost_a_port(&mut self, s: Service) -> bool {
-        self.services.get_mut(&s).is_some_and(|p| {
-            !p.proc.is_running()
-                && std::fs::read_to_string(p.proc.log())
-                    .is_ok_and(|l| l.contains("cannot listen on") && l.contains("in use"))
-        })
+        self.services.get_mut(&s).is_some_and(|p| p.proc.lost_a_listen_port())
     }
 
     fn spawn_service(

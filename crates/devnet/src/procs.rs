@@ -72,6 +72,12 @@ pub fn free_addr() -> Result<SocketAddr, ProcError> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
+/// Whether a service's log has the line of a listen address that could not be bound because
+/// it is in use (`--admin.addr: cannot listen on 127.0.0.1:9: Address already in use …`).
+fn says_a_port_was_taken(log: &str) -> bool {
+    log.lines().any(|l| l.contains("cannot listen on") && l.contains("in use"))
+}
+
 /// A child process that can be stopped, killed and started again with the same command.
 #[derive(Debug)]
 pub struct Proc {
@@ -168,6 +174,14 @@ impl Proc {
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child.is_some() && self.exit_status().is_none()
+    }
+
+    /// Whether it exited because one of its listen addresses was taken: ports are picked free
+    /// and then handed over, so another program (a parallel test) may bind one first, and such
+    /// a process is worth starting again on new ports.
+    pub fn lost_a_listen_port(&mut self) -> bool {
+        !self.is_running()
+            && std::fs::read_to_string(&self.log).is_ok_and(|l| says_a_port_was_taken(&l))
     }
 
     /// SIGKILL (a crash); waits until it is gone.
@@ -281,7 +295,19 @@ pub fn bin_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::tail_with_panics;
+    use super::{says_a_port_was_taken, tail_with_panics};
+
+    #[test]
+    fn a_taken_listen_port_is_recognised_and_nothing_else() {
+        let taken = "Error: --grpc.addr: cannot listen on 127.0.0.1:4000: Address already in use (os error 98)";
+        assert!(says_a_port_was_taken(&format!("started\n{taken}\n  0: frame")));
+        // Another bind failure, or the words on different lines, is no lost port.
+        assert!(!says_a_port_was_taken(
+            "Error: --grpc.addr: cannot listen on 127.0.0.1:80: Permission denied (os error 13)"
+        ));
+        assert!(!says_a_port_was_taken("cannot listen on 127.0.0.1:1: refused\nkey in use"));
+        assert!(!says_a_port_was_taken(""));
+    }
 
     #[test]
     fn a_panic_message_survives_a_long_backtrace() {

@@ -86,8 +86,7 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
     };
 
     // Warm-up until every EL follows.
-    let mut tick = tokio::time::interval(o.head_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::rig::ticker(o.head_every);
     let mut last = rig.status().unsafe_l2;
     let warm_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < warm_until {

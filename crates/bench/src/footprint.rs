@@ -32,8 +32,7 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
         "footprint: poll interval {:?}, a new head every {:?}, warm-up {:?}, window {:?}",
         o.poll_interval, o.head_every, o.warmup, o.window
     );
-    let mut tick = tokio::time::interval(o.head_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::rig::ticker(o.head_every);
     let warm_until = Instant::now() + o.warmup;
     while Instant::now() < warm_until {
         tick.tick().await;

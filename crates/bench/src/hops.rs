@@ -11,6 +11,7 @@ use futures::StreamExt;
 use lightcl_harness::nats::{NatsOptions, NatsServer};
 
 use crate::error::{BenchError, Ctx, failed};
+use crate::rig::ticker;
 use crate::stats::Summary;
 
 /// Settings of the hop benchmark (its command line).
@@ -114,12 +115,6 @@ pub async fn run(o: &Options) -> Result<(), BenchError> {
     drop((sender, receiver));
     nats.terminate(Duration::from_secs(5)).await;
     Ok(())
-}
-
-fn ticker(every: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(every);
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    t
 }
 
 /// The next item of a message stream, or an error after 5 s.

@@ -76,8 +76,8 @@ struct Tally {
     coalesced: usize,
     polls: u64,
     time: Duration,
-    /// p50 of each block, in order.
-    block_p50: Vec<Duration>,
+    /// p50 of each block, in order (`None`: no head of the block reached the EL).
+    block_p50: Vec<Option<Duration>>,
 }
 
 /// The baseline task and its switch.
@@ -187,7 +187,10 @@ pub async fn run(rig_opts: RigOptions, o: &Options) -> Result<(), BenchError> {
             .block_p50
             .iter()
             .zip(&base.block_p50)
-            .map(|(p, b)| format!("{:.2}", r(*p, *b)))
+            .map(|(p, b)| match (p, b) {
+                (Some(p), Some(b)) => format!("{:.2}", r(*p, *b)),
+                _ => "-".to_owned(),
+            })
             .collect();
         println!("  p50 ratio of each round: {}", rounds.join(" "));
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
@@ -247,11 +250,15 @@ async fn switch(
     }
     if !on {
         // A poll in flight when the switch flipped still completes: wait for quiet.
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let before = rig.source.status_requests();
             tokio::time::sleep(o.poll_interval * 3).await;
             if rig.source.status_requests() == before {
                 break;
+            }
+            if Instant::now() > deadline {
+                return Err(failed("switching modes", "the source is still polled 10 s later"));
             }
         }
     }
@@ -275,8 +282,7 @@ async fn block(
     let skip = el.calls().len();
     rig.source.take_served();
     let polls0 = rig.source.status_requests();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::rig::ticker(every);
     tick.tick().await;
     let t0 = Instant::now();
     let mut heads: Vec<(B256, u64)> = Vec::with_capacity(n);
@@ -298,9 +304,7 @@ async fn block(
     let fcus: Vec<Fcu> = timeline::fcus(el, skip, &numbers);
     let served = rig.source.take_served();
     let m = timeline::match_heads(&heads, &served, &fcus);
-    if let Some(s) = Summary::of(&m.latencies) {
-        t.block_p50.push(s.p50);
-    }
+    t.block_p50.push(Summary::of(&m.latencies).map(|s| s.p50));
     t.latencies.extend(m.latencies);
     t.unserved += m.unserved;
     t.unreached += m.unreached;
@@ -321,7 +325,7 @@ fn report(label: &str, t: &Tally, o: &Options) -> Option<Summary> {
         Some(s) => println!("  serving poll -> EL FCU: {s}"),
         None => println!("  no head reached the EL"),
     }
-    let p50s: Vec<String> = t.block_p50.iter().map(|d| ms(*d)).collect();
+    let p50s: Vec<String> = t.block_p50.iter().map(|d| d.map_or("-".into(), ms)).collect();
     println!("  p50 of each block (ms): {}", p50s.join(" "));
     let secs = t.time.as_secs_f64().max(1e-9);
     println!(

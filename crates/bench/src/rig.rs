@@ -424,6 +424,14 @@ impl Rig {
     }
 }
 
+/// A clock ticking every `every` whose late ticks are delayed, not bunched (the pace at
+/// which the benchmarks change the head or send messages).
+pub fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
 /// The sum of every sample of `name` (any labels) in a Prometheus text page.
 pub fn metric_sum(page: &str, name: &str) -> f64 {
     page.lines()
